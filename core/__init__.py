@@ -1,0 +1,11 @@
+"""Little Data's core library: data, augmentation, backbones, the three levels, store, prediction.
+
+Importing `core` is cheap: TensorFlow is imported only by the modules that train or predict.
+"""
+
+import os
+
+# TensorFlow's C++ start-up chatter hides the messages people need to see.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

@@ -1,0 +1,137 @@
+"""Data augmentation: one config, built from Keras 3 preprocessing layers.
+
+The tutorial's `ImageDataGenerator` parameters map onto layers as follows: rotation in degrees
+becomes `RandomRotation(degrees / 360)`, shifts become `RandomTranslation`, shear `RandomShear`,
+zoom `RandomZoom`, and `horizontal_flip` `RandomFlip("horizontal")`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random transformations applied to training images.
+
+    Attributes:
+        rotation: maximum rotation in degrees (either way).
+        width_shift, height_shift: maximum shift as a fraction of the width / height.
+        shear: maximum shear intensity (as `ImageDataGenerator`'s shear_range, a fraction).
+        zoom: maximum zoom in or out, as a fraction.
+        horizontal_flip: flip left-right half of the time.
+        brightness: maximum brightness change, as a fraction of the value range.
+        contrast: maximum contrast change, as a fraction.
+        fill_mode: how pixels outside the image are filled ("nearest", "reflect", "constant", "wrap").
+    """
+
+    rotation: float = 0.0
+    width_shift: float = 0.0
+    height_shift: float = 0.0
+    shear: float = 0.0
+    zoom: float = 0.0
+    horizontal_flip: bool = False
+    brightness: float = 0.0
+    contrast: float = 0.0
+    fill_mode: str = "nearest"
+
+    def __post_init__(self):
+        if not 0 <= self.rotation <= 180:
+            raise ValueError(f"rotation must be between 0 and 180 degrees, got {self.rotation}.")
+        for name in ("width_shift", "height_shift", "shear", "zoom", "brightness", "contrast"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value}.")
+        if self.fill_mode not in ("nearest", "reflect", "constant", "wrap"):
+            raise ValueError(f"fill_mode must be nearest, reflect, constant or wrap, got {self.fill_mode!r}.")
+
+    @property
+    def is_identity(self) -> bool:
+        return self == replace(AugmentConfig(), fill_mode=self.fill_mode)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "AugmentConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(),
+    # The blog's training generator: rescale, shear 0.2, zoom 0.2, horizontal flip.
+    "tutorial_train": AugmentConfig(shear=0.2, zoom=0.2, horizontal_flip=True),
+    # The blog's "one cat, many pictures" preview generator.
+    "tutorial_preview": AugmentConfig(rotation=40, width_shift=0.2, height_shift=0.2, shear=0.2,
+                                      zoom=0.2, horizontal_flip=True),
+    # "Beyond 95%": more aggressive augmentation.
+    "aggressive": AugmentConfig(rotation=40, width_shift=0.25, height_shift=0.25, shear=0.3, zoom=0.3,
+                                horizontal_flip=True, brightness=0.3, contrast=0.3),
+}
+
+PRESET_LABELS = {
+    "none": "None",
+    "tutorial_train": "Tutorial training (shear, zoom, flip)",
+    "tutorial_preview": "Tutorial preview (rotation 40°, shifts, shear, zoom, flip)",
+    "aggressive": "Aggressive (+ brightness, contrast)",
+}
+
+
+def preset(name: str) -> AugmentConfig:
+    """The named preset; raises ValueError listing the valid names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"Unknown augmentation preset {name!r}; choose from {', '.join(PRESETS)}.") from None
+
+
+def make_augmenter(config: AugmentConfig, seed: int | None = None):
+    """A `keras.Sequential` of random layers for float images in [0, 255], or None if identity."""
+    import keras
+
+    if config.is_identity:
+        return None
+    layers = []
+    seeds = iter(range(1_000)) if seed is None else iter(range(seed, seed + 1_000))
+
+    def next_seed():
+        return None if seed is None else next(seeds)
+
+    fill = config.fill_mode
+    if config.horizontal_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=next_seed()))
+    if config.rotation:
+        layers.append(keras.layers.RandomRotation(config.rotation / 360.0, fill_mode=fill, seed=next_seed()))
+    if config.width_shift or config.height_shift:
+        layers.append(keras.layers.RandomTranslation(config.height_shift, config.width_shift,
+                                                     fill_mode=fill, seed=next_seed()))
+    if config.shear:
+        layers.append(keras.layers.RandomShear(x_factor=config.shear, y_factor=0.0, fill_mode=fill,
+                                               seed=next_seed()))
+    if config.zoom:
+        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode=fill, seed=next_seed()))
+    if config.brightness:
+        layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=next_seed()))
+    if config.contrast:
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=next_seed()))
+    return keras.Sequential(layers, name="augmentation")
+
+
+def augmented_variants(image: np.ndarray, config: AugmentConfig, n: int = 9, seed: int = 0) -> list[np.ndarray]:
+    """N random variants of one HxWx3 uint8 image; the same seed gives the same pictures.
+
+    The first variant is not special: all N are drawn from the augmentation distribution.
+    """
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"Expected an HxWx3 image, got shape {image.shape}.")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}.")
+    augmenter = make_augmenter(config, seed=seed)
+    if augmenter is None:
+        return [image.copy() for _ in range(n)]
+    batch = np.repeat(image[None].astype("float32"), n, axis=0)
+    out = np.asarray(augmenter(batch, training=True))
+    return [np.clip(v, 0, 255).round().astype(np.uint8) for v in out]

@@ -1,0 +1,180 @@
+"""Pretrained convolutional bases: a registry of what each needs and costs.
+
+Each backbone knows its native image size, its preprocessing (as a Keras layer, so it lives inside
+saved models), which layers form its "top block" for fine-tuning, and where its weights come from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from core import settings
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights that cannot be had; the message says how to supply a file."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A registered convolutional base.
+
+    Attributes:
+        name: registry key and the base model's layer name.
+        label: human-readable name.
+        image_size: default (height, width).
+        preprocessing: "vgg" (caffe-style BGR mean subtraction) or "tf" (scale to [-1, 1]).
+        top_block: layer-name prefixes unfrozen by level 3.
+        pooling: "flatten" keeps the feature map (small maps), "avg" pools it (large maps).
+        local_files: file names searched for in `settings.weights_dirs()` before Keras downloads.
+    """
+
+    name: str
+    label: str
+    image_size: tuple[int, int]
+    preprocessing: str
+    top_block: tuple[str, ...]
+    pooling: str
+    local_files: tuple[str, ...]
+    builder: Callable
+
+    def build(self, weights, image_size: tuple[int, int] | None = None):
+        """The Keras base model (no top) with `weights` = "imagenet", None, or a file path."""
+        import keras
+
+        size = tuple(image_size or self.image_size)
+        base = self.builder(keras, weights, (*size, 3))
+        base.name = self.name
+        return base
+
+    def is_top_block(self, layer_name: str) -> bool:
+        return layer_name.startswith(self.top_block)
+
+
+def _vgg16(keras, weights, shape):
+    return keras.applications.VGG16(include_top=False, weights=weights, input_shape=shape)
+
+
+def _mobilenet_v2(keras, weights, shape):
+    return keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=shape, alpha=1.0)
+
+
+def _mobilenet_025(keras, weights, shape):
+    return keras.applications.MobileNet(include_top=False, weights=weights, input_shape=shape, alpha=0.25)
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b for b in [
+        Backbone("vgg16", "VGG16 (the tutorial's)", (150, 150), "vgg", ("block5",), "flatten",
+                 ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",), _vgg16),
+        # The 7x7 stage: blocks 14-16 and the final 1x1 convolution.
+        Backbone("mobilenet_v2", "MobileNetV2 (alpha 1.0)", (224, 224), "tf",
+                 ("block_14_", "block_15_", "block_16_", "Conv_1", "out_relu"), "avg",
+                 ("mobilenet_v2_1.0_imagenet_torchvision_notop.weights.h5",
+                  "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"), _mobilenet_v2),
+        Backbone("mobilenet_025", "MobileNet v1 (alpha 0.25), quick demo", (224, 224), "tf",
+                 ("conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"), "avg",
+                 ("mobilenet_2_5_224_tf_no_top.h5",), _mobilenet_025),
+    ]
+}
+DEFAULT_BACKBONE = "mobilenet_v2"
+
+
+def get_backbone(name: str) -> Backbone:
+    """The registered backbone; raises ValueError listing the valid names."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"Unknown backbone {name!r}; choose from {', '.join(BACKBONES)}.") from None
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """What to pass to the Keras builder, and how to describe and key it."""
+
+    keras_arg: str | None  # "imagenet", None, or a file path
+    source: str  # for people and model cards
+    key: str  # for the feature cache
+
+
+def resolve_weights(backbone: Backbone, weights: str | None = None) -> ResolvedWeights:
+    """Turns a weights setting into something the builder takes.
+
+    Args:
+        weights: "imagenet" (a local file if one is found, else Keras' download and cache),
+            "none" for random initialisation, or a path to a weights file. None means the
+            `LITTLE_DATA_WEIGHTS_<BACKBONE>` setting, else "imagenet".
+
+    Raises:
+        WeightsError: a named file does not exist.
+    """
+    weights = weights or settings.weights_setting(backbone.name) or "imagenet"
+    if weights.lower() == "none":
+        return ResolvedWeights(None, "random initialisation", "none")
+    if weights.lower() == "imagenet":
+        for folder in settings.weights_dirs():
+            for name in backbone.local_files:
+                if (folder / name).is_file():
+                    return _file_weights(folder / name)
+        return ResolvedWeights("imagenet", "ImageNet (Keras download/cache)", "keras-imagenet")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"Weights file {path} does not exist.")
+    return _file_weights(path)
+
+
+def _file_weights(path: Path) -> ResolvedWeights:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return ResolvedWeights(str(path), f"file {path.name}", f"sha256-{digest.hexdigest()[:16]}")
+
+
+def build_base(backbone: Backbone, weights: ResolvedWeights, image_size=None):
+    """Builds the base with resolved weights, turning a failed download into a clear WeightsError."""
+    try:
+        return backbone.build(weights.keras_arg, image_size)
+    except Exception as exc:  # noqa: BLE001 - download, HTTP and file errors all mean the same here
+        if weights.keras_arg != "imagenet":
+            raise WeightsError(f"Could not load {backbone.label} weights from {weights.source}: {exc}") from exc
+        env = f"LITTLE_DATA_WEIGHTS_{backbone.name.upper()}"
+        raise WeightsError(
+            f"ImageNet weights for {backbone.label} could not be downloaded ({type(exc).__name__}: {exc}). "
+            f"Supply a local file instead: --weights /path/to/{backbone.local_files[0]} on the CLI, "
+            f"or {env}=/path/to/file, or put it in a folder named by LITTLE_DATA_WEIGHTS_DIR. "
+            "Use --weights none for random weights (for testing only).") from exc
+
+
+def count_flops(model) -> int:
+    """Floating-point operations (2 x multiply-adds) of one forward pass of one image.
+
+    Counts convolutions and dense layers, which are nearly all of a convnet's work.
+    """
+    import keras
+
+    total = 0
+    for layer in _leaf_layers(model):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += 2 * h * w * c * kh * kw
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            c_in = layer.input.shape[-1]
+            total += 2 * h * w * c_out * kh * kw * c_in // layer.groups
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _leaf_layers(layer)
+        else:
+            yield layer

@@ -1,0 +1,292 @@
+"""`python -m core`: the command-line face of the library.
+
+    python -m core data                       # what is in the data set
+    python -m core augment IMAGE --preset tutorial_preview -o grid.png
+    python -m core train --level 2            # MobileNetV2 bottleneck features + classifier
+    python -m core evaluate level2 --json     # accuracy on the validation split
+    python -m core predict level3 cat.jpg
+    python -m core bench                      # every level, Markdown + JSON report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="data set folder (default: LITTLE_DATA_DATA_DIR, the offline "
+                                           "copy in ../shared, or the downloaded cats vs dogs)")
+    parser.add_argument("--models-dir", help="model store folder (default: LITTLE_DATA_MODELS_DIR or var/models)")
+    parser.add_argument("--backbone", help="vgg16, mobilenet_v2 (default) or mobilenet_025")
+    parser.add_argument("--weights", help='"imagenet" (default), "none", or a weights file path')
+    parser.add_argument("--epochs", type=int, help="training epochs (default 50, as the tutorial)")
+    parser.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Little Data: strong image classifiers "
+                                     "from little data, three ways.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="summarise the data set")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("augment", help="write a grid of augmented variants of one image")
+    _common(p)
+    p.add_argument("image", nargs="?", help="image file (default: the first training image)")
+    p.add_argument("--preset", default="tutorial_preview", help="none, tutorial_train, tutorial_preview, aggressive")
+    p.add_argument("-n", type=int, default=9, help="number of variants (default 9)")
+    p.add_argument("-o", "--output", default="augmented.png", help="output PNG (default augmented.png)")
+
+    p = sub.add_parser("train", help="train one level")
+    _common(p)
+    p.add_argument("--level", type=int, required=True, choices=(1, 2, 3))
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, help="default: 1e-3 (levels 1, 2), 1e-4 (level 3)")
+    p.add_argument("--augment", help="augmentation preset (default: tutorial_train for levels 1 and 3)")
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--image-size", type=int, help="square image side (default 150, or the backbone's)")
+    p.add_argument("--limit-per-class", type=int, help="use at most this many images per class and split")
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a model")
+    _common(p)
+    p.add_argument("model", help="model id, .keras path, 'latest' or 'level1'/'level2'/'level3'")
+    p.add_argument("--split", default="validation", choices=("train", "validation", "test"))
+    p.add_argument("--json", action="store_true", help="print one JSON object (accuracy, n, ...)")
+
+    p = sub.add_parser("predict", help="class probabilities for image files")
+    _common(p)
+    p.add_argument("model", help="model id, .keras path, 'latest' or 'level1'/'level2'/'level3'")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("models", help="list the model store")
+    _common(p)
+
+    p = sub.add_parser("bench", help="train and evaluate every level; write Markdown and JSON reports")
+    _common(p)
+    p.add_argument("--levels", default="1,2,3")
+    p.add_argument("--epochs1", type=int, default=50, help="level-1 epochs (default 50)")
+    p.add_argument("--epochs2", type=int, default=50, help="level-2 epochs (default 50)")
+    p.add_argument("--epochs3", type=int, default=50, help="level-3 epochs (default 50)")
+    p.add_argument("--vgg16-subset", type=int, default=40,
+                   help="images per class for the VGG16 end-to-end check with random weights (0 skips)")
+    p.add_argument("--out", default="bench-out", help="report folder (default bench-out)")
+    p.add_argument("--reuse-cache", action="store_true", help="keep decoded images and features from earlier runs")
+
+    p = sub.add_parser("worker", help=argparse.SUPPRESS)
+    p.add_argument("job_dir")
+    return parser
+
+
+def _apply_common(args) -> None:
+    if getattr(args, "models_dir", None):
+        os.environ["LITTLE_DATA_MODELS_DIR"] = args.models_dir
+
+
+class ProgressBar:
+    """Turns training events into tqdm bars on stderr."""
+
+    def __init__(self):
+        self.bar = None
+        self.key = None
+
+    def __call__(self, event: dict) -> None:
+        from tqdm import tqdm
+
+        kind = event.get("type")
+        if kind == "stage":
+            self.close()
+            print(f"• {event['message']}", file=sys.stderr)
+        elif kind in ("progress", "batch"):
+            key = (event["stage"], event.get("epoch"))
+            total = event.get("total") or event.get("batches")
+            if key != self.key:
+                self.close()
+                desc = event["stage"] if kind == "progress" else f"epoch {event['epoch']}/{event['epochs']}"
+                self.bar, self.key = tqdm(total=total, desc=desc, file=sys.stderr, leave=False), key
+            done = event.get("done") or event.get("batch")
+            self.bar.update(done - self.bar.n)
+            if kind == "batch":
+                logs = event["logs"]
+                self.bar.set_postfix(loss=f"{logs.get('loss', 0):.3f}", acc=f"{logs.get('accuracy', logs.get('binary_accuracy', 0)):.3f}")
+        elif kind == "epoch":
+            self.close()
+            h = event["history"]
+            last = {k: v[-1] for k, v in h.items()}
+            print(f"epoch {event['epoch']}/{event['epochs']}: " + "  ".join(f"{k} {v:.4f}" for k, v in last.items())
+                  + f"  ({event['elapsed']:.0f}s)", file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.key = None, None
+
+
+def cmd_data(args) -> int:
+    from core.datasets import resolve_data_dir, summarize
+
+    folder, source = resolve_data_dir(args.data_dir)
+    summary = summarize(folder, source=source)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return 0
+    print(f"Data set: {summary.root}\nSource:   {summary.source}\nFingerprint: {summary.fingerprint}")
+    counts = summary.counts()
+    print(f"{'split':<12}" + "".join(f"{c:>12}" for c in summary.classes) + f"{'total':>10}")
+    for split, per_class in counts.items():
+        print(f"{split:<12}" + "".join(f"{per_class[c]:>12}" for c in summary.classes) + f"{sum(per_class.values()):>10}")
+    for rel, reason in summary.unreadable:
+        print(f"unreadable (skipped): {rel}: {reason}")
+    if summary.ignored:
+        print(f"{len(summary.ignored)} non-image file(s) ignored")
+    return 0
+
+
+def cmd_augment(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from core.augment import augmented_variants, preset
+    from core.images import load_array
+
+    if args.image:
+        source = args.image
+    else:
+        from core.datasets import resolve_data_dir, summarize
+
+        folder, _ = resolve_data_dir(args.data_dir)
+        source = summarize(folder).files["train"][0][0]
+    image = load_array(source, (150, 150))
+    variants = augmented_variants(image, preset(args.preset), n=args.n, seed=args.seed)
+    grid = make_grid(variants)
+    Image.fromarray(grid).save(args.output)
+    print(f"Wrote {len(variants)} variants of {source} ({args.preset}) to {args.output}")
+    return 0
+
+
+def make_grid(images, columns: int | None = None, gap: int = 4):
+    import math
+
+    import numpy as np
+
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    h, w = images[0].shape[:2]
+    grid = np.full((rows * h + (rows - 1) * gap, columns * w + (columns - 1) * gap, 3), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image
+    return grid
+
+
+def cmd_train(args) -> int:
+    from core.augment import preset
+    from core.training import TrainConfig, train
+
+    size = (args.image_size, args.image_size) if args.image_size else None
+    config = TrainConfig(level=args.level, backbone=args.backbone, weights=args.weights, epochs=args.epochs or 50,
+                         batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         augment=preset(args.augment) if args.augment else None, dropout=args.dropout,
+                         image_size=size, seed=args.seed, data_dir=args.data_dir, models_dir=args.models_dir,
+                         limit_per_class=args.limit_per_class)
+    bar = ProgressBar()
+    result = train(config, report=bar)
+    bar.close()
+    if result.cancelled:
+        print("Cancelled; nothing saved.")
+        return 130
+    m = result.entry.card["metrics"]
+    print(f"Saved {result.entry.id}: validation accuracy {m['val_accuracy']:.4f} (best {m['best_val_accuracy']:.4f} "
+          f"at epoch {m['best_epoch']}) in {result.seconds:.0f}s -> {result.entry.model_path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from core.datasets import DatasetError, decode_split, resolve_data_dir, summarize
+    from core.predict import Predictor, evaluate
+    from core.store import ModelStore
+
+    entry = ModelStore(args.models_dir).resolve(args.model)
+    folder, source = resolve_data_dir(args.data_dir)
+    summary = summarize(folder, source=source)
+    if summary.classes != entry.classes:
+        raise DatasetError(f"The model was trained on classes {entry.classes}; this data set has {summary.classes}.")
+    result = evaluate(Predictor(entry), decode_split(summary, args.split, entry.image_size))
+    if args.json:
+        print(json.dumps({"model": entry.id, "split": args.split, **result.to_dict()}))
+        return 0
+    print(f"{entry.label()}\n{args.split}: accuracy {result.accuracy:.4f} on {result.n} images")
+    for name, acc in result.per_class_accuracy.items():
+        print(f"  {name:<16} {acc:.4f}")
+    print("confusion matrix (rows: true, columns: predicted)")
+    print(" " * 16 + "".join(f"{c:>10}" for c in result.classes))
+    for name, row in zip(result.classes, result.confusion):
+        print(f"  {name:<14}" + "".join(f"{v:>10}" for v in row))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from core.predict import Predictor
+    from core.store import ModelStore
+
+    entry = ModelStore(args.models_dir).resolve(args.model)
+    results = Predictor(entry).predict(args.images, names=args.images)
+    failed = 0
+    for r in results:
+        if r.error:
+            failed += 1
+            print(json.dumps({"image": r.name, "error": r.error}) if args.json else f"{r.name}: ERROR {r.error}")
+        elif args.json:
+            print(json.dumps({"image": r.name, "label": r.label, "probabilities": r.probabilities}))
+        else:
+            probs = "  ".join(f"{c} {p:.3f}" for c, p in r.probabilities.items())
+            print(f"{r.name}: {r.label}  ({probs})")
+    return 1 if failed else 0
+
+
+def cmd_models(args) -> int:
+    from core.store import ModelStore
+
+    listing = ModelStore(args.models_dir).list()
+    for entry in listing.models:
+        print(entry.label())
+    for name, reason in listing.unusable:
+        print(f"unusable: {name}: {reason}")
+    if not listing.models and not listing.unusable:
+        print("No trained models yet.")
+    return 0
+
+
+def main(argv=None) -> int:
+    from core.backbones import WeightsError
+    from core.datasets import DatasetError
+    from core.images import ImageError
+    from core.store import ModelError
+    from core.training import TrainingError
+
+    args = build_parser().parse_args(argv)
+    _apply_common(args)
+    commands = {"data": cmd_data, "augment": cmd_augment, "train": cmd_train, "evaluate": cmd_evaluate,
+                "predict": cmd_predict, "models": cmd_models}
+    try:
+        if args.command == "bench":
+            from core.bench import run_bench
+
+            return run_bench(args)
+        if args.command == "worker":
+            from core.jobs import run_worker
+
+            return run_worker(Path(args.job_dir))
+        return commands[args.command](args)
+    except (DatasetError, ImageError, ModelError, TrainingError, WeightsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,208 @@
+"""Training jobs that outlive a web page: a detached worker process with its state on disk.
+
+The app calls `start_job`; a `python -m core worker <job dir>` process trains and writes
+`status.json` as it goes; any page (or a reloaded one) reads it back with `current_job`.
+One job runs at a time: starting is serialised by a lock file, and the worker holds its own lock
+for its lifetime, so a killed worker is noticed (the lock is free but the status says running).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from core import settings
+from core.storage import atomic_write_json
+
+ACTIVE_STATES = ("starting", "running")
+
+
+class JobBusy(RuntimeError):
+    """Another training job is already running; the message says which."""
+
+
+def _root(jobs_dir=None) -> Path:
+    root = Path(jobs_dir) if jobs_dir else settings.jobs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextmanager
+def _locked(path: Path, blocking: bool = True):
+    """An exclusive `flock` on `path`; yields False instead of waiting when not `blocking`."""
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        handle.close()
+
+
+def _worker_alive(root: Path) -> bool:
+    """True while some worker holds the worker lock."""
+    with _locked(root / "worker.lock", blocking=False) as got:
+        return not got
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_job(job_id: str, jobs_dir=None) -> dict | None:
+    """A job's status; a job marked active whose worker has died is reported (and saved) as failed."""
+    root = _root(jobs_dir)
+    status = _read_json(root / job_id / "status.json")
+    if status is None:
+        return None
+    if status.get("state") in ACTIVE_STATES and not _worker_alive(root):
+        # A worker that was just spawned may not hold its lock yet; give it a grace period.
+        if status.get("state") == "running" or time.time() - status.get("created", 0) > 30:
+            status.update(state="failed", finished=time.time(),
+                          error="The training worker stopped unexpectedly (killed or crashed). Nothing was saved; "
+                                "you can start a new job.")
+            atomic_write_json(root / job_id / "status.json", status)
+    return status
+
+
+def list_jobs(jobs_dir=None) -> list[dict]:
+    """Every job's status, newest first."""
+    root = _root(jobs_dir)
+    jobs = [read_job(p.name, root) for p in root.iterdir() if p.is_dir()]
+    return sorted((j for j in jobs if j), key=lambda j: j.get("created", 0), reverse=True)
+
+
+def current_job(jobs_dir=None) -> dict | None:
+    """The newest job (running or finished), or None."""
+    pointer = _read_json(_root(jobs_dir) / "current.json")
+    return read_job(pointer["job_id"], jobs_dir) if pointer else None
+
+
+def start_job(config, jobs_dir=None, env: dict | None = None) -> dict:
+    """Launches a worker for `config` (a `TrainConfig`) and returns its first status.
+
+    Raises:
+        JobBusy: a job is already starting or running.
+    """
+    root = _root(jobs_dir)
+    with _locked(root / "launch.lock"):
+        current = current_job(root)
+        if current and current.get("state") in ACTIVE_STATES:
+            raise JobBusy(f"A level-{current['config']['level']} training job is already running "
+                          f"(started {time.strftime('%H:%M:%S', time.localtime(current['created']))}). "
+                          "Wait for it to finish or cancel it.")
+        job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        job_dir = root / job_id
+        job_dir.mkdir()
+        status = {"id": job_id, "state": "starting", "created": time.time(), "updated": time.time(),
+                  "config": config.to_dict(), "message": "Starting the training worker"}
+        atomic_write_json(job_dir / "status.json", status)
+        log = open(job_dir / "worker.log", "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "core", "worker", str(job_dir)], cwd=settings.PROJECT_ROOT,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **(env or {}), "LITTLE_DATA_JOBS_DIR": str(root)})
+        log.close()
+        status["pid"] = process.pid
+        atomic_write_json(job_dir / "status.json", status)
+        atomic_write_json(root / "current.json", {"job_id": job_id})
+    return status
+
+
+def cancel_job(job_id: str, jobs_dir=None) -> None:
+    """Asks the job's worker to stop after the current batch; nothing is saved."""
+    (_root(jobs_dir) / job_id / "cancel").touch()
+
+
+def wait_for(job_id: str, jobs_dir=None, timeout: float = 600, poll: float = 0.5) -> dict:
+    """Blocks until the job leaves the active states (for tests and scripts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_job(job_id, jobs_dir)
+        if status and status.get("state") not in ACTIVE_STATES:
+            return status
+        time.sleep(poll)
+    raise TimeoutError(f"Job {job_id} still running after {timeout:.0f}s.")
+
+
+def eta_seconds(status: dict) -> float | None:
+    """Seconds left, from the share of batches done in the training stage."""
+    epochs, batches = status.get("epochs"), status.get("batches")
+    if status.get("stage") != "train" or not epochs or not batches or not status.get("fit_elapsed"):
+        return None
+    done = (status["epoch"] - 1) * batches + status.get("batch", 0)
+    if done <= 0:
+        return None
+    return status["fit_elapsed"] / done * (epochs * batches - done)
+
+
+def run_worker(job_dir: Path) -> int:
+    """The worker process: trains the job's config, keeping `status.json` current."""
+    from core.training import TrainConfig, train
+
+    root = job_dir.parent
+    status_path = job_dir / "status.json"
+    status = _read_json(status_path) or {}
+    with _locked(root / "worker.lock", blocking=False) as got:
+        if not got:
+            status.update(state="failed", error="Another training worker is running.", finished=time.time())
+            atomic_write_json(status_path, status)
+            return 1
+        status.update(state="running", pid=os.getpid(), started=time.time(), updated=time.time())
+        atomic_write_json(status_path, status)
+        last_write = 0.0
+
+        def report(event: dict) -> None:
+            nonlocal last_write
+            kind = event.get("type")
+            if kind == "stage":
+                status.update(stage=event["stage"], message=event["message"])
+            elif kind == "progress":
+                status.update(stage=event["stage"], done=event["done"], total=event["total"],
+                              message=f"{event['stage']}: {event['done']}/{event['total']} images")
+            elif kind == "batch":
+                status.update(stage="train", epoch=event["epoch"], epochs=event["epochs"], batch=event["batch"],
+                              batches=event["batches"], fit_elapsed=event["elapsed"], logs=event["logs"],
+                              message=f"Epoch {event['epoch']}/{event['epochs']}, batch {event['batch']}/{event['batches']}")
+            elif kind == "epoch":
+                status.update(history=event["history"], epoch=event["epoch"], fit_elapsed=event["elapsed"])
+            elif kind == "done":
+                status.update(model_id=event["model_id"], metrics=event["metrics"])
+            now = time.monotonic()
+            if kind != "batch" or now - last_write > 0.5:  # throttle per-batch writes
+                status["updated"] = time.time()
+                atomic_write_json(status_path, status)
+                last_write = now
+
+        try:
+            result = train(TrainConfig.from_dict(status["config"]), report=report,
+                           should_cancel=lambda: (job_dir / "cancel").exists())
+            if result.cancelled:
+                status.update(state="cancelled", message="Cancelled; nothing was saved.")
+            else:
+                status.update(state="succeeded", message=f"Saved {result.entry.id}", seconds=result.seconds)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported to the page
+            from core.backbones import WeightsError
+            from core.datasets import DatasetError
+            from core.training import TrainingError
+
+            known = isinstance(exc, (DatasetError, WeightsError, TrainingError, ValueError))
+            status.update(state="failed", error=str(exc) if known else f"Training failed: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+        status.update(finished=time.time(), updated=time.time())
+        atomic_write_json(status_path, status)
+    return 0 if status["state"] == "succeeded" else 1

@@ -1,0 +1,126 @@
+"""Model factories for the three levels. Every model takes raw RGB pixels (0-255, any size):
+resizing and preprocessing are layers inside it, so training and inference cannot disagree.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from core.backbones import Backbone, ResolvedWeights, build_base
+
+
+@keras.saving.register_keras_serializable(package="little_data")
+class CaffePreprocess(layers.Layer):
+    """VGG's preprocessing: RGB to BGR, then subtract the ImageNet channel means (no scaling)."""
+
+    MEAN_BGR = (103.939, 116.779, 123.68)
+
+    def call(self, inputs):
+        bgr = keras.ops.flip(inputs, axis=-1)
+        return bgr - keras.ops.convert_to_tensor(self.MEAN_BGR, dtype=inputs.dtype)
+
+
+def preprocessing_layer(kind: str) -> layers.Layer:
+    """The backbone's input preprocessing as a serialisable layer."""
+    if kind == "vgg":
+        return CaffePreprocess(name="preprocess")
+    if kind == "tf":
+        return layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")
+    if kind == "unit":
+        return layers.Rescaling(1 / 255.0, name="preprocess")
+    raise ValueError(f"Unknown preprocessing {kind!r}.")
+
+
+def output_layer(num_classes: int, name: str = "predictions") -> layers.Layer:
+    """One sigmoid unit for two classes (the tutorial's), softmax otherwise."""
+    if num_classes < 2:
+        raise ValueError(f"A classifier needs at least two classes, got {num_classes}.")
+    if num_classes == 2:
+        return layers.Dense(1, activation="sigmoid", name=name)
+    return layers.Dense(num_classes, activation="softmax", name=name)
+
+
+def loss_for(num_classes: int) -> str:
+    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def _raw_input(image_size: tuple[int, int]):
+    inputs = keras.Input(shape=(None, None, 3), name="image")
+    resized = layers.Resizing(*image_size, interpolation="bilinear", name="resize")(inputs)
+    return inputs, resized
+
+
+def make_level1_model(num_classes: int = 2, image_size=(150, 150), dropout: float = 0.5) -> keras.Model:
+    """Level 1: the tutorial's small convnet, trained from scratch.
+
+    Three Conv(3x3)-ReLU-MaxPool blocks (32, 32, 64 filters), Flatten, Dense(64), Dropout, output.
+    """
+    _check_dropout(dropout)
+    inputs, x = _raw_input(tuple(image_size))
+    x = preprocessing_layer("unit")(x)
+    for filters in (32, 32, 64):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = output_layer(num_classes)(x)
+    return keras.Model(inputs, outputs, name="level1_small_convnet")
+
+
+def make_feature_extractor(backbone: Backbone, weights: ResolvedWeights, image_size=None) -> keras.Model:
+    """Raw image -> bottleneck features: the frozen base, pooled when its map is large."""
+    image_size = tuple(image_size or backbone.image_size)
+    base = build_base(backbone, weights, image_size)
+    base.trainable = False
+    inputs, x = _raw_input(image_size)
+    x = preprocessing_layer(backbone.preprocessing)(x)
+    x = base(x, training=False)
+    if backbone.pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name="feature_extractor")
+
+
+def make_head(feature_shape, num_classes: int = 2, dropout: float = 0.5, hidden: int = 256) -> keras.Model:
+    """Level 2's small classifier on bottleneck features: [Flatten], Dense(256), Dropout, output."""
+    _check_dropout(dropout)
+    inputs = keras.Input(shape=tuple(feature_shape), name="features")
+    x = layers.Flatten()(inputs) if len(feature_shape) > 1 else inputs
+    x = layers.Dense(hidden, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = output_layer(num_classes)(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def attach_head(extractor: keras.Model, head: keras.Model) -> keras.Model:
+    """Raw image -> prediction: the extractor's graph with the head on top (weights shared)."""
+    return keras.Model(extractor.inputs, head(extractor.outputs[0]), name="bottleneck_classifier")
+
+
+def prepare_fine_tuning(model: keras.Model, backbone: Backbone) -> keras.Model:
+    """Level 3: unfreezes the base's top block only; batch norm stays frozen, in inference mode.
+
+    Frozen batch-norm statistics matter: updating them on small batches of new data wrecks the
+    pretrained features (the same reason the tutorial starts from a trained head).
+    """
+    base = model.get_layer(backbone.name)
+    base.trainable = True
+    unfrozen = 0
+    for layer in base.layers:
+        layer.trainable = backbone.is_top_block(layer.name) and not isinstance(layer, layers.BatchNormalization)
+        unfrozen += bool(layer.trainable and layer.weights)
+    if unfrozen == 0:
+        raise ValueError(f"No layer of {backbone.name} matches its top block {backbone.top_block}.")
+    return model
+
+
+def count_params(model: keras.Model) -> dict[str, int]:
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    total = sum(int(w.numpy().size) for w in model.weights)
+    return {"trainable": trainable, "total": total}
+
+
+def _check_dropout(dropout: float) -> None:
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")

@@ -1,0 +1,178 @@
+"""The model store: each trained model as `<id>.keras` plus a JSON card `<id>.json`.
+
+The card is written last and is the commit marker: a model is listed only when both files exist
+and agree. Both are written atomically, so a crash mid-save leaves the previous state intact.
+Loading keeps Keras' `safe_mode` on, so a model file can never run code (no `Lambda`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from core import settings
+from core.storage import atomic_write, atomic_write_json
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ModelError(RuntimeError):
+    """A stored model that cannot be used; the message says which and why."""
+
+
+@dataclass
+class ModelEntry:
+    """A listed model: its card, and where its files are."""
+
+    id: str
+    card: dict
+    model_path: Path
+    card_path: Path
+
+    @property
+    def level(self) -> int:
+        return int(self.card["level"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card["classes"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.card["image_size"])
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.card.get("metrics", {}).get("val_accuracy")
+
+    def label(self) -> str:
+        acc = self.val_accuracy
+        score = f"{acc:.1%}" if acc is not None else "n/a"
+        return f"Level {self.level} · {self.card.get('backbone') or 'small convnet'} · {score} · {self.id}"
+
+
+@dataclass
+class Listing:
+    models: list[ModelEntry] = field(default_factory=list)
+    unusable: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+
+
+class ModelStore:
+    """A folder of trained models."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else settings.models_dir()
+
+    def new_id(self, level: int, backbone: str | None) -> str:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+        return f"level{level}-{backbone or 'scratch'}-{stamp}"
+
+    def save(self, model, card: dict) -> ModelEntry:
+        """Saves atomically: model file first, then its card. Returns the new entry."""
+        model_id = card.get("id") or self.new_id(card["level"], card.get("backbone"))
+        if not ID_PATTERN.match(model_id):
+            raise ValueError(f"Invalid model id {model_id!r}.")
+        card = {**card, "id": model_id, "model_file": f"{model_id}.keras",
+                "created": card.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        model_path = self.root / f"{model_id}.keras"
+        card_path = self.root / f"{model_id}.json"
+        atomic_write(model_path, lambda tmp: model.save(tmp))
+        atomic_write_json(card_path, card)
+        return ModelEntry(model_id, card, model_path, card_path)
+
+    def list(self) -> Listing:
+        """Every complete model, newest first, and the files that cannot be used (with why)."""
+        listing = Listing()
+        if not self.root.is_dir():
+            return listing
+        for card_path in sorted(self.root.glob("*.json")):
+            if card_path.name.startswith("."):
+                continue
+            try:
+                card = json.loads(card_path.read_text())
+                if not isinstance(card, dict):
+                    raise ValueError("not a JSON object")
+                for key in ("id", "level", "classes", "image_size"):
+                    if key not in card:
+                        raise ValueError(f"missing {key!r}")
+                if card["id"] != card_path.stem:
+                    raise ValueError(f"names model {card['id']!r}")
+            except (OSError, ValueError) as exc:
+                listing.unusable.append((card_path.name, f"card is unreadable ({exc})"))
+                continue
+            model_path = self.root / f"{card_path.stem}.keras"
+            if not model_path.is_file():
+                listing.unusable.append((card_path.name, "its .keras file is missing"))
+                continue
+            listing.models.append(ModelEntry(card["id"], card, model_path, card_path))
+        listing.models.sort(key=lambda e: (e.card.get("created", ""), e.id), reverse=True)
+        return listing
+
+    def latest(self, level: int, **match) -> ModelEntry | None:
+        """The newest model of a level whose card matches every `key=value` given."""
+        for entry in self.list().models:
+            if entry.level == level and all(entry.card.get(k) == v for k, v in match.items()):
+                return entry
+        return None
+
+    def get(self, model_id: str) -> ModelEntry:
+        for entry in self.list().models:
+            if entry.id == model_id:
+                return entry
+        raise ModelError(f"No usable model with id {model_id!r} in {self.root}.")
+
+    def resolve(self, ref: str) -> ModelEntry:
+        """A model by id, by path to its .keras or .json, or 'latest' / 'level<N>'."""
+        if ref in ("latest", "newest"):
+            models = self.list().models
+            if not models:
+                raise ModelError(f"No trained models in {self.root}.")
+            return models[0]
+        if re.fullmatch(r"level[123]", ref):
+            entry = self.latest(int(ref[-1]))
+            if entry is None:
+                raise ModelError(f"No trained level-{ref[-1]} model in {self.root}.")
+            return entry
+        path = Path(ref)
+        if path.suffix in (".keras", ".json") and path.exists():
+            return ModelStore(path.parent).get(path.stem)
+        return self.get(ref)
+
+    def delete(self, model_id: str) -> None:
+        for suffix in (".json", ".keras"):  # card first: the model stops being listed at once
+            (self.root / f"{model_id}{suffix}").unlink(missing_ok=True)
+
+
+def load_model(entry: ModelEntry):
+    """Loads a listed model in safe mode and checks it against its card.
+
+    Raises:
+        ModelError: the file is damaged, runs code (Lambda), or disagrees with its card
+            (number of classes, input size).
+    """
+    import keras
+
+    from core import models as _registered_layers  # noqa: F401 - registers custom layers
+
+    try:
+        model = keras.saving.load_model(entry.model_path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "unusable", with the reason
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        if "Lambda" in str(exc) or "safe_mode" in str(exc):
+            reason = "it contains a Lambda layer (arbitrary code), which safe mode refuses to load"
+        raise ModelError(f"{entry.id}: cannot be loaded: {reason}") from exc
+    num_classes = len(entry.classes)
+    units = model.outputs[0].shape[-1]
+    if (1 if num_classes == 2 else num_classes) != units:
+        raise ModelError(f"{entry.id}: its card lists {num_classes} classes but the model outputs {units}.")
+    try:
+        resize = model.get_layer("resize")
+        size = (resize.height, resize.width)
+    except ValueError:
+        size = tuple(model.inputs[0].shape[1:3])
+    if tuple(size) != tuple(entry.image_size):
+        raise ModelError(f"{entry.id}: its card says {tuple(entry.image_size)} but the model takes {tuple(size)}.")
+    return model

@@ -1,0 +1,46 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import SHARED, make_dataset
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test writes under its own temp folder and ignores ../shared unless it asks for it."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("LITTLE_DATA_HOME", str(home))
+    for name in ("LITTLE_DATA_MODELS_DIR", "LITTLE_DATA_CACHE_DIR", "LITTLE_DATA_JOBS_DIR", "LITTLE_DATA_DATA_DIR",
+                 "LITTLE_DATA_WEIGHTS_DIR", "LITTLE_DATA_DATASET_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(tmp_path / "no-shared"))
+    return home
+
+
+@pytest.fixture(scope="session")
+def dataset_factory(tmp_path_factory):
+    cache = {}
+
+    def make(**kwargs) -> Path:
+        key = tuple(sorted(kwargs.items()))
+        if key not in cache:
+            cache[key] = make_dataset(tmp_path_factory.mktemp("data"), **kwargs)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture
+def dataset(dataset_factory) -> Path:
+    """Two classes, 12 training and 6 validation images each, 64x64."""
+    return dataset_factory()
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not (SHARED / "datasets" / "cats_vs_dogs").is_dir():
+        pytest.skip("../shared (real photos and weights) is not present beside the project")
+    return SHARED

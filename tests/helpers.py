@@ -1,0 +1,75 @@
+"""Synthetic data for tests: small images of visibly different classes, and broken files."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+
+# Each class is a shape in a colour family, so even a tiny convnet separates them.
+CLASS_STYLES = {
+    "circles": ((220, 60, 40), "ellipse"),
+    "squares": ((40, 90, 220), "rectangle"),
+    "triangles": ((40, 180, 60), "polygon"),
+}
+
+
+def make_image(cls: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
+    colour, shape = CLASS_STYLES[cls]
+    background = tuple(int(v) for v in rng.integers(200, 256, 3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    lo, hi = int(size * rng.uniform(0.1, 0.25)), int(size * rng.uniform(0.75, 0.9))
+    fill = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in colour)
+    if shape == "polygon":
+        draw.polygon([(lo, hi), (hi, hi), ((lo + hi) // 2, lo)], fill=fill)
+    else:
+        getattr(draw, shape)([lo, lo, hi, hi], fill=fill)
+    noise = rng.integers(-12, 13, (size, size, 3))
+    return Image.fromarray(np.clip(np.asarray(image, np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def make_dataset(root: Path, classes=("circles", "squares"), n_train: int = 12, n_val: int = 6,
+                 seed: int = 0, size: int = 64, broken: bool = False) -> Path:
+    """Writes train/ and validation/ class folders of JPEGs; `broken` adds unreadable files."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("validation", n_val)):
+        for cls in classes:
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                make_image(cls, rng, size).save(folder / f"{cls}.{i}.jpg", quality=90)
+    if broken:
+        (root / "train" / classes[0] / "zero.jpg").write_bytes(b"")
+        (root / "train" / classes[0] / "random.jpg").write_bytes(rng.bytes(2048))
+        good = (root / "train" / classes[1] / f"{classes[1]}.0.jpg").read_bytes()
+        (root / "train" / classes[1] / "truncated.jpg").write_bytes(good[: len(good) // 3])
+        (root / "train" / classes[1] / "notes.txt").write_text("not an image")
+        (root / "train" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return root
+
+
+def zip_folder(folder: Path, prefix: str = "") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                bundle.write(path, prefix + path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+def png_bytes(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **kwargs)
+    return buffer.getvalue()

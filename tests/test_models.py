@@ -1,0 +1,99 @@
+"""Cheap random-weight forward passes over every registered backbone, and the model factories."""
+
+import keras
+import numpy as np
+import pytest
+
+from core.backbones import BACKBONES, WeightsError, count_flops, get_backbone, resolve_weights
+from core.models import (CaffePreprocess, attach_head, make_feature_extractor, make_head, make_level1_model,
+                         prepare_fine_tuning)
+
+SMALL = (64, 64)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_backbone_forward_flops_and_fine_tuning(name):
+    backbone = get_backbone(name)
+    extractor = make_feature_extractor(backbone, resolve_weights(backbone, "none"), SMALL)
+    images = np.random.default_rng(0).integers(0, 255, (2, 90, 70, 3)).astype("float32")  # any input size
+    features = extractor(images)
+    assert features.shape[0] == 2 and np.isfinite(np.asarray(features)).all()
+    assert count_flops(extractor) > 1e6
+    model = attach_head(extractor, make_head(features.shape[1:], num_classes=3))
+    assert model(images).shape == (2, 3)
+    prepare_fine_tuning(model, backbone)
+    base = model.get_layer(name)
+    trainable = [l.name for l in base.layers if l.trainable and l.weights]
+    assert trainable and all(backbone.is_top_block(n) for n in trainable)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) and l.trainable for l in base.layers)
+    # Everything below the top block is frozen.
+    assert any(l.weights and not l.trainable for l in base.layers)
+
+
+def test_vgg16_top_block_is_block5():
+    backbone = get_backbone("vgg16")
+    assert backbone.image_size == (150, 150) and backbone.pooling == "flatten"
+    extractor = make_feature_extractor(backbone, resolve_weights(backbone, "none"))
+    assert extractor.output.shape[1:] == (4, 4, 512)  # the tutorial's bottleneck shape
+    assert 12e9 < count_flops(extractor) < 15e9
+
+
+def test_mobilenet_v2_native_size_and_flops():
+    backbone = get_backbone("mobilenet_v2")
+    extractor = make_feature_extractor(backbone, resolve_weights(backbone, "none"))
+    assert extractor.output.shape[1:] == (1280,)
+    assert 0.55e9 < count_flops(extractor) < 0.65e9  # ~300M multiply-adds
+
+
+def test_level1_is_the_tutorial_convnet():
+    model = make_level1_model(num_classes=2)
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [32, 32, 64]
+    assert model.output.shape == (None, 1)
+    assert model(np.zeros((1, 300, 200, 3), "float32")).shape == (1, 1)
+    assert make_level1_model(num_classes=3).output.shape == (None, 3)
+
+
+def test_caffe_preprocess_matches_keras():
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    expected = keras.applications.vgg16.preprocess_input(x.copy())
+    np.testing.assert_allclose(CaffePreprocess()(x), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [{"dropout": 1.0}, {"dropout": -0.1}, {"num_classes": 1}])
+def test_factories_validate(bad):
+    with pytest.raises(ValueError):
+        make_level1_model(**{"num_classes": 2, **bad})
+
+
+def test_unknown_backbone_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="mobilenet_v2"):
+        get_backbone("resnet9000")
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        resolve_weights(get_backbone("mobilenet_v2"), str(tmp_path / "nope.h5"))
+
+
+def test_failed_imagenet_download_says_how_to_supply_a_file(monkeypatch):
+    from core import backbones
+
+    def offline(keras, weights, shape):
+        raise Exception("URL fetch failure: <urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    backbone = backbones.Backbone(**{**backbones.BACKBONES["vgg16"].__dict__, "builder": offline})
+    resolved = resolve_weights(backbone, "imagenet")
+    assert resolved.keras_arg == "imagenet"
+    with pytest.raises(WeightsError) as info:
+        backbones.build_base(backbone, resolved)
+    message = str(info.value)
+    assert "--weights" in message and "LITTLE_DATA_WEIGHTS_VGG16" in message
+
+
+def test_local_weights_dir_is_searched_for_imagenet(tmp_path, monkeypatch):
+    (tmp_path / "mobilenet_2_5_224_tf_no_top.h5").write_bytes(b"fake")
+    monkeypatch.setenv("LITTLE_DATA_WEIGHTS_DIR", str(tmp_path))
+    resolved = resolve_weights(get_backbone("mobilenet_025"), "imagenet")
+    assert resolved.keras_arg == str(tmp_path / "mobilenet_2_5_224_tf_no_top.h5")
+    assert resolved.key.startswith("sha256-")

@@ -1,0 +1,124 @@
+"""All three levels end to end at a tiny image size, on synthetic shapes."""
+
+import numpy as np
+import pytest
+
+from core.augment import preset
+from core.datasets import decode_split, summarize
+from core.predict import Predictor, evaluate
+from core.store import ModelStore, load_model
+from core.training import TrainConfig, TrainingError, train
+
+TINY = (32, 32)
+
+
+def tiny_config(dataset, level, **overrides):
+    defaults = dict(level=level, epochs=6, batch_size=8, image_size=TINY, data_dir=str(dataset),
+                    backbone=None if level == 1 else "mobilenet_025", weights=None if level == 1 else "none")
+    return TrainConfig(**{**defaults, **overrides})
+
+
+@pytest.fixture
+def shapes(dataset_factory):
+    return dataset_factory(n_train=24, n_val=10)
+
+
+def test_three_levels_end_to_end(shapes):
+    events = []
+    level1 = train(tiny_config(shapes, 1, epochs=10, learning_rate=3e-3), report=events.append)
+    assert level1.entry is not None and not level1.cancelled
+    card = level1.entry.card
+    assert card["level"] == 1 and card["classes"] == ["circles", "squares"]
+    assert len(card["history"]["val_accuracy"]) == 10
+    assert set(card["history"]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert card["metrics"]["best_val_accuracy"] >= 0.8  # red circles vs blue squares is easy
+    assert {e["type"] for e in events} >= {"stage", "batch", "epoch", "done"}
+    assert card["augment"] == preset("tutorial_train").to_dict()
+    for key in ("weights", "image_size", "hyperparameters", "dataset", "train_seconds", "versions", "created", "params"):
+        assert key in card
+
+    level2 = train(tiny_config(shapes, 2, epochs=15, learning_rate=3e-3))
+    assert level2.entry.card["backbone"] == "mobilenet_025"
+    assert level2.entry.card["weights"] == "random initialisation"
+    assert 0 <= level2.entry.card["metrics"]["val_accuracy"] <= 1  # random weights: plumbing only
+
+    level3 = train(tiny_config(shapes, 3, epochs=2))
+    card3 = level3.entry.card
+    assert card3["started_from"] == level2.entry.id
+    assert card3["hyperparameters"]["optimizer"].startswith("SGD")
+    assert card3["params"]["trainable"] < card3["params"]["total"]
+
+    store = ModelStore()
+    assert [m.level for m in store.list().models] == [3, 2, 1]
+
+
+def test_level2_features_are_cached(shapes):
+    first = train(tiny_config(shapes, 2, epochs=1))
+    second = train(tiny_config(shapes, 2, epochs=1))
+    assert "extract_images_per_s" in first.timings
+    assert "extract_images_per_s" not in second.timings  # nothing was extracted the second time
+    assert second.timings["extract"] < first.timings["extract"]
+
+
+def test_level3_refuses_without_a_level2_head(shapes):
+    with pytest.raises(TrainingError, match="Train level 2 first"):
+        train(tiny_config(shapes, 3, epochs=1))
+
+
+def test_same_seed_same_history(shapes):
+    a = train(tiny_config(shapes, 1, epochs=2, seed=7))
+    b = train(tiny_config(shapes, 1, epochs=2, seed=7))
+    assert a.entry.card["history"] == b.entry.card["history"]
+
+
+def test_cancel_stops_and_saves_nothing(shapes):
+    calls = {"n": 0}
+
+    def cancel_after_three_batches():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    result = train(tiny_config(shapes, 1, epochs=20), should_cancel=cancel_after_three_batches)
+    assert result.cancelled and result.entry is None
+    assert ModelStore().list().models == []
+
+
+def test_saved_model_predicts_what_the_trained_one_did(shapes):
+    result = train(tiny_config(shapes, 1, epochs=2))
+    summary = summarize(shapes)
+    decoded = decode_split(summary, "validation", TINY)
+    reloaded = load_model(result.entry)
+    images = np.asarray(decoded.images, dtype=np.float32)
+    fresh = Predictor(result.entry, model=reloaded).predict_arrays(images)
+    again = Predictor(result.entry).predict_arrays(images)
+    np.testing.assert_allclose(fresh, again, atol=1e-6)
+    evaluation = evaluate(Predictor(result.entry), decoded)
+    assert evaluation.n == 20 and abs(evaluation.accuracy - result.entry.card["metrics"]["val_accuracy"]) < 1e-6
+    assert np.asarray(evaluation.confusion).sum() == 20
+
+
+def test_three_classes_use_softmax(dataset_factory):
+    data = dataset_factory(classes=("circles", "squares", "triangles"), n_train=6, n_val=3)
+    result = train(tiny_config(data, 1, epochs=1))
+    probs = Predictor(result.entry).predict_arrays(np.zeros((2, 32, 32, 3), np.uint8))
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [dict(level=4), dict(level=1, epochs=0), dict(level=1, batch_size=0),
+                                 dict(level=1, learning_rate=-1.0), dict(level=1, image_size=(8, 8))])
+def test_config_validation(bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)
+
+
+def test_level2_on_real_photos_with_genuine_weights(shared, monkeypatch):
+    """mobilenet_025's real ImageNet weights on 40 cats and 40 dogs: bottleneck features work."""
+    monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(shared))
+    config = TrainConfig(level=2, backbone="mobilenet_025", weights="imagenet", epochs=10, batch_size=16,
+                         limit_per_class=40, data_dir=str(shared / "datasets" / "cats_vs_dogs"))
+    result = train(config)
+    card = result.entry.card
+    assert card["weights"].startswith("file mobilenet_2_5_224_tf_no_top.h5")
+    assert card["dataset"]["counts"]["validation"] == {"cats": 40, "dogs": 40}
+    assert card["metrics"]["best_val_accuracy"] >= 0.8
