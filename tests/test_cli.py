@@ -1,0 +1,77 @@
+"""`python -m core`: every subcommand, run as a user would."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, env=None, check=True):
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, **(env or {})})
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_data_summary(dataset_factory):
+    data = dataset_factory(broken=True)
+    out = cli("data", "--data-dir", str(data), "--json")
+    summary = json.loads(out.stdout)
+    assert summary["classes"] == ["circles", "squares"]
+    assert any("zero.jpg" in u[0] for u in summary["unreadable"])
+    assert "unreadable (skipped)" in cli("data", "--data-dir", str(data)).stdout
+
+
+def test_augment_writes_a_grid(dataset, tmp_path):
+    out_png = tmp_path / "grid.png"
+    cli("augment", "--data-dir", str(dataset), "-n", "4", "-o", str(out_png))
+    assert Image.open(out_png).size == (2 * 150 + 4, 2 * 150 + 4)
+
+
+def test_train_evaluate_predict(dataset, tmp_path):
+    models = tmp_path / "models"
+    out = cli("train", "--level", "1", "--data-dir", str(dataset), "--models-dir", str(models), "--epochs", "2",
+              "--image-size", "32", "--batch-size", "8")
+    assert "Saved level1-scratch-" in out.stdout
+    assert "epoch 2/2" in out.stderr  # the progress report
+    result = json.loads(cli("evaluate", "level1", "--data-dir", str(dataset), "--models-dir", str(models),
+                            "--json").stdout)
+    assert result["n"] == 12 and 0 <= result["accuracy"] <= 1
+    assert sum(map(sum, result["confusion_matrix"])) == 12
+    text = cli("evaluate", "level1", "--data-dir", str(dataset), "--models-dir", str(models)).stdout
+    assert "confusion matrix" in text
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    out = cli("predict", "level1", str(dataset / "validation/circles/circles.0.jpg"), str(bad),
+              "--models-dir", str(models), "--json", check=False)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert set(lines[0]["probabilities"]) == {"circles", "squares"}
+    assert "bad.jpg" in lines[1]["error"] and out.returncode == 1
+    assert "level1-scratch" in cli("models", "--models-dir", str(models)).stdout
+
+
+def test_errors_are_one_line_not_tracebacks(tmp_path):
+    out = cli("data", "--data-dir", str(tmp_path / "missing"), check=False)
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    out = cli("train", "--level", "3", "--data-dir", str(tmp_path / "missing"), check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_bench_small(dataset, tmp_path):
+    out_dir = tmp_path / "bench"
+    cli("bench", "--data-dir", str(dataset), "--levels", "1,2,3", "--epochs1", "1", "--epochs2", "1", "--epochs3", "1",
+        "--backbone", "mobilenet_025", "--weights", "none", "--vgg16-subset", "3", "--out", str(out_dir))
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["machine"]["matmul_gflops"] > 0
+    assert set(report["levels"]) == {"1", "2", "3"}
+    assert report["levels"]["2"]["extract_images_per_s"] > 0
+    assert 0 < report["vgg16"]["extract_fraction_of_matmul"] < 1.5
+    assert "| level |" in (out_dir / "report.md").read_text()

@@ -1,0 +1,113 @@
+"""The model store: atomic saves, and every kind of damaged or hostile model file is skipped."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from core.models import make_level1_model
+from core.store import ModelError, ModelStore, load_model
+
+
+def card(level=1, classes=("a", "b"), size=(32, 32)):
+    return {"level": level, "classes": list(classes), "image_size": list(size), "backbone": None,
+            "metrics": {"val_accuracy": 0.5}}
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ModelStore(tmp_path / "models")
+
+
+def test_round_trip(store):
+    model = make_level1_model(2, (32, 32))
+    entry = store.save(model, card())
+    listed = store.list()
+    assert [e.id for e in listed.models] == [entry.id] and listed.unusable == []
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(load_model(entry)(x), model(x), atol=1e-6)
+    assert store.latest(1).id == entry.id and store.resolve("level1").id == entry.id
+    assert store.resolve(str(entry.model_path)).id == entry.id
+
+
+def test_crash_while_saving_keeps_the_previous_model(store, monkeypatch):
+    model = make_level1_model(2, (32, 32))
+    first = store.save(model, card())
+
+    def crash(self, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a model")
+        raise KeyboardInterrupt("killed mid-save")
+
+    monkeypatch.setattr(keras.Model, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.save(model, card())
+    listing = store.list()
+    assert [e.id for e in listing.models] == [first.id] and listing.unusable == []
+    assert not [p for p in store.root.iterdir() if p.name.endswith(".part.keras")]  # temp file cleaned
+    load_model(first)
+
+
+def test_half_written_temp_files_are_never_listed(store):
+    store.root.mkdir(parents=True)
+    (store.root / ".level1-x-abc.part.keras").write_bytes(b"PK half")
+    assert store.list().models == [] and store.list().unusable == []
+
+
+def save_and_damage(store, damage):
+    entry = store.save(make_level1_model(2, (32, 32)), card())
+    damage(entry)
+    return entry
+
+
+@pytest.mark.parametrize("name, damage, expected", [
+    ("truncated model", lambda e: e.model_path.write_bytes(e.model_path.read_bytes()[:300]), "cannot be loaded"),
+    ("other class list", lambda e: e.card_path.write_text(json.dumps({**e.card, "classes": ["a", "b", "c"]})),
+     "3 classes"),
+    ("other input size", lambda e: e.card_path.write_text(json.dumps({**e.card, "image_size": [64, 64]})),
+     "(64, 64)"),
+])
+def test_damaged_models_fail_to_load_with_a_reason(store, name, damage, expected):
+    entry = save_and_damage(store, damage)
+    entry = store.get(entry.id)
+    with pytest.raises(ModelError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load_model(entry)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", json.dumps({"id": "x"})])
+def test_corrupt_card_is_listed_as_unusable_and_others_still_load(store, content):
+    good = store.save(make_level1_model(2, (32, 32)), card())
+    bad = store.save(make_level1_model(2, (32, 32)), card())
+    bad.card_path.write_text(content)
+    listing = store.list()
+    assert [e.id for e in listing.models] == [good.id]
+    assert listing.unusable and listing.unusable[0][0] == bad.card_path.name
+
+
+def test_card_without_model_file_is_unusable(store):
+    entry = store.save(make_level1_model(2, (32, 32)), card())
+    entry.model_path.unlink()
+    assert store.list().unusable == [(entry.card_path.name, "its .keras file is missing")]
+
+
+def test_lambda_layer_is_never_executed(store, tmp_path):
+    marker = tmp_path / "pwned"
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(1)(keras.layers.Flatten()(keras.layers.Lambda(lambda x: x * 2)(inputs)))
+    model = keras.Model(inputs, outputs)
+    entry = store.save(model, card())
+    with pytest.raises(ModelError, match="Lambda"):
+        load_model(entry)
+    assert not marker.exists()
+
+
+def test_delete_unlists_first(store):
+    entry = store.save(make_level1_model(2, (32, 32)), card())
+    store.delete(entry.id)
+    assert store.list().models == [] and not entry.model_path.exists()
+
+
+def test_resolve_unknown(store):
+    with pytest.raises(ModelError, match="No trained level-2"):
+        store.resolve("level2")
