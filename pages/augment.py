@@ -1,0 +1,106 @@
+"""Augmentation lab: one picture, many variants, every parameter on a slider."""
+
+import math
+from pathlib import Path
+
+import streamlit as st
+
+from core import workspace
+from core.augment import PRESET_LABELS, PRESETS, AugmentConfig, augmented_variants
+from core.images import ImageError, load_array
+from pages.common import current_summary, page_header
+
+SIZE = (224, 224)
+FIELDS = ["rotation", "width_shift", "height_shift", "shear", "zoom", "horizontal_flip", "brightness", "contrast",
+          "fill_mode"]
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _variants(image_bytes: bytes, config_items: tuple, n: int, seed: int):
+    image = load_array(image_bytes, SIZE)
+    return augmented_variants(image, AugmentConfig(**dict(config_items)), n=n, seed=seed)
+
+
+def _apply_to_widgets(config: AugmentConfig):
+    for name in FIELDS:
+        st.session_state[f"aug_{name}"] = getattr(config, name)
+
+
+def image_picker_ui(summary) -> tuple[bytes | None, str]:
+    source = st.radio("Picture", ["From the data set", "Upload one"], horizontal=True, label_visibility="collapsed")
+    if source == "Upload one":
+        upload = st.file_uploader("Your picture", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], key="aug_upload")
+        return (upload.getvalue(), upload.name) if upload else (None, "")
+    if summary is None:
+        st.info("No data set yet: upload a picture instead.")
+        return None, ""
+    paths = [p for p, _ in summary.files["train"]]
+    index = st.number_input("Training image number", 0, len(paths) - 1, value=0, step=1,
+                            help="The tutorial's figure uses the first cat.")
+    path = Path(paths[int(index)])
+    return path.read_bytes(), path.name
+
+
+def controls_ui() -> tuple[AugmentConfig, str]:
+    saved, saved_preset = workspace.augment_settings()
+    if "aug_rotation" not in st.session_state:
+        _apply_to_widgets(saved)
+        st.session_state["aug_preset"] = saved_preset if saved_preset in PRESETS else "custom"
+    options = list(PRESETS) + ["custom"]
+
+    def on_preset():
+        name = st.session_state["aug_preset"]
+        if name in PRESETS:
+            _apply_to_widgets(PRESETS[name])
+
+    st.selectbox("Preset", options, key="aug_preset", on_change=on_preset,
+                 format_func=lambda k: PRESET_LABELS.get(k, "Custom"))
+    st.slider("Rotation (± degrees)", 0, 180, key="aug_rotation", step=5)
+    c1, c2 = st.columns(2)
+    c1.slider("Width shift", 0.0, 0.5, key="aug_width_shift", step=0.05)
+    c2.slider("Height shift", 0.0, 0.5, key="aug_height_shift", step=0.05)
+    c1.slider("Shear", 0.0, 0.5, key="aug_shear", step=0.05)
+    c2.slider("Zoom", 0.0, 0.5, key="aug_zoom", step=0.05)
+    c1.slider("Brightness", 0.0, 0.5, key="aug_brightness", step=0.05)
+    c2.slider("Contrast", 0.0, 0.5, key="aug_contrast", step=0.05)
+    st.toggle("Horizontal flip", key="aug_horizontal_flip")
+    st.selectbox("Fill pixels outside the picture with", ["nearest", "reflect", "constant", "wrap"], key="aug_fill_mode")
+    config = AugmentConfig(**{name: st.session_state[f"aug_{name}"] for name in FIELDS})
+    return config, next((k for k, v in PRESETS.items() if v == config), "custom")
+
+
+def main():
+    page_header("Augmentation lab",
+                "Random transformations make every training epoch see slightly different pictures, so a model "
+                "cannot memorise them — the tutorial's *one cat, many pictures*. **The settings here are the ones "
+                "the Train page uses for levels 1 and 3.**")
+    summary, _, _ = current_summary()
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        config, preset_name = controls_ui()
+        c1, c2 = st.columns(2)
+        seed = c1.number_input("Seed", 0, 10_000, value=0, step=1, help="Same seed, same pictures.")
+        n = c2.select_slider("Variants", [4, 6, 8, 9, 12, 16], value=9)
+        workspace.set_augment_settings(config, preset_name)
+        st.caption("Saved for training" + (f" (preset: {PRESET_LABELS[preset_name]})" if preset_name in PRESETS
+                                           else " (custom settings)") + ".")
+    with right:
+        image_bytes, name = image_picker_ui(summary)
+        if image_bytes is None:
+            return
+        try:
+            variants = _variants(image_bytes, tuple(sorted(config.to_dict().items())), int(n), int(seed))
+            original = load_array(image_bytes, SIZE)
+        except ImageError as exc:
+            st.error(str(exc))
+            return
+        columns_count = 4 if n in (4, 8, 12, 16) else 3
+        st.image(original, caption=f"Original: {name}", width=220)
+        st.markdown(f"**{n} augmented variants**" + (" (no augmentation: all identical)" if config.is_identity else ""))
+        for row in range(math.ceil(n / columns_count)):
+            columns = st.columns(columns_count)
+            for column, image in zip(columns, variants[row * columns_count:(row + 1) * columns_count]):
+                column.image(image, width="stretch")
+
+
+main()

@@ -1,0 +1,100 @@
+"""Pieces every page shares: cached loaders over `core/`, the sidebar, small drawing helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core import jobs, workspace
+from core.datasets import DatasetError, resolve_data_dir, summarize
+from core.store import ModelStore
+from core.training import LEVEL_NAMES, TUTORIAL_ACCURACY
+
+LEVEL_SHORT = {1: "Level 1 · from scratch", 2: "Level 2 · bottleneck features", 3: "Level 3 · fine-tuning"}
+
+
+def _dir_stamp(folder: Path) -> float:
+    """Changes when a split or class folder changes, so cached summaries refresh."""
+    try:
+        return max(p.stat().st_mtime for p in [folder, *folder.glob("*"), *folder.glob("*/*")])
+    except (OSError, ValueError):
+        return 0.0
+
+
+@st.cache_data(show_spinner="Reading the data set…", max_entries=8)
+def _summary_cached(folder: str, source: str, stamp: float):
+    return summarize(folder, source=source)
+
+
+def current_summary():
+    """(summary or None, folder or None, error message or None) for the active data set."""
+    try:
+        folder, source = resolve_data_dir(workspace.active_data_dir(), download=False)
+    except DatasetError as exc:
+        return None, None, str(exc)
+    try:
+        return _summary_cached(str(folder), source, _dir_stamp(Path(folder))), folder, None
+    except DatasetError as exc:
+        return None, folder, str(exc)
+
+
+def data_dir_for_training() -> str | None:
+    summary, _, _ = current_summary()
+    return str(summary.root) if summary else None
+
+
+@st.cache_resource(max_entries=12, show_spinner="Loading model…")
+def load_predictor(model_id: str, model_path: str, mtime: float):
+    """One loaded model per file version: a newer model (new id) is loaded fresh."""
+    from core.predict import Predictor
+
+    return Predictor(ModelStore(Path(model_path).parent).get(model_id))
+
+
+def predictor_for(entry):
+    return load_predictor(entry.id, str(entry.model_path), entry.model_path.stat().st_mtime)
+
+
+def latest_models():
+    return workspace.latest_per_level()
+
+
+def sidebar_ui():
+    with st.sidebar:
+        st.markdown("### 🐾 Little Data")
+        summary, folder, error = current_summary()
+        if summary:
+            counts = summary.counts()
+            n_train = sum(counts.get("train", {}).values())
+            n_val = sum(counts.get("validation", {}).values())
+            st.caption(f"**Data:** {Path(summary.root).name} · {len(summary.classes)} classes · "
+                       f"{n_train} train / {n_val} validation")
+        else:
+            st.caption("**Data:** none yet — see the Data page")
+        latest = latest_models()
+        lines = []
+        for level in (1, 2, 3):
+            entry = latest.get(level)
+            if entry and entry.val_accuracy is not None:
+                lines.append(f"✅ {LEVEL_SHORT[level]}: **{entry.val_accuracy:.1%}**")
+            else:
+                lines.append(f"▫️ {LEVEL_SHORT[level]}: not trained")
+        st.caption("  \n".join(lines))
+        job = jobs.current_job()
+        if job and job.get("state") in jobs.ACTIVE_STATES:
+            st.caption(f"⏳ Training level {job['config']['level']}: {job.get('message', '')}")
+
+
+def tutorial_note(level: int) -> str:
+    return f"The tutorial reported ~{TUTORIAL_ACCURACY[level]:.0%} for this level (VGG16 / small convnet, 2016)."
+
+
+def page_header(title: str, intro: str):
+    st.title(title)
+    st.markdown(intro)
+
+
+__all__ = ["LEVEL_NAMES", "LEVEL_SHORT", "current_summary", "data_dir_for_training", "latest_models",
+           "predictor_for", "sidebar_ui", "tutorial_note", "page_header", "os"]

@@ -1,0 +1,146 @@
+"""Curves & comparison: overlay training runs, compare them, and look at their mistakes."""
+
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.datasets import decode_split
+from core.images import ImageError, thumbnail
+from core.predict import evaluate
+from core.store import ModelError, ModelStore
+from pages.common import LEVEL_SHORT, current_summary, page_header, predictor_for
+
+
+def run_label(entry) -> str:
+    card = entry.card
+    aug = card.get("augment") or {}
+    augmented = any(v for k, v in aug.items() if k != "fill_mode")
+    what = card.get("backbone") or "convnet"
+    return f"L{entry.level} {what} {'aug' if augmented else 'no-aug'} · {entry.id[-13:-7]}"
+
+
+def curves_ui(entries):
+    rows = []
+    for entry in entries:
+        for key, values in (entry.card.get("history") or {}).items():
+            split = "validation" if key.startswith("val_") else "training"
+            rows += [{"run": run_label(entry), "epoch": i + 1, "metric": key.removeprefix("val_"), "split": split,
+                      "value": v} for i, v in enumerate(values)]
+    if not rows:
+        st.info("These runs have no recorded history.")
+        return
+    data = pd.DataFrame(rows)
+    for metric, column in zip(("accuracy", "loss"), st.columns(2)):
+        chart = alt.Chart(data[data.metric == metric], title=f"{metric}: training (dashed) vs validation (solid)") \
+            .mark_line().encode(
+                x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+                y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+                color=alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1)),
+                strokeDash=alt.StrokeDash("split:N", scale=alt.Scale(domain=["validation", "training"],
+                                                                     range=[[1, 0], [5, 4]])),
+                tooltip=["run", "split", "epoch", alt.Tooltip("value:Q", format=".4f")]).properties(height=340)
+        column.altair_chart(chart.interactive(), width="stretch")
+    st.caption("Overfitting looks like training accuracy climbing to ~100% while validation loss rises: "
+               "compare level 2, or level 1 trained without augmentation.")
+
+
+def table_ui(entries):
+    rows = []
+    for entry in entries:
+        card = entry.card
+        metrics = card.get("metrics", {})
+        rows.append({
+            "run": run_label(entry), "level": entry.level, "backbone": card.get("backbone") or "small convnet",
+            "val accuracy": metrics.get("val_accuracy"), "best val accuracy": metrics.get("best_val_accuracy"),
+            "tutorial": card.get("tutorial_accuracy"), "epochs": card.get("hyperparameters", {}).get("epochs_run"),
+            "training time (s)": card.get("train_seconds"), "trainable params": card.get("params", {}).get("trainable"),
+            "total params": card.get("params", {}).get("total"), "created": card.get("created"), "id": entry.id})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+        "val accuracy": st.column_config.NumberColumn(format="percent"),
+        "best val accuracy": st.column_config.NumberColumn(format="percent"),
+        "tutorial": st.column_config.NumberColumn(format="percent")})
+
+
+@st.cache_data(max_entries=16, show_spinner="Evaluating on the validation photos…")
+def _evaluation(model_id: str, model_path: str, root: str, fingerprint: str):
+    from core.datasets import summarize
+
+    store = ModelStore(Path(model_path).parent)
+    entry = store.get(model_id)
+    summary = summarize(root)
+    result = evaluate(predictor_for(entry), decode_split(summary, "validation", entry.image_size))
+    return result.to_dict(), result.mistakes(limit=24)
+
+
+def diagnostics_ui(entry, summary):
+    if summary.classes != entry.classes:
+        st.warning(f"This model was trained on classes {entry.classes}; the active data set has {summary.classes}.")
+        return
+    try:
+        result, mistakes = _evaluation(entry.id, str(entry.model_path), str(summary.root), summary.fingerprint)
+    except ModelError as exc:
+        st.error(str(exc))
+        return
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        st.markdown(f"**Confusion matrix** — {result['accuracy']:.2%} of {result['n']} validation photos right")
+        cells = [{"true": t, "predicted": p, "count": result["confusion_matrix"][i][j]}
+                 for i, t in enumerate(result["classes"]) for j, p in enumerate(result["classes"])]
+        base = alt.Chart(pd.DataFrame(cells)).encode(x="predicted:N", y="true:N")
+        heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="oranges"), legend=None))
+        text = base.mark_text(fontSize=16).encode(text="count:Q")
+        st.altair_chart((heat + text).properties(height=260), width="stretch")
+    with right:
+        st.markdown(f"**Mistakes** ({len(mistakes)} shown, most confident first)")
+        columns = st.columns(6)
+        for i, mistake in enumerate(mistakes):
+            p = mistake["probabilities"][mistake["predicted"]]
+            try:
+                columns[i % 6].image(thumbnail(mistake["path"], 160), width="stretch",
+                                     caption=f"{mistake['true']} → {mistake['predicted']} ({p:.0%})")
+            except ImageError:
+                columns[i % 6].caption(f"{Path(mistake['path']).name}: unreadable")
+        if not mistakes:
+            st.success("No mistakes on the validation photos.")
+
+
+def main():
+    page_header("Curves & comparison", "Pick runs to overlay their training curves. Dashed: training; solid: "
+                                       "validation. The gap between them is overfitting.")
+    listing = ModelStore().list()
+    if listing.unusable:
+        with st.expander(f"⚠️ {len(listing.unusable)} stored model file(s) cannot be used"):
+            for name, reason in listing.unusable:
+                st.caption(f"`{name}`: {reason}")
+    entries = listing.models
+    if not entries:
+        st.info("No trained models yet: train one on the **Train** page.")
+        return
+    labels = {run_label(e): e for e in entries}
+    latest_per_level = []
+    for e in entries:
+        if e.level not in {x.level for x in latest_per_level}:
+            latest_per_level.append(e)
+    chosen = st.multiselect("Runs", list(labels), default=[run_label(e) for e in latest_per_level])
+    chosen_entries = [labels[c] for c in chosen]
+    if not chosen_entries:
+        st.info("Choose at least one run.")
+        return
+    curves_ui(chosen_entries)
+    st.subheader("Runs")
+    table_ui(chosen_entries)
+    st.subheader("Where each model goes wrong")
+    summary, _, error = current_summary()
+    if summary is None:
+        st.warning(f"No usable data set to evaluate on: {error}")
+        return
+    tabs = st.tabs([run_label(e) for e in chosen_entries])
+    for tab, entry in zip(tabs, chosen_entries):
+        with tab:
+            diagnostics_ui(entry, summary)
+
+
+main()

@@ -1,0 +1,93 @@
+"""Predict: your photo through every trained level, side by side."""
+
+import random
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.serving import predict_every_level
+from core.store import ModelError
+from pages.common import LEVEL_SHORT, current_summary, latest_models, page_header, predictor_for
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+
+
+def predictors():
+    loaded = {}
+    for level, entry in latest_models().items():
+        try:
+            loaded[level] = predictor_for(entry)
+        except (ModelError, OSError) as exc:
+            loaded[level] = exc
+    return loaded
+
+
+def probability_chart(probs: dict):
+    data = pd.DataFrame({"class": list(probs), "probability": list(probs.values())})
+    bars = alt.Chart(data).mark_bar(cornerRadiusEnd=3).encode(
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=None)),
+        y=alt.Y("class:N", title=None, sort="-x"),
+        color=alt.condition(alt.datum.probability == max(probs.values()), alt.value("#d9480f"), alt.value("#adb5bd")),
+        tooltip=["class", alt.Tooltip("probability:Q", format=".2%")])
+    return bars.properties(height=34 * len(probs) + 10)
+
+
+def inputs_ui(summary) -> list[tuple[str, bytes]]:
+    files = st.file_uploader("Photos", type=IMAGE_TYPES, accept_multiple_files=True,
+                             help="One or more photos; each is checked on its own.")
+    inputs = [(f.name, f.getvalue()) for f in files or []]
+    c1, c2 = st.columns([1, 1])
+    if summary is not None and c1.button("Try a random validation photo", icon=":material/casino:"):
+        split = "validation" if "validation" in summary.files else "train"
+        path, _ = random.choice(summary.files[split])
+        st.session_state["sample"] = str(path)
+    if c2.toggle("Use the camera", key="camera_on"):
+        shot = st.camera_input("Take a photo")
+        if shot is not None:
+            inputs.append(("camera photo", shot.getvalue()))
+    sample = st.session_state.get("sample")
+    if sample and Path(sample).is_file():
+        inputs.insert(0, (f"sample: {Path(sample).parent.name}/{Path(sample).name}", Path(sample).read_bytes()))
+    return inputs
+
+
+def result_ui(result, levels):
+    with st.container(border=True):
+        if result.error:
+            st.error(f"❌ {result.error}")
+            return
+        columns = st.columns([1] + [1] * max(len(levels), 1))
+        columns[0].image(result.image, caption=result.name, width="stretch")
+        for column, level in zip(columns[1:], levels):
+            with column:
+                st.markdown(f"**{LEVEL_SHORT[level]}**")
+                if level in result.model_errors:
+                    st.warning(f"Model unusable: {result.model_errors[level]}")
+                    continue
+                probs = result.per_level[level]
+                best = max(probs, key=probs.get)
+                st.markdown(f"### {best} · {probs[best]:.0%}")
+                st.altair_chart(probability_chart(probs), width="stretch")
+        st.caption(f"Server time: {result.server_ms:.0f} ms for decoding and {len(result.per_level)} model(s).")
+
+
+def main():
+    page_header("Predict", "Upload photos (or use a validation photo) and see what each level's latest model says.")
+    summary, _, _ = current_summary()
+    models = latest_models()
+    if not models:
+        st.info("No trained models yet: train at least one level on the **Train** page.")
+        return
+    st.caption("Models: " + " · ".join(f"{LEVEL_SHORT[l]}: `{e.id}`" for l, e in models.items()))
+    loaded = predictors()
+    inputs = inputs_ui(summary)
+    if not inputs:
+        st.info("Add a photo above to get predictions.")
+        return
+    for name, data in inputs:
+        result_ui(predict_every_level(data, name, loaded), list(loaded))
+
+
+main()

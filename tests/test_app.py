@@ -1,0 +1,135 @@
+"""Every page through streamlit.testing.v1.AppTest, on a synthetic data set and tiny models."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs, workspace
+from core.store import ModelStore
+from core.training import TrainConfig, train
+from tests.helpers import jpeg_bytes, make_image
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["overview", "data", "augment", "train", "curves", "predict"]
+
+
+@pytest.fixture
+def app_env(dataset, monkeypatch):
+    monkeypatch.setenv("LITTLE_DATA_DATA_DIR", str(dataset))
+    return dataset
+
+
+def page(name: str) -> AppTest:
+    """A page run inside the real app shell (navigation and sidebar included)."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    if name != "overview":
+        at.switch_page(f"pages/{name}.py")
+        at.run()
+    return at
+
+
+def assert_clean(at: AppTest):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_renders_without_models(app_env, name):
+    at = page(name)
+    assert_clean(at)
+    assert at.title, "every page has a title"
+    if name == "overview":  # AppTest drops the shell's sidebar after switch_page; the browser test checks it
+        assert "Little Data" in at.sidebar.markdown[0].value
+
+
+def test_every_page_says_what_to_do_without_data(monkeypatch, tmp_path):
+    for name in PAGES:
+        at = page(name)
+        assert_clean(at)
+    data = page("data")
+    assert any("No data set" in i.value for i in data.info)
+
+
+@pytest.fixture
+def trained(app_env):
+    """Tiny models for levels 1 and 2 (random-weight mobilenet_025) in the store."""
+    common = dict(epochs=1, batch_size=8, image_size=(32, 32), data_dir=str(app_env))
+    train(TrainConfig(level=1, **common))
+    train(TrainConfig(level=2, backbone="mobilenet_025", weights="none", **common))
+    return app_env
+
+
+def test_predict_upload_and_bad_files(trained):
+    at = page("predict")
+    assert_clean(at)
+    # AppTest has no file-upload driver; the browser test covers a real upload. Here the sample button
+    # exercises the same prediction path end to end.
+    at.button[0].click().run()
+    assert_clean(at)
+    headings = [m.value for m in at.markdown]
+    assert any("Level 1" in h for h in headings) and any("Level 2" in h for h in headings)
+    assert any(("circles" in m.value or "squares" in m.value) and "%" in m.value for m in at.markdown)
+    assert any("Server time" in c.value for c in at.caption)
+
+
+def test_serving_per_file_errors(trained):
+    from core.predict import Predictor
+    from core.serving import predict_every_level
+
+    predictors = {level: Predictor(e) for level, e in workspace.latest_per_level().items()}
+    good = jpeg_bytes(make_image("circles", np.random.default_rng(0)))
+    results = [predict_every_level(data, name, predictors) for name, data in
+               [("good.jpg", good), ("broken.jpg", b"garbage"), ("empty.png", b""), ("good2.jpg", good)]]
+    assert [r.error is None for r in results] == [True, False, False, True]
+    assert "broken.jpg" in results[1].error and "empty.png" in results[2].error
+    assert set(results[0].per_level) == {1, 2} and results[0].per_level == results[3].per_level
+
+
+def test_augmentation_change_redraws_the_grid(app_env):
+    at = page("augment")
+    assert_clean(at)
+    def urls():
+        return [str(img.proto.imgs[0].url) for img in at.get("image")]
+
+    before = urls()
+    assert len(before) == 1 + 9  # the original and the grid of variants
+    assert len(set(before[1:])) == 9  # every variant differs
+    at.selectbox(key="aug_preset").set_value("none").run()
+    assert_clean(at)
+    assert any("all identical" in m.value for m in at.markdown)
+    assert len(set(urls()[1:])) == 1 and urls()[1:] != before[1:]
+    at.slider(key="aug_rotation").set_value(90).run()
+    assert_clean(at)
+    config, preset_name = workspace.augment_settings()
+    assert config.rotation == 90 and preset_name == "custom"  # the training page will use this
+
+
+def test_training_job_starts_reports_and_lands_a_model(app_env):
+    at = page("train")
+    assert_clean(at)
+    assert [b.label for b in at.button if b.label.startswith("Start")] == ["Start level 1", "Start level 2",
+                                                                            "Start level 3"]
+    assert any("Train level 2" in i.value for i in at.info)  # level 3 needs a level-2 head
+    at.number_input(key="ep1").set_value(1).run()
+    assert any("Estimated time" in c.value for c in at.caption)
+    at.button(key="start1").click().run()
+    assert_clean(at)
+    job = jobs.current_job()
+    assert job is not None and job["config"]["level"] == 1
+    final = jobs.wait_for(job["id"], timeout=300)
+    assert final["state"] == "succeeded", final.get("error")
+    at = page("train")
+    assert_clean(at)
+    assert any("done in" in m.value for m in at.markdown)
+    assert ModelStore().latest(1).id == final["model_id"]
+
+
+def test_curves_page_compares_runs(trained):
+    at = page("curves")
+    assert_clean(at)
+    assert len(at.multiselect[0].value) == 2
+    assert at.dataframe, "the runs table"
+    assert any("Confusion matrix" in m.value for m in at.markdown)
