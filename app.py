@@ -5,7 +5,7 @@ Run with `streamlit run app.py`. Pages live in `pages/`; every computation lives
 
 import streamlit as st
 
-st.set_page_config(page_title="Little Data", page_icon="🐾", layout="wide")
+st.set_page_config(page_title="Little Data", page_icon=":material/pets:", layout="wide")
 
 from pages.common import sidebar_ui  # noqa: E402 - after set_page_config
 

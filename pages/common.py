@@ -63,7 +63,7 @@ def latest_models():
 
 def sidebar_ui():
     with st.sidebar:
-        st.markdown("### 🐾 Little Data")
+        st.markdown("### :material/pets: Little Data")
         summary, folder, error = current_summary()
         if summary:
             counts = summary.counts()
@@ -78,13 +78,13 @@ def sidebar_ui():
         for level in (1, 2, 3):
             entry = latest.get(level)
             if entry and entry.val_accuracy is not None:
-                lines.append(f"✅ {LEVEL_SHORT[level]}: **{entry.val_accuracy:.1%}**")
+                lines.append(f":material/check_circle: {LEVEL_SHORT[level]}: **{entry.val_accuracy:.1%}**")
             else:
-                lines.append(f"▫️ {LEVEL_SHORT[level]}: not trained")
+                lines.append(f":material/radio_button_unchecked: {LEVEL_SHORT[level]}: not trained")
         st.caption("  \n".join(lines))
         job = jobs.current_job()
         if job and job.get("state") in jobs.ACTIVE_STATES:
-            st.caption(f"⏳ Training level {job['config']['level']}: {job.get('message', '')}")
+            st.caption(f":material/hourglass_top: Training level {job['config']['level']}: {job.get('message', '')}")
 
 
 def tutorial_note(level: int) -> str:

@@ -38,7 +38,7 @@ def curves_ui(entries):
             .mark_line().encode(
                 x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
                 y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
-                color=alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1)),
+                color=alt.Color("run:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
                 strokeDash=alt.StrokeDash("split:N", scale=alt.Scale(domain=["validation", "training"],
                                                                      range=[[1, 0], [5, 4]])),
                 tooltip=["run", "split", "epoch", alt.Tooltip("value:Q", format=".4f")]).properties(height=340)
@@ -112,7 +112,7 @@ def main():
                                        "validation. The gap between them is overfitting.")
     listing = ModelStore().list()
     if listing.unusable:
-        with st.expander(f"⚠️ {len(listing.unusable)} stored model file(s) cannot be used"):
+        with st.expander(f":material/warning: {len(listing.unusable)} stored model file(s) cannot be used"):
             for name, reason in listing.unusable:
                 st.caption(f"`{name}`: {reason}")
     entries = listing.models

@@ -29,7 +29,7 @@ def summary_ui(summary):
         st.dataframe(counts, width="stretch")
     with right:
         if summary.unreadable:
-            with st.expander(f"⚠️ {len(summary.unreadable)} unreadable file(s) — skipped", expanded=True):
+            with st.expander(f":material/warning: {len(summary.unreadable)} unreadable file(s) — skipped", expanded=True):
                 st.dataframe(pd.DataFrame(summary.unreadable, columns=["file", "why"]), hide_index=True,
                              width="stretch")
         else:

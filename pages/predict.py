@@ -56,7 +56,7 @@ def inputs_ui(summary) -> list[tuple[str, bytes]]:
 def result_ui(result, levels):
     with st.container(border=True):
         if result.error:
-            st.error(f"❌ {result.error}")
+            st.error(result.error, icon=":material/broken_image:")
             return
         columns = st.columns([1] + [1] * max(len(levels), 1))
         columns[0].image(result.image, caption=result.name, width="stretch")

@@ -53,7 +53,7 @@ def job_ui():
     with st.container(border=True):
         title = f"**{LEVEL_SHORT[level]}**" + (f" · {config.get('backbone')}" if config.get("backbone") else "")
         if active:
-            st.markdown(f"⏳ {title} — training")
+            st.markdown(f":material/hourglass_top: {title} — training")
             epochs, batches = job.get("epochs"), job.get("batches")
             if job.get("stage") == "train" and epochs and batches:
                 done = (job["epoch"] - 1) * batches + job.get("batch", 0)
@@ -71,14 +71,14 @@ def job_ui():
         elif state == "succeeded":
             metrics = job.get("metrics", {})
             acc = metrics.get("val_accuracy")
-            st.markdown(f"✅ {title} — done in {workspace.format_duration(job.get('seconds', 0))}, saved as "
+            st.markdown(f":material/check_circle: {title} — done in {workspace.format_duration(job.get('seconds', 0))}, saved as "
                         f"`{job.get('model_id')}`")
             c1, c2, c3 = st.columns(3)
             c1.metric("Validation accuracy (last epoch)", f"{acc:.1%}" if acc is not None else "–")
             c2.metric("Best epoch", f"{metrics.get('best_val_accuracy', 0):.1%}", help=f"epoch {metrics.get('best_epoch')}")
             c3.metric("The tutorial reported", f"{TUTORIAL_ACCURACY[level]:.0%}")
         elif state == "cancelled":
-            st.markdown(f"⏹️ {title} — cancelled; nothing was saved.")
+            st.markdown(f":material/stop_circle: {title} — cancelled; nothing was saved.")
         else:
             st.error(f"{title} failed: {job.get('error', 'unknown error')}")
         chart = history_chart(job.get("history") or {})
@@ -122,7 +122,7 @@ def level_card_ui(level: int, summary, busy: bool):
         counts = summary.counts()
         n_train, n_val = sum(counts["train"].values()), sum(counts["validation"].values())
         guess = workspace.estimate(config, n_train, n_val)
-        st.caption(f"⏱️ Estimated time on this machine: **{workspace.format_duration(guess.seconds)}** "
+        st.caption(f":material/timer: Estimated time on this machine: **{workspace.format_duration(guess.seconds)}** "
                    f"({guess.detail}). {tutorial_note(level)}")
         blocked = None
         if level == 3 and find_level2_head(ModelStore(), config.resolved(), summary) is None:

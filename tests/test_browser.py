@@ -1,0 +1,75 @@
+"""A real browser (Debian's Chromium via Playwright) against `streamlit run app.py` on 127.0.0.1.
+
+Screenshots land in test-artifacts/ for people to look at.
+"""
+
+import numpy as np
+import pytest
+
+from core.training import TrainConfig, train
+from tests.browser import ARTIFACTS, CHROMIUM, browser_page, streamlit_server
+from tests.helpers import jpeg_bytes, make_image
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed")
+
+PAGES = {"": "Little Data", "data": "Data", "augment": "Augmentation lab", "train": "Train",
+         "curves": "Curves & comparison", "predict": "Predict"}
+# What each page shows once its script has finished, so screenshots are of the finished page.
+READY = {"": "How to use it", "data": "Samples", "augment": "augmented variants", "train": "Start level 3",
+         "curves": "Where each model goes wrong", "predict": "Add a photo above"}
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory, dataset_factory):
+    home = tmp_path_factory.mktemp("home")
+    data = dataset_factory()
+    env = {"LITTLE_DATA_HOME": str(home), "LITTLE_DATA_DATA_DIR": str(data),
+           "LITTLE_DATA_SHARED_DIR": str(home / "no-shared"), "LITTLE_DATA_MODELS_DIR": "", "LITTLE_DATA_CACHE_DIR": "",
+           "LITTLE_DATA_JOBS_DIR": ""}
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(key, value)
+    common = dict(epochs=2, batch_size=8, image_size=(32, 32), data_dir=str(data))
+    train(TrainConfig(level=1, **common))
+    train(TrainConfig(level=2, backbone="mobilenet_025", weights="none", **common))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_server(env) as (url, _, _):
+        yield url
+    mp.undo()
+
+
+def open_page(page, url, slug):
+    page.goto(f"{url}/{slug}")
+    page.get_by_role("heading", name=PAGES[slug], exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text(READY[slug]).first.wait_for(timeout=60_000)
+    page.wait_for_timeout(500)
+
+
+@pytest.mark.parametrize("slug", list(PAGES))
+def test_each_page_renders_without_exception(app_server, slug):
+    with browser_page() as page:
+        open_page(page, app_server, slug)
+        page.screenshot(path=str(ARTIFACTS / f"page-{slug or 'overview'}.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
+        body = page.inner_text("body")
+        assert "Traceback" not in body and "Error:" not in body
+        assert "Little Data" in page.locator("[data-testid='stSidebar']").inner_text()
+
+
+def test_upload_a_photo_and_get_predictions(app_server, tmp_path):
+    good = tmp_path / "my_circle.jpg"
+    good.write_bytes(jpeg_bytes(make_image("circles", np.random.default_rng(5), size=300)))
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    with browser_page() as page:
+        open_page(page, app_server, "predict")
+        page.locator("[data-testid='stFileUploaderDropzone'] input[type='file']").set_input_files([str(good), str(corrupt)])
+        page.get_by_text("Server time").first.wait_for(timeout=60_000)
+        page.get_by_text("corrupt.jpg:").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(ARTIFACTS / "predict-upload.png"), full_page=True)
+        body = page.inner_text("body")
+        assert "Level 1 · from scratch" in body and "Level 2 · bottleneck features" in body
+        assert "corrupt.jpg: " in body and "Traceback" not in body
+        assert body.count("Server time") == 1  # the good photo got its predictions; the bad one a message
+        assert "circles ·" in body or "squares ·" in body
