@@ -93,11 +93,17 @@ def get_backbone(name: str) -> Backbone:
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """What to pass to the Keras builder, and how to describe and key it."""
+    """What to pass to the Keras builder, and how to describe and key it.
+
+    `torch_padding` marks weights trained in PyTorch (torchvision), whose stride-2 convolutions pad
+    one pixel on every side; Keras pads only bottom/right, which shifts every downsampling by half
+    a pixel and measurably weakens such weights.
+    """
 
     keras_arg: str | None  # "imagenet", None, or a file path
     source: str  # for people and model cards
     key: str  # for the feature cache
+    torch_padding: bool = False
 
 
 def resolve_weights(backbone: Backbone, weights: str | None = None) -> ResolvedWeights:
@@ -131,13 +137,16 @@ def _file_weights(path: Path) -> ResolvedWeights:
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
-    return ResolvedWeights(str(path), f"file {path.name}", f"sha256-{digest.hexdigest()[:16]}")
+    torch = "torchvision" in path.name
+    return ResolvedWeights(str(path), f"file {path.name}" + (" (symmetric padding, as trained)" if torch else ""),
+                           f"sha256-{digest.hexdigest()[:16]}" + ("-torchpad" if torch else ""), torch)
 
 
 def build_base(backbone: Backbone, weights: ResolvedWeights, image_size=None):
     """Builds the base with resolved weights, turning a failed download into a clear WeightsError."""
     try:
-        return backbone.build(weights.keras_arg, image_size)
+        base = backbone.build(weights.keras_arg, image_size)
+        return with_symmetric_padding(base) if weights.torch_padding else base
     except Exception as exc:  # noqa: BLE001 - download, HTTP and file errors all mean the same here
         if weights.keras_arg != "imagenet":
             raise WeightsError(f"Could not load {backbone.label} weights from {weights.source}: {exc}") from exc
@@ -147,6 +156,47 @@ def build_base(backbone: Backbone, weights: ResolvedWeights, image_size=None):
             f"Supply a local file instead: --weights /path/to/{backbone.local_files[0]} on the CLI, "
             f"or {env}=/path/to/file, or put it in a folder named by LITTLE_DATA_WEIGHTS_DIR. "
             "Use --weights none for random weights (for testing only).") from exc
+
+
+def with_symmetric_padding(base):
+    """The same network and weights, with every stride-2 convolution padded 1 pixel on each side.
+
+    That is how PyTorch pads (`padding=1`); Keras' `same` / `correct_pad` pad (0, 1). The output
+    shapes are identical (a valid 3x3 stride-2 convolution gives 112 from 225 or 226 pixels), so
+    only where the filters sample changes. Built from the model's config, standard layers only.
+    """
+    import copy
+
+    import keras
+
+    config = copy.deepcopy(base.get_config())
+    layers = []
+    for layer in config["layers"]:
+        cfg = layer["config"]
+        if layer["class_name"] == "ZeroPadding2D":
+            cfg["padding"] = ((1, 1), (1, 1))
+        elif (layer["class_name"] in ("Conv2D", "DepthwiseConv2D") and cfg.get("padding") == "same"
+              and tuple(cfg.get("strides", (1, 1))) == (2, 2)):
+            pad_name = f"{layer['name']}_pad_symmetric"
+            arg = layer["inbound_nodes"][0]["args"][0]
+            shape = list(arg["config"]["shape"])
+            layers.append({"module": "keras.layers", "class_name": "ZeroPadding2D", "registered_name": None,
+                           "name": pad_name, "inbound_nodes": copy.deepcopy(layer["inbound_nodes"]),
+                           "config": {"name": pad_name, "padding": ((1, 1), (1, 1)), "data_format": "channels_last",
+                                      "trainable": True, "dtype": cfg.get("dtype")}})
+            padded = copy.deepcopy(arg)
+            padded["config"]["shape"] = [shape[0], shape[1] + 2, shape[2] + 2, shape[3]]
+            padded["config"]["keras_history"] = [pad_name, 0, 0]
+            layer["inbound_nodes"] = [{"args": (padded,), "kwargs": {}}]
+            cfg["padding"] = "valid"
+        layers.append(layer)
+    config["layers"] = layers
+    patched = keras.Model.from_config(config)
+    for layer in patched.layers:
+        if layer.weights:
+            layer.set_weights(base.get_layer(layer.name).get_weights())
+    patched.name = base.name
+    return patched
 
 
 def count_flops(model) -> int:
