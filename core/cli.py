@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, help="default: 1e-3 (levels 1, 2), 1e-4 (level 3)")
     p.add_argument("--augment", help="augmentation preset (default: tutorial_train for levels 1 and 3)")
     p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--schedule", choices=("cosine", "constant"),
+                   help="learning-rate schedule (default: cosine for level 1, constant for levels 2 and 3)")
     p.add_argument("--image-size", type=int, help="square image side (default 150, or the backbone's)")
     p.add_argument("--limit-per-class", type=int, help="use at most this many images per class and split")
 
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs1", type=int, default=50, help="level-1 epochs (default 50)")
     p.add_argument("--epochs2", type=int, default=50, help="level-2 epochs (default 50)")
     p.add_argument("--epochs3", type=int, default=50, help="level-3 epochs (default 50)")
+    p.add_argument("--augment1", help="level-1 augmentation preset (default: tutorial_train)")
     p.add_argument("--vgg16-subset", type=int, default=40,
                    help="images per class for the VGG16 end-to-end check with random weights (0 skips)")
     p.add_argument("--out", default="bench-out", help="report folder (default bench-out)")
@@ -149,7 +152,6 @@ def cmd_data(args) -> int:
 
 
 def cmd_augment(args) -> int:
-    import numpy as np
     from PIL import Image
 
     from core.augment import augmented_variants, preset
@@ -194,7 +196,7 @@ def cmd_train(args) -> int:
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
                          augment=preset(args.augment) if args.augment else None, dropout=args.dropout,
                          image_size=size, seed=args.seed, data_dir=args.data_dir, models_dir=args.models_dir,
-                         limit_per_class=args.limit_per_class)
+                         limit_per_class=args.limit_per_class, schedule=args.schedule)
     bar = ProgressBar()
     result = train(config, report=bar)
     bar.close()

@@ -14,7 +14,6 @@ import shutil
 import stat
 import tempfile
 import threading
-import time
 import urllib.request
 import zipfile
 from concurrent.futures import ThreadPoolExecutor

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -38,11 +37,6 @@ def current_summary():
         return _summary_cached(str(folder), source, _dir_stamp(Path(folder))), folder, None
     except DatasetError as exc:
         return None, folder, str(exc)
-
-
-def data_dir_for_training() -> str | None:
-    summary, _, _ = current_summary()
-    return str(summary.root) if summary else None
 
 
 @st.cache_resource(max_entries=12, show_spinner="Loading model…")
@@ -96,5 +90,5 @@ def page_header(title: str, intro: str):
     st.markdown(intro)
 
 
-__all__ = ["LEVEL_NAMES", "LEVEL_SHORT", "current_summary", "data_dir_for_training", "latest_models",
-           "predictor_for", "sidebar_ui", "tutorial_note", "page_header", "os"]
+__all__ = ["LEVEL_NAMES", "LEVEL_SHORT", "current_summary", "latest_models",
+           "predictor_for", "sidebar_ui", "tutorial_note", "page_header"]

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import altair as alt
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -11,7 +10,7 @@ from core.datasets import decode_split
 from core.images import ImageError, thumbnail
 from core.predict import evaluate
 from core.store import ModelError, ModelStore
-from pages.common import LEVEL_SHORT, current_summary, page_header, predictor_for
+from pages.common import current_summary, page_header, predictor_for
 
 
 def run_label(entry) -> str:

@@ -1,6 +1,5 @@
 """Train: one card per level; training runs in a worker process, progress is read from disk."""
 
-import time
 
 import altair as alt
 import pandas as pd
@@ -10,7 +9,7 @@ from core import jobs, workspace
 from core.augment import PRESET_LABELS, preset
 from core.backbones import BACKBONES, DEFAULT_BACKBONE
 from core.store import ModelStore
-from core.training import LEVEL_NAMES, TUTORIAL_ACCURACY, TrainConfig, find_level2_head
+from core.training import TUTORIAL_ACCURACY, TrainConfig, find_level2_head
 from pages.common import LEVEL_SHORT, current_summary, page_header, tutorial_note
 
 DESCRIPTIONS = {

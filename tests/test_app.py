@@ -1,6 +1,5 @@
 """Every page through streamlit.testing.v1.AppTest, on a synthetic data set and tiny models."""
 
-import time
 from pathlib import Path
 
 import numpy as np

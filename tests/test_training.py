@@ -122,3 +122,17 @@ def test_level2_on_real_photos_with_genuine_weights(shared, monkeypatch):
     assert card["weights"].startswith("file mobilenet_2_5_224_tf_no_top.h5")
     assert card["dataset"]["counts"]["validation"] == {"cats": 40, "dogs": 40}
     assert card["metrics"]["best_val_accuracy"] >= 0.8
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "mobilenet_v2", "mobilenet_025"])
+def test_levels_2_and_3_on_every_backbone(shapes, backbone):
+    """Random weights at 32x32: the whole path (features, cache, head, fine-tuning, save) per backbone."""
+    common = dict(backbone=backbone, weights="none", epochs=1, batch_size=8, image_size=TINY, data_dir=str(shapes))
+    level2 = train(TrainConfig(level=2, **common))
+    level3 = train(TrainConfig(level=3, **common))
+    assert level3.entry.card["started_from"] == level2.entry.id
+    assert level3.entry.card["backbone_flops"] > 0
+    reloaded = load_model(level3.entry)
+    assert reloaded.get_layer(backbone) is not None
+    probs = Predictor(level3.entry, model=reloaded).predict_arrays(np.zeros((1, 50, 40, 3), np.uint8)[:, :32, :32])
+    assert probs.shape == (1, 2) and abs(probs.sum() - 1) < 1e-5
