@@ -42,8 +42,9 @@ def current_summary():
 @st.cache_resource(max_entries=12, show_spinner="Loading model…")
 def load_predictor(model_id: str, model_path: str, mtime: float):
     """One loaded model per file version: a newer model (new id) is loaded fresh."""
-    from core.predict import Predictor
+    from core.predict import Predictor, configure_for_serving
 
+    configure_for_serving()
     return Predictor(ModelStore(Path(model_path).parent).get(model_id))
 
 

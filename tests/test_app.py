@@ -72,6 +72,10 @@ def test_predict_upload_and_bad_files(trained):
     assert any("Level 1" in h for h in headings) and any("Level 2" in h for h in headings)
     assert any(("circles" in m.value or "squares" in m.value) and "%" in m.value for m in at.markdown)
     assert any("Server time" in c.value for c in at.caption)
+    # The server process skips Grappler (see core.predict.configure_for_serving).
+    import tensorflow as tf
+
+    assert tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer") is True
 
 
 def test_serving_per_file_errors(trained):
