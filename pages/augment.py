@@ -8,7 +8,7 @@ import streamlit as st
 from core import workspace
 from core.augment import PRESET_LABELS, PRESETS, AugmentConfig, augmented_variants
 from core.images import ImageError, load_array
-from pages.common import current_summary, page_header
+from pages.common import current_summary, ensure_app_shell, page_header
 
 SIZE = (224, 224)
 FIELDS = ["rotation", "width_shift", "height_shift", "shear", "zoom", "horizontal_flip", "brightness", "contrast",
@@ -103,4 +103,5 @@ def main():
                 column.image(image, width="stretch")
 
 
+ensure_app_shell()
 main()

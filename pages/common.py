@@ -11,6 +11,42 @@ from core.datasets import DatasetError, resolve_data_dir, summarize
 from core.store import ModelStore
 from core.training import LEVEL_NAMES, TUTORIAL_ACCURACY
 
+PAGE_CONFIG = {"page_title": "Little Data", "page_icon": ":material/pets:", "layout": "wide"}
+
+
+def run_app() -> None:
+    """The app shell: navigation over the pages, the sidebar, then the chosen page."""
+    pages = [
+        st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+        st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
+        st.Page("pages/augment.py", title="Augmentation lab", icon=":material/auto_awesome:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/curves.py", title="Curves & comparison", icon=":material/monitoring:"),
+        st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
+    ]
+    page = st.navigation(pages)
+    sidebar_ui()
+    page.run()
+
+
+def ensure_app_shell() -> None:
+    """Makes sure a page runs inside the app shell, even on the server's very first request.
+
+    Streamlit treats a `pages/` folder as a legacy multipage app until app.py has called
+    `st.navigation` once; if the first request after start-up opens a page URL directly (a bookmark,
+    a reload), that page runs alone, without the sidebar and with every file of pages/ listed.
+    Here the legacy mode is switched off and the real shell runs in its place, in the same run, so
+    nothing the user did (a click, an upload) is lost.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.set_page_config(**PAGE_CONFIG)
+        run_app()
+        st.stop()
+
+
 LEVEL_SHORT = {1: "Level 1 · from scratch", 2: "Level 2 · bottleneck features", 3: "Level 3 · fine-tuning"}
 
 
@@ -91,5 +127,5 @@ def page_header(title: str, intro: str):
     st.markdown(intro)
 
 
-__all__ = ["LEVEL_NAMES", "LEVEL_SHORT", "current_summary", "latest_models",
+__all__ = ["PAGE_CONFIG", "run_app", "ensure_app_shell", "LEVEL_NAMES", "LEVEL_SHORT", "current_summary", "latest_models",
            "predictor_for", "sidebar_ui", "tutorial_note", "page_header"]

@@ -10,7 +10,7 @@ from core.datasets import decode_split
 from core.images import ImageError, thumbnail
 from core.predict import evaluate
 from core.store import ModelError, ModelStore
-from pages.common import current_summary, page_header, predictor_for
+from pages.common import current_summary, ensure_app_shell, page_header, predictor_for
 
 
 def run_label(entry) -> str:
@@ -33,7 +33,7 @@ def curves_ui(entries):
         return
     data = pd.DataFrame(rows)
     for metric, column in zip(("accuracy", "loss"), st.columns(2)):
-        chart = alt.Chart(data[data.metric == metric], title=f"{metric}: training (dashed) vs validation (solid)") \
+        chart = alt.Chart(data[data.metric == metric], title=metric) \
             .mark_line().encode(
                 x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
                 y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
@@ -142,4 +142,5 @@ def main():
             diagnostics_ui(entry, summary)
 
 
+ensure_app_shell()
 main()

@@ -8,7 +8,7 @@ import streamlit as st
 from core import settings, workspace
 from core.datasets import DatasetError, download_default_dataset, summarize
 from core.images import ImageError, thumbnail
-from pages.common import current_summary, page_header
+from pages.common import current_summary, ensure_app_shell, page_header
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -129,4 +129,5 @@ def main():
     sources_ui(summary)
 
 
+ensure_app_shell()
 main()

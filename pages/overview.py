@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.common import LEVEL_SHORT, current_summary, latest_models, tutorial_note
+from pages.common import LEVEL_SHORT, current_summary, ensure_app_shell, latest_models, tutorial_note
 
 
 def levels_ui():
@@ -49,4 +49,5 @@ def main():
         "5. **Predict** — upload your own photo and see every level's answer side by side.")
 
 
+ensure_app_shell()
 main()

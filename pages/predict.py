@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.serving import predict_every_level
 from core.store import ModelError
-from pages.common import LEVEL_SHORT, current_summary, latest_models, page_header, predictor_for
+from pages.common import LEVEL_SHORT, current_summary, ensure_app_shell, latest_models, page_header, predictor_for
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 
@@ -90,4 +90,5 @@ def main():
         result_ui(predict_every_level(data, name, loaded), list(loaded))
 
 
+ensure_app_shell()
 main()

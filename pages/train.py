@@ -10,7 +10,7 @@ from core.augment import PRESET_LABELS, preset
 from core.backbones import BACKBONES, DEFAULT_BACKBONE
 from core.store import ModelStore
 from core.training import TUTORIAL_ACCURACY, TrainConfig, find_level2_head
-from pages.common import LEVEL_SHORT, current_summary, page_header, tutorial_note
+from pages.common import LEVEL_SHORT, current_summary, ensure_app_shell, page_header, tutorial_note
 
 DESCRIPTIONS = {
     1: "Trains the tutorial's small convnet from random weights, with augmentation and dropout against overfitting.",
@@ -152,4 +152,5 @@ def main():
         level_card_ui(level, summary, busy)
 
 
+ensure_app_shell()
 main()

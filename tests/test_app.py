@@ -40,8 +40,7 @@ def test_every_page_renders_without_models(app_env, name):
     at = page(name)
     assert_clean(at)
     assert at.title, "every page has a title"
-    if name == "overview":  # AppTest drops the shell's sidebar after switch_page; the browser test checks it
-        assert "Little Data" in at.sidebar.markdown[0].value
+    assert "Little Data" in at.sidebar.markdown[0].value  # every page runs inside the app shell
 
 
 def test_every_page_says_what_to_do_without_data(monkeypatch, tmp_path):

@@ -73,3 +73,16 @@ def test_upload_a_photo_and_get_predictions(app_server, tmp_path):
         assert "corrupt.jpg: " in body and "Traceback" not in body
         assert body.count("Server time") == 1  # the good photo got its predictions; the bad one a message
         assert "circles ·" in body or "squares ·" in body
+
+
+def test_a_page_url_opened_first_on_a_fresh_server_gets_the_app(tmp_path, dataset):
+    """A bookmark to /predict as the server's first request still gets the app's navigation and sidebar."""
+    env = {"LITTLE_DATA_HOME": str(tmp_path / "home"), "LITTLE_DATA_DATA_DIR": str(dataset),
+           "LITTLE_DATA_SHARED_DIR": str(tmp_path / "no-shared")}
+    with streamlit_server(env) as (url, _, _), browser_page() as page:
+        page.goto(f"{url}/predict")
+        page.get_by_role("heading", name="Predict", exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text("No trained models yet").first.wait_for(timeout=60_000)
+        sidebar = page.locator("[data-testid='stSidebar']").inner_text()
+        assert "Little Data" in sidebar and "Augmentation lab" in sidebar
+        assert "common" not in sidebar.split()
