@@ -26,7 +26,7 @@ from PIL import Image
 
 from core import settings
 from core.images import ImageError, is_image_name, load_array
-from core.storage import atomic_write_bytes, atomic_write_json
+from core.storage import atomic_write_json, atomic_write_npy
 
 SPLITS = ("train", "validation", "test")
 REQUIRED_SPLITS = ("train", "validation")
@@ -392,21 +392,11 @@ def decode_split(summary: DatasetSummary, split: str, size: tuple[int, int],
     if not keep:
         raise DatasetError(f"No image in {split}/ could be decoded.")
     stacked = np.stack([results[i] for i in keep])
-    folder.mkdir(parents=True, exist_ok=True)
-    buffer = _npy_bytes(stacked)
-    atomic_write_bytes(array_path, buffer)
+    atomic_write_npy(array_path, stacked)
     labels = [int(entries[i][1]) for i in keep]
     paths = [str(entries[i][0]) for i in keep]
     atomic_write_json(meta_path, {"labels": labels, "paths": paths, "failures": failures})
     return DecodedSplit(np.load(array_path, mmap_mode="r"), np.asarray(labels, np.int32), paths, failures)
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def make_tf_dataset(decoded: DecodedSplit, batch_size: int, shuffle: bool = False, seed: int = 0,

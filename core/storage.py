@@ -53,3 +53,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def atomic_write_npy(path: str | Path, array) -> Path:
+    """Saves a NumPy array in .npy format, atomically."""
+    import numpy as np
+
+    return atomic_write(path, lambda tmp: np.save(tmp, array))

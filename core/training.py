@@ -19,6 +19,7 @@ from core import settings
 from core.augment import AugmentConfig, preset
 from core.backbones import DEFAULT_BACKBONE, get_backbone, resolve_weights
 from core.datasets import DatasetSummary, decode_split, make_tf_dataset, resolve_data_dir, summarize
+from core.storage import atomic_write_npy
 from core.store import ModelError, ModelStore, load_model
 
 Report = Callable[[dict], None]
@@ -291,10 +292,7 @@ def extract_features(extractor, decoded, cache_key: str, report: Report, should_
         chunks.append(run(batch).numpy())
         report({"type": "progress", "stage": f"extract-{stage}", "done": min(start + batch_size, total), "total": total})
     features = np.concatenate(chunks)
-    from core.datasets import _npy_bytes
-    from core.storage import atomic_write_bytes
-
-    atomic_write_bytes(path, _npy_bytes(features))
+    atomic_write_npy(path, features)
     return features, False
 
 
