@@ -42,13 +42,12 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _latency(entry, image_path) -> dict:
+def _latency(predictor, image_path) -> dict:
     """Single-image latency: the model alone, and from file bytes (decode + resize + model)."""
     from core.images import load_array
-    from core.predict import Predictor, timed_predict
+    from core.predict import timed_predict
 
-    predictor = Predictor(entry)
-    array = load_array(image_path, entry.image_size)
+    array = load_array(image_path, predictor.image_size)
     model_s = timed_predict(predictor, array)
     data = Path(image_path).read_bytes()
     predictor.predict([data])
@@ -93,7 +92,8 @@ def run_bench(args) -> int:
         bar.close()
         entry = result.entry
         card = entry.card
-        evaluation = evaluate(Predictor(entry), decode_split(summary, "validation", entry.image_size))
+        predictor = Predictor(entry)  # loaded back from the store, as a user would
+        evaluation = evaluate(predictor, decode_split(summary, "validation", entry.image_size))
         row = {
             "model": entry.id, "backbone": card["backbone"], "weights": card.get("weights"),
             "epochs": epochs[level], "augment": card["augment"], "schedule": card["hyperparameters"]["schedule"],
@@ -101,7 +101,7 @@ def run_bench(args) -> int:
             "val_accuracy_best": card["metrics"]["best_val_accuracy"], "best_epoch": card["metrics"]["best_epoch"],
             "val_accuracy_reloaded": evaluation.accuracy, "tutorial_accuracy": TUTORIAL_ACCURACY[level],
             "train_seconds": result.seconds, "timings": result.timings, "params": card["params"],
-            "latency": _latency(entry, sample_image), "peak_memory_mb": peak_memory_mb(),
+            "latency": _latency(predictor, sample_image), "peak_memory_mb": peak_memory_mb(),
         }
         if card.get("backbone_flops"):
             row["backbone_gflops_per_image"] = card["backbone_flops"] / 1e9
