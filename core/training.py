@@ -265,7 +265,7 @@ def _train_level1(config, summary, train_data, val_data, store, report, should_c
     val_ds = make_tf_dataset(val_data, config.batch_size)
     t0 = time.monotonic()
     history, cancelled = _fit(model, train_ds, val_ds, config, report, should_cancel, "train",
-                              _batches(len(train_data), config.batch_size))
+                              steps)
     timings["fit"] = time.monotonic() - t0
     return model, history, {"cancelled": cancelled}
 
@@ -325,14 +325,13 @@ def _train_level2(config, summary, train_data, val_data, store, report, should_c
 
     num_classes = len(summary.classes)
     head = make_head(feats["train"].shape[1:], num_classes, config.dropout)
-    _compile(head, config, num_classes,
-             keras.optimizers.RMSprop(_learning_rate(config, _batches(len(train_data), config.batch_size))))
+    steps = _batches(len(train_data), config.batch_size)
+    _compile(head, config, num_classes, keras.optimizers.RMSprop(_learning_rate(config, steps)))
     train_ds = (tf.data.Dataset.from_tensor_slices((feats["train"], train_data.labels))
                 .shuffle(len(train_data), seed=config.seed).batch(config.batch_size).prefetch(2))
     val_ds = tf.data.Dataset.from_tensor_slices((feats["validation"], val_data.labels)).batch(256)
     t0 = time.monotonic()
-    history, cancelled = _fit(head, train_ds, val_ds, config, report, should_cancel, "train",
-                              _batches(len(train_data), config.batch_size))
+    history, cancelled = _fit(head, train_ds, val_ds, config, report, should_cancel, "train", steps)
     timings["fit"] = time.monotonic() - t0
     model = attach_head(extractor, head)
     return model, history, {"cancelled": cancelled, "weights": weights.source, "weights_key": weights.key,
@@ -369,14 +368,13 @@ def _train_level3(config, summary, train_data, val_data, store, report, should_c
         raise TrainingError(f"The level-2 model to start from is unusable: {exc}") from exc
     prepare_fine_tuning(model, backbone)
     num_classes = len(summary.classes)
-    _compile(model, config, num_classes, keras.optimizers.SGD(
-        _learning_rate(config, _batches(len(train_data), config.batch_size)), momentum=0.9))
+    steps = _batches(len(train_data), config.batch_size)
+    _compile(model, config, num_classes, keras.optimizers.SGD(_learning_rate(config, steps), momentum=0.9))
     augmenter = make_augmenter(config.augment, seed=config.seed)
     train_ds = make_tf_dataset(train_data, config.batch_size, shuffle=True, seed=config.seed, augment=augmenter)
     val_ds = make_tf_dataset(val_data, 32)
     t0 = time.monotonic()
-    history, cancelled = _fit(model, train_ds, val_ds, config, report, should_cancel, "train",
-                              _batches(len(train_data), config.batch_size))
+    history, cancelled = _fit(model, train_ds, val_ds, config, report, should_cancel, "train", steps)
     timings["fit"] = time.monotonic() - t0
     from core.backbones import count_flops
 
