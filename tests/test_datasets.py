@@ -94,6 +94,8 @@ def test_tf_dataset_streams_batches(dataset):
     assert [int(x.shape[0]) for x, _ in batches] == [5, 5, 5, 5, 4]
     labels = np.concatenate([y.numpy() for _, y in batches])
     assert sorted(labels.tolist()) == sorted(decoded.labels.tolist())
+    # tf.data's autotuner stalls every epoch end on small machines; our pipelines turn it off
+    assert make_tf_dataset(decoded, batch_size=5).options().autotune.enabled is False
 
 
 def test_decode_cache_is_reused(dataset, monkeypatch):

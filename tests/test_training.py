@@ -50,6 +50,30 @@ def test_three_levels_end_to_end(shapes):
 
     store = ModelStore()
     assert [m.level for m in store.list().models] == [3, 2, 1]
+    for entry in (level1.entry, level3.entry):  # augmentation ran in training only, never saved
+        layer_names = [layer.__class__.__name__ for layer in _all_layers(load_model(entry))]
+        assert not [name for name in layer_names if name.startswith("Random")], layer_names
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def test_with_augmentation_augments_in_training_only():
+    from core.augment import make_augmenter
+    from core.models import make_level1_model
+    from core.training import with_augmentation
+
+    model = make_level1_model(2, TINY)
+    trainee = with_augmentation(model, make_augmenter(preset("aggressive"), seed=3))
+    images = np.random.default_rng(0).uniform(0, 255, (4, *TINY, 3)).astype("float32")
+    np.testing.assert_allclose(trainee(images, training=False), model(images, training=False), atol=1e-6)
+    assert not np.allclose(trainee.layers[1](images, training=True), images)
+    assert {id(w) for w in trainee.trainable_weights} == {id(w) for w in model.trainable_weights}
+    assert with_augmentation(model, None) is model
 
 
 def test_level2_features_are_cached(shapes):
