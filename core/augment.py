@@ -1,8 +1,9 @@
-"""Data augmentation: one config, built from Keras 3 preprocessing layers.
+"""Data augmentation: one config, built as Keras 3 layers.
 
-The tutorial's `ImageDataGenerator` parameters map onto layers as follows: rotation in degrees
-becomes `RandomRotation(degrees / 360)`, shifts become `RandomTranslation`, shear `RandomShear`,
-zoom `RandomZoom`, and `horizontal_flip` `RandomFlip("horizontal")`.
+The tutorial's `ImageDataGenerator` parameters (rotation in degrees, width and height shift,
+shear, zoom, horizontal flip) become one `RandomAffine` layer that, like `ImageDataGenerator`,
+composes them into a single transform about the image centre; brightness and contrast are
+Keras' `RandomBrightness` and `RandomContrast`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class AugmentConfig:
         rotation: maximum rotation in degrees (either way).
         width_shift, height_shift: maximum shift as a fraction of the width / height.
         shear: maximum shear intensity (as `ImageDataGenerator`'s shear_range, a fraction).
-        zoom: maximum zoom in or out, as a fraction.
+        zoom: maximum zoom in or out, as a fraction, drawn for each axis on its own.
         horizontal_flip: flip left-right half of the time.
         brightness: maximum brightness change, as a fraction of the value range.
         contrast: maximum contrast change, as a fraction.
@@ -89,7 +90,13 @@ def preset(name: str) -> AugmentConfig:
 
 
 def make_augmenter(config: AugmentConfig, seed: int | None = None):
-    """A `keras.Sequential` of random layers for float images in [0, 255], or None if identity."""
+    """A `keras.Sequential` of random layers for float images in [0, 255], or None if identity.
+
+    The geometric part (flip, rotation, shifts, shear, zoom) is one `RandomAffine` layer: one
+    resampling per image, about the image centre, as `ImageDataGenerator` does. Chaining Keras'
+    separate layers would resample (and blur) the image once per layer, and `RandomShear`
+    shears about the top-left corner, shifting the bottom of the picture by up to 30 pixels.
+    """
     import keras
 
     if config.is_identity:
@@ -100,24 +107,93 @@ def make_augmenter(config: AugmentConfig, seed: int | None = None):
     def next_seed():
         return None if seed is None else next(seeds)
 
-    fill = config.fill_mode
-    if config.horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=next_seed()))
-    if config.rotation:
-        layers.append(keras.layers.RandomRotation(config.rotation / 360.0, fill_mode=fill, seed=next_seed()))
-    if config.width_shift or config.height_shift:
-        layers.append(keras.layers.RandomTranslation(config.height_shift, config.width_shift,
-                                                     fill_mode=fill, seed=next_seed()))
-    if config.shear:
-        layers.append(keras.layers.RandomShear(x_factor=config.shear, y_factor=0.0, fill_mode=fill,
-                                               seed=next_seed()))
-    if config.zoom:
-        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode=fill, seed=next_seed()))
+    if config.horizontal_flip or config.rotation or config.width_shift or config.height_shift or config.shear \
+            or config.zoom:
+        layers.append(_random_affine_class()(config, seed=next_seed(), name="random_affine"))
     if config.brightness:
         layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=next_seed()))
     if config.contrast:
         layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=next_seed()))
     return keras.Sequential(layers, name="augmentation")
+
+
+_RANDOM_AFFINE = None
+
+
+def _random_affine_class():
+    """`RandomAffine`, defined on first use so that importing this module does not import Keras."""
+    global _RANDOM_AFFINE
+    if _RANDOM_AFFINE is not None:
+        return _RANDOM_AFFINE
+    import keras
+    from keras import ops
+
+    class RandomAffine(keras.layers.Layer):
+        """Random flip, rotation, shift, shear and zoom as one affine map about the image centre.
+
+        Each image draws its own transform; in inference mode the layer passes images through.
+
+        Args:
+            config: the `AugmentConfig` (its geometric fields are used).
+            seed: makes the sequence of transforms reproducible.
+        """
+
+        def __init__(self, config: AugmentConfig, seed: int | None = None, **kwargs):
+            super().__init__(**kwargs)
+            self.config = config
+            self.seed = seed
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def _uniform(self, batch, limit):
+            return keras.random.uniform((batch,), -limit, limit, seed=self.seed_generator)
+
+        def transforms(self, batch, height, width):
+            """The (batch, 8) projective transforms mapping output to input pixel coordinates."""
+            c = self.config
+            one, zero = ops.ones((batch,)), ops.zeros((batch,))
+            angle = self._uniform(batch, c.rotation * np.pi / 180.0) if c.rotation else zero
+            shear = self._uniform(batch, c.shear) if c.shear else zero
+            zoom_x = 1.0 + self._uniform(batch, c.zoom) if c.zoom else one
+            zoom_y = 1.0 + self._uniform(batch, c.zoom) if c.zoom else one
+            shift_x = self._uniform(batch, c.width_shift) * width if c.width_shift else zero
+            shift_y = self._uniform(batch, c.height_shift) * height if c.height_shift else zero
+            if c.horizontal_flip:
+                flip = ops.where(keras.random.uniform((batch,), seed=self.seed_generator) < 0.5, -1.0, 1.0)
+            else:
+                flip = one
+            cos, sin = ops.cos(angle), ops.sin(angle)
+            # A = rotation @ shear @ zoom @ flip, acting on (x, y) measured from the centre.
+            a00 = cos * zoom_x * flip
+            a01 = (cos * shear - sin) * zoom_y
+            a10 = sin * zoom_x * flip
+            a11 = (sin * shear + cos) * zoom_y
+            cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+            a02 = cx + shift_x - (a00 * cx + a01 * cy)
+            a12 = cy + shift_y - (a10 * cx + a11 * cy)
+            return ops.stack([a00, a01, a02, a10, a11, a12, zero, zero], axis=1)
+
+        def call(self, images, training=None):
+            if not training:
+                return images
+            shape = ops.shape(images)
+            height, width = ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+            transforms = self.transforms(shape[0], height, width)
+            return ops.image.affine_transform(images, transforms, interpolation="bilinear",
+                                              fill_mode=self.config.fill_mode)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return {**super().get_config(), "config": self.config.to_dict(), "seed": self.seed}
+
+        @classmethod
+        def from_config(cls, config):
+            config = dict(config)
+            return cls(AugmentConfig.from_dict(config.pop("config")), **config)
+
+    _RANDOM_AFFINE = RandomAffine
+    return RandomAffine
 
 
 def augmented_variants(image: np.ndarray, config: AugmentConfig, n: int = 9, seed: int = 0) -> list[np.ndarray]:

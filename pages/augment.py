@@ -55,12 +55,18 @@ def controls_ui() -> tuple[AugmentConfig, str]:
 
     st.selectbox("Preset", options, key="aug_preset", on_change=on_preset,
                  format_func=lambda k: PRESET_LABELS.get(k, "Custom"))
-    st.slider("Rotation (± degrees)", 0, 180, key="aug_rotation", step=5)
+    st.slider("Rotation (± degrees)", 0, 180, key="aug_rotation", step=5,
+              help="All the geometric changes are combined into one transform about the picture's centre, "
+                   "so each picture is resampled once, as the tutorial's ImageDataGenerator does.")
     c1, c2 = st.columns(2)
     c1.slider("Width shift", 0.0, 0.5, key="aug_width_shift", step=0.05)
     c2.slider("Height shift", 0.0, 0.5, key="aug_height_shift", step=0.05)
-    c1.slider("Shear", 0.0, 0.5, key="aug_shear", step=0.05)
-    c2.slider("Zoom", 0.0, 0.5, key="aug_zoom", step=0.05)
+    c1.slider("Shear", 0.0, 0.5, key="aug_shear", step=0.05,
+              help="Slants the picture about its centre: 0.2 moves the top and bottom edges sideways by up "
+                   "to 20% of half the height, in opposite directions.")
+    c2.slider("Zoom", 0.0, 0.5, key="aug_zoom", step=0.05,
+              help="Scales width and height each on its own, by up to this fraction in or out, so shapes "
+                   "get a little wider or taller too (as the tutorial's `zoom_range`).")
     c1.slider("Brightness", 0.0, 0.5, key="aug_brightness", step=0.05)
     c2.slider("Contrast", 0.0, 0.5, key="aug_contrast", step=0.05)
     st.toggle("Horizontal flip", key="aug_horizontal_flip")
