@@ -85,8 +85,8 @@ def run_bench(args) -> int:
         augment = preset(args.augment1) if level == 1 and args.augment1 else None
         config = TrainConfig(level=level, backbone=None if level == 1 else backbone, weights=args.weights,
                              epochs=epochs[level], seed=args.seed, data_dir=args.data_dir, models_dir=models_dir,
-                             augment=augment)
-        print(f"== level {level}: {epochs[level]} epochs")
+                             augment=augment).resolved()
+        print(f"== level {level}: {config.epochs} epochs")
         bar = ProgressBar()
         result = train(config, report=bar)
         bar.close()
@@ -96,7 +96,7 @@ def run_bench(args) -> int:
         evaluation = evaluate(predictor, decode_split(summary, "validation", entry.image_size))
         row = {
             "model": entry.id, "backbone": card["backbone"], "weights": card.get("weights"),
-            "epochs": epochs[level], "augment": card["augment"], "schedule": card["hyperparameters"]["schedule"],
+            "epochs": config.epochs, "augment": card["augment"], "schedule": card["hyperparameters"]["schedule"],
             "val_accuracy_last": card["metrics"]["val_accuracy"],
             "val_accuracy_best": card["metrics"]["best_val_accuracy"], "best_epoch": card["metrics"]["best_epoch"],
             "val_accuracy_reloaded": evaluation.accuracy, "tutorial_accuracy": TUTORIAL_ACCURACY[level],

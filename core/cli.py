@@ -23,7 +23,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", help="model store folder (default: LITTLE_DATA_MODELS_DIR or var/models)")
     parser.add_argument("--backbone", help="vgg16, mobilenet_v2 (default) or mobilenet_025")
     parser.add_argument("--weights", help='"imagenet" (default), "none", or a weights file path')
-    parser.add_argument("--epochs", type=int, help="training epochs (default 50, as the tutorial)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: 70 for level 1, 50 for level 2, 20 for level 3)")
     parser.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
 
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", help="augmentation preset (default: tutorial_train for levels 1 and 3)")
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--schedule", choices=("cosine", "constant"),
-                   help="learning-rate schedule (default: cosine for level 1, constant for levels 2 and 3)")
+                   help="learning-rate schedule (default: cosine for levels 1 and 3, constant for level 2)")
     p.add_argument("--image-size", type=int, help="square image side (default 150, or the backbone's)")
     p.add_argument("--limit-per-class", type=int, help="use at most this many images per class and split")
 
@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="train and evaluate every level; write Markdown and JSON reports")
     _common(p)
     p.add_argument("--levels", default="1,2,3")
-    p.add_argument("--epochs1", type=int, default=50, help="level-1 epochs (default 50)")
-    p.add_argument("--epochs2", type=int, default=50, help="level-2 epochs (default 50)")
-    p.add_argument("--epochs3", type=int, default=50, help="level-3 epochs (default 50)")
+    p.add_argument("--epochs1", type=int, help="level-1 epochs (default 70)")
+    p.add_argument("--epochs2", type=int, help="level-2 epochs (default 50)")
+    p.add_argument("--epochs3", type=int, help="level-3 epochs (default 20)")
     p.add_argument("--augment1", help="level-1 augmentation preset (default: tutorial_train)")
     p.add_argument("--vgg16-subset", type=int, default=40,
                    help="images per class for the VGG16 end-to-end check with random weights (0 skips)")
@@ -192,7 +192,7 @@ def cmd_train(args) -> int:
     from core.training import TrainConfig, train
 
     size = (args.image_size, args.image_size) if args.image_size else None
-    config = TrainConfig(level=args.level, backbone=args.backbone, weights=args.weights, epochs=args.epochs or 50,
+    config = TrainConfig(level=args.level, backbone=args.backbone, weights=args.weights, epochs=args.epochs,
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
                          augment=preset(args.augment) if args.augment else None, dropout=args.dropout,
                          image_size=size, seed=args.seed, data_dir=args.data_dir, models_dir=args.models_dir,

@@ -75,12 +75,12 @@ def install_uploaded_zip(data: bytes, name: str) -> Path:
 # Seconds per image per GFLOP of forward pass, measured with `python -m core bench` on the
 # 2-core reference machine (TensorFlow matmul ~220 GFLOP/s), scaled to this machine's speed.
 REFERENCE_GFLOPS = 220.0
-# Calibrated on cats vs dogs (2000 train / 800 validation): level 1 ~17.5 s per epoch at 150x150,
-# MobileNetV2 extraction ~115 images/s, level 3 ~45 s per epoch at 224x224.
+# Calibrated on cats vs dogs (2000 train / 800 validation): level 1 ~11 s per epoch at 150x150,
+# MobileNetV2 extraction ~115 images/s, level 3 ~31 s per epoch at 224x224.
 _COST = {
-    1: {"train": 0.045, "eval": 0.011},  # small convnet: forward + backward, data pipeline, augmentation
+    1: {"train": 0.029, "eval": 0.007},  # small convnet: forward + backward, augmentation
     2: {"extract": 0.0145, "head_epoch": 0.02},  # head epochs on cached features cost ~seconds
-    3: {"train": 0.032, "eval": 0.014},  # frozen base forward, backward through the top block only
+    3: {"train": 0.022, "eval": 0.0097},  # frozen base forward, backward through the top block only
 }
 DECODE_SECONDS_PER_IMAGE = 0.003  # first run only: JPEG decode + resize into the cache
 

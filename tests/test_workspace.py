@@ -8,9 +8,9 @@ from core.training import TrainConfig
 def test_estimates_match_the_measured_reference_runs():
     """The Train page's estimate, for the tutorial's data on the reference machine (220 GFLOP/s)."""
     est = lambda level, **kw: workspace.estimate(TrainConfig(level=level, **kw), 2000, 800, gflops=220).seconds
-    assert 45 * 15 < est(1, epochs=45) < 45 * 21  # measured ~17.5 s per epoch
+    assert 45 * 9 < est(1, epochs=45) < 45 * 13  # measured ~10.6-11.2 s per epoch
     assert 15 < est(2, epochs=50) < 90  # measured ~50 s including decoding
-    assert 20 * 38 < est(3, epochs=20) < 20 * 55  # measured ~45 s per epoch
+    assert 20 * 26 < est(3, epochs=20) < 20 * 37  # measured ~31 s per epoch
 
 
 def test_augment_settings_round_trip():
