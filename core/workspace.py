@@ -115,7 +115,7 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None) -> E
     if config.level == 1:
         gf = 0.178 * (h * w) / (150 * 150)
         per_epoch = (n_train * _COST[1]["train"] + n_val * _COST[1]["eval"]) * gf * speed
-        return Estimate(per_epoch * config.epochs + decode, f"~{per_epoch:.0f}s per epoch")
+        return Estimate(per_epoch * config.epochs + decode, f"{_about(per_epoch)} per epoch")
     from core.backbones import get_backbone
 
     native = get_backbone(config.backbone).image_size
@@ -124,10 +124,14 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None) -> E
     if config.level == 2:
         extract = (n_train + n_val) * _COST[2]["extract"] * gf * speed
         head = config.epochs * _COST[2]["head_epoch"] * n_train / 100 * speed
-        return Estimate(extract + head + decode, f"~{extract:.0f}s extracting features (once; cached after), "
-                                        f"~{head:.0f}s training the classifier")
+        return Estimate(extract + head + decode, f"{_about(extract)} extracting features (once; cached after), "
+                                        f"{_about(head)} training the classifier")
     per_epoch = (n_train * _COST[3]["train"] + n_val * _COST[3]["eval"]) * gf * speed
-    return Estimate(per_epoch * config.epochs + decode, f"~{per_epoch:.0f}s per epoch")
+    return Estimate(per_epoch * config.epochs + decode, f"{_about(per_epoch)} per epoch")
+
+
+def _about(seconds: float) -> str:
+    return "under 1 s" if seconds < 1 else f"~{format_duration(seconds)}"
 
 
 def format_duration(seconds: float) -> str:

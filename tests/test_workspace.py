@@ -25,5 +25,11 @@ def test_active_data_dir_must_exist(tmp_path):
     assert workspace.active_data_dir() is None
 
 
+def test_estimate_detail_reads_well_for_tiny_and_real_data():
+    tiny = workspace.estimate(TrainConfig(level=1), 24, 12, gflops=220).detail
+    real = workspace.estimate(TrainConfig(level=1), 2000, 800, gflops=220).detail
+    assert tiny == "under 1 s per epoch" and real == "~11 s per epoch"
+
+
 def test_format_duration():
     assert [workspace.format_duration(s) for s in (5, 95, 3 * 3600 + 60)] == ["5 s", "1 min 35 s", "3 h 01 min"]
