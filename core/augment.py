@@ -52,6 +52,11 @@ class AugmentConfig:
     def is_identity(self) -> bool:
         return self == replace(AugmentConfig(), fill_mode=self.fill_mode)
 
+    @property
+    def is_geometric(self) -> bool:
+        """Whether any of flip, rotation, shifts, shear or zoom is on (pixels move)."""
+        return not replace(self, brightness=0.0, contrast=0.0).is_identity
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -107,93 +112,15 @@ def make_augmenter(config: AugmentConfig, seed: int | None = None):
     def next_seed():
         return None if seed is None else next(seeds)
 
-    if config.horizontal_flip or config.rotation or config.width_shift or config.height_shift or config.shear \
-            or config.zoom:
-        layers.append(_random_affine_class()(config, seed=next_seed(), name="random_affine"))
+    if config.is_geometric:
+        from core.random_affine import RandomAffine  # imports Keras: only when augmenting
+
+        layers.append(RandomAffine(config, seed=next_seed(), name="random_affine"))
     if config.brightness:
         layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=next_seed()))
     if config.contrast:
         layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=next_seed()))
     return keras.Sequential(layers, name="augmentation")
-
-
-_RANDOM_AFFINE = None
-
-
-def _random_affine_class():
-    """`RandomAffine`, defined on first use so that importing this module does not import Keras."""
-    global _RANDOM_AFFINE
-    if _RANDOM_AFFINE is not None:
-        return _RANDOM_AFFINE
-    import keras
-    from keras import ops
-
-    class RandomAffine(keras.layers.Layer):
-        """Random flip, rotation, shift, shear and zoom as one affine map about the image centre.
-
-        Each image draws its own transform; in inference mode the layer passes images through.
-
-        Args:
-            config: the `AugmentConfig` (its geometric fields are used).
-            seed: makes the sequence of transforms reproducible.
-        """
-
-        def __init__(self, config: AugmentConfig, seed: int | None = None, **kwargs):
-            super().__init__(**kwargs)
-            self.config = config
-            self.seed = seed
-            self.seed_generator = keras.random.SeedGenerator(seed)
-
-        def _uniform(self, batch, limit):
-            return keras.random.uniform((batch,), -limit, limit, seed=self.seed_generator)
-
-        def transforms(self, batch, height, width):
-            """The (batch, 8) projective transforms mapping output to input pixel coordinates."""
-            c = self.config
-            one, zero = ops.ones((batch,)), ops.zeros((batch,))
-            angle = self._uniform(batch, c.rotation * np.pi / 180.0) if c.rotation else zero
-            shear = self._uniform(batch, c.shear) if c.shear else zero
-            zoom_x = 1.0 + self._uniform(batch, c.zoom) if c.zoom else one
-            zoom_y = 1.0 + self._uniform(batch, c.zoom) if c.zoom else one
-            shift_x = self._uniform(batch, c.width_shift) * width if c.width_shift else zero
-            shift_y = self._uniform(batch, c.height_shift) * height if c.height_shift else zero
-            if c.horizontal_flip:
-                flip = ops.where(keras.random.uniform((batch,), seed=self.seed_generator) < 0.5, -1.0, 1.0)
-            else:
-                flip = one
-            cos, sin = ops.cos(angle), ops.sin(angle)
-            # A = rotation @ shear @ zoom @ flip, acting on (x, y) measured from the centre.
-            a00 = cos * zoom_x * flip
-            a01 = (cos * shear - sin) * zoom_y
-            a10 = sin * zoom_x * flip
-            a11 = (sin * shear + cos) * zoom_y
-            cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-            a02 = cx + shift_x - (a00 * cx + a01 * cy)
-            a12 = cy + shift_y - (a10 * cx + a11 * cy)
-            return ops.stack([a00, a01, a02, a10, a11, a12, zero, zero], axis=1)
-
-        def call(self, images, training=None):
-            if not training:
-                return images
-            shape = ops.shape(images)
-            height, width = ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
-            transforms = self.transforms(shape[0], height, width)
-            return ops.image.affine_transform(images, transforms, interpolation="bilinear",
-                                              fill_mode=self.config.fill_mode)
-
-        def compute_output_shape(self, input_shape):
-            return input_shape
-
-        def get_config(self):
-            return {**super().get_config(), "config": self.config.to_dict(), "seed": self.seed}
-
-        @classmethod
-        def from_config(cls, config):
-            config = dict(config)
-            return cls(AugmentConfig.from_dict(config.pop("config")), **config)
-
-    _RANDOM_AFFINE = RandomAffine
-    return RandomAffine
 
 
 def augmented_variants(image: np.ndarray, config: AugmentConfig, n: int = 9, seed: int = 0) -> list[np.ndarray]:

@@ -107,3 +107,11 @@ def test_augmenter_layer_config_round_trip():
     layer = augmenter.layers[0]
     clone = layer.__class__.from_config(layer.get_config())
     assert clone.config == preset("tutorial_preview") and clone.seed == 11
+
+
+def test_pixel_values_alone_need_no_resampling():
+    """Brightness and contrast never move pixels, so they never pay for an affine resampling."""
+    names = lambda config: [layer.name for layer in make_augmenter(config, seed=0).layers]
+    assert "random_affine" not in names(AugmentConfig(brightness=0.2, contrast=0.2))
+    assert names(AugmentConfig(horizontal_flip=True)) == ["random_affine"]
+    assert not AugmentConfig(brightness=0.2).is_geometric and AugmentConfig(zoom=0.1).is_geometric
