@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning-rate schedule (default: cosine for levels 1 and 3, constant for level 2)")
     p.add_argument("--image-size", type=int, help="square image side (default 150, or the backbone's)")
     p.add_argument("--limit-per-class", type=int, help="use at most this many images per class and split")
+    p.add_argument("--no-flip-average", dest="flip_average", action="store_false",
+                   help="save the plain model instead of one that averages over each image and its mirror "
+                        "(for classes a mirror changes, such as left/right arrows)")
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a model")
     _common(p)
@@ -196,7 +199,8 @@ def cmd_train(args) -> int:
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
                          augment=preset(args.augment) if args.augment else None, dropout=args.dropout,
                          image_size=size, seed=args.seed, data_dir=args.data_dir, models_dir=args.models_dir,
-                         limit_per_class=args.limit_per_class, schedule=args.schedule)
+                         limit_per_class=args.limit_per_class, schedule=args.schedule,
+                         flip_average=args.flip_average)
     bar = ProgressBar()
     result = train(config, report=bar)
     bar.close()
@@ -204,8 +208,10 @@ def cmd_train(args) -> int:
         print("Cancelled; nothing saved.")
         return 130
     m = result.entry.card["metrics"]
-    print(f"Saved {result.entry.id}: validation accuracy {m['val_accuracy']:.4f} (best {m['best_val_accuracy']:.4f} "
-          f"at epoch {m['best_epoch']}) in {result.seconds:.0f}s -> {result.entry.model_path}")
+    view = " (averaged with mirror images)" if result.entry.card.get("flip_average") else ""
+    print(f"Saved {result.entry.id}: validation accuracy {m['val_accuracy']:.4f}{view}; last epoch "
+          f"{m['last_epoch_val_accuracy']:.4f}, best {m['best_val_accuracy']:.4f} at epoch {m['best_epoch']}; "
+          f"{result.seconds:.0f}s -> {result.entry.model_path}")
     return 0
 
 

@@ -169,7 +169,7 @@ def load_model(entry: ModelEntry):
     if (1 if num_classes == 2 else num_classes) != units:
         raise ModelError(f"{entry.id}: its card lists {num_classes} classes but the model outputs {units}.")
     try:
-        resize = model.get_layer("resize")
+        resize = _registered_layers.single_view(model).get_layer("resize")
         size = (resize.height, resize.width)
     except ValueError:
         size = tuple(model.inputs[0].shape[1:3])

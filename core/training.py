@@ -60,6 +60,7 @@ class TrainConfig:
     models_dir: str | None = None
     limit_per_class: int | None = None  # train on a subset (quick demos, tests)
     schedule: str | None = None  # "cosine" (levels 1 and 3) or "constant" (level 2)
+    flip_average: bool = True  # the saved model averages over the image and its mirror
 
     def __post_init__(self):
         if self.level not in (1, 2, 3):
@@ -206,14 +207,31 @@ def train(config: TrainConfig, report: Report | None = None,
                                        should_cancel, timings)
     except Cancelled:
         return TrainResult(None, {}, time.monotonic() - started, cancelled=True, timings=timings)
-    seconds = time.monotonic() - started
     if extra.get("cancelled"):
-        return TrainResult(None, history, seconds, cancelled=True, timings=timings)
+        return TrainResult(None, history, time.monotonic() - started, cancelled=True, timings=timings)
+    if config.flip_average:
+        from core.models import with_flip_average
+
+        model = with_flip_average(model)
+    report({"type": "stage", "stage": "evaluate", "message": "Scoring the final model on the validation photos"
+            + (" and their mirror images" if config.flip_average else "")})
+    t0 = time.monotonic()
+    extra["val_accuracy"] = accuracy(model, val_data, len(summary.classes))
+    timings["evaluate"] = time.monotonic() - t0
+    seconds = time.monotonic() - started
     report({"type": "stage", "stage": "save", "message": "Saving the model"})
     card = _make_card(config, summary, model, history, seconds, timings, extra)
     entry = store.save(model, card)
     report({"type": "done", "model_id": entry.id, "metrics": card["metrics"], "seconds": seconds})
     return TrainResult(entry, history, seconds, timings=timings)
+
+
+def accuracy(model, decoded, num_classes: int, batch_size: int = 32) -> float:
+    """The share of `decoded` images that `model` classifies right."""
+    from core.predict import to_probabilities
+
+    outputs = model.predict(make_tf_dataset(decoded, batch_size), verbose=0)
+    return float(np.mean(to_probabilities(outputs, num_classes).argmax(axis=1) == decoded.labels))
 
 
 def _subset(summary: DatasetSummary, per_class: int) -> DatasetSummary:
@@ -374,7 +392,7 @@ def _train_level3(config, summary, train_data, val_data, store, report, should_c
     import keras
 
     from core.augment import make_augmenter
-    from core.models import prepare_fine_tuning
+    from core.models import prepare_fine_tuning, single_view
 
     backbone = get_backbone(config.backbone)
     start = find_level2_head(store, config, summary)
@@ -384,7 +402,7 @@ def _train_level3(config, summary, train_data, val_data, store, report, should_c
             f"at {config.image_size[0]}x{config.image_size[1]} with classes {summary.classes}. "
             "Train level 2 first (random dense weights would wreck the pretrained features).")
     try:
-        model = load_model(start)
+        model = single_view(load_model(start))  # fine-tune the network, not its mirror-averaging wrapper
     except ModelError as exc:
         raise TrainingError(f"The level-2 model to start from is unusable: {exc}") from exc
     prepare_fine_tuning(model, backbone)
@@ -414,12 +432,15 @@ def _versions() -> dict[str, str]:
 
 
 def _make_card(config, summary, model, history, seconds, timings, extra) -> dict:
-    from core.models import count_params
+    from core.models import count_params, single_view
 
     val_acc = history.get("val_accuracy", [])
     best_epoch = int(np.argmax(val_acc)) + 1 if val_acc else None
     metrics = {
-        "val_accuracy": val_acc[-1] if val_acc else None,
+        # What the saved model scores (mirror-averaged when flip_average is on); the curves are
+        # single-view, epoch by epoch.
+        "val_accuracy": extra.get("val_accuracy"),
+        "last_epoch_val_accuracy": val_acc[-1] if val_acc else None,
         "best_val_accuracy": max(val_acc) if val_acc else None,
         "best_epoch": best_epoch,
         "val_loss": history.get("val_loss", [None])[-1],
@@ -435,6 +456,7 @@ def _make_card(config, summary, model, history, seconds, timings, extra) -> dict
         "classes": summary.classes,
         "image_size": list(config.image_size),
         "augment": config.augment.to_dict(),
+        "flip_average": config.flip_average,
         "hyperparameters": {"epochs": config.epochs, "epochs_run": len(val_acc), "batch_size": config.batch_size,
                             "learning_rate": config.learning_rate, "schedule": config.schedule,
                             "dropout": config.dropout, "seed": config.seed,
@@ -447,7 +469,7 @@ def _make_card(config, summary, model, history, seconds, timings, extra) -> dict
         "history": history,
         "train_seconds": round(seconds, 2),
         "timings": {k: round(v, 3) for k, v in timings.items()},
-        "params": count_params(model),
+        "params": count_params(single_view(model)),
         "backbone_flops": extra.get("backbone_flops"),
         "versions": _versions(),
     }

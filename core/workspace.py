@@ -111,11 +111,13 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None) -> E
     config = config.resolved()
     speed = REFERENCE_GFLOPS / (gflops or machine_gflops())
     decode = (n_train + n_val) * DECODE_SECONDS_PER_IMAGE
+    views = 2 if config.flip_average else 1  # the final scoring pass, with mirror images or not
     h, w = config.image_size
     if config.level == 1:
         gf = 0.178 * (h * w) / (150 * 150)
         per_epoch = (n_train * _COST[1]["train"] + n_val * _COST[1]["eval"]) * gf * speed
-        return Estimate(per_epoch * config.epochs + decode, f"{_about(per_epoch)} per epoch")
+        score = n_val * views * _COST[1]["eval"] * gf * speed
+        return Estimate(per_epoch * config.epochs + score + decode, f"{_about(per_epoch)} per epoch")
     from core.backbones import get_backbone
 
     native = get_backbone(config.backbone).image_size
@@ -124,10 +126,12 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None) -> E
     if config.level == 2:
         extract = (n_train + n_val) * _COST[2]["extract"] * gf * speed
         head = config.epochs * _COST[2]["head_epoch"] * n_train / 100 * speed
-        return Estimate(extract + head + decode, f"{_about(extract)} extracting features (once; cached after), "
+        score = n_val * views * _COST[2]["extract"] * gf * speed
+        return Estimate(extract + head + score + decode, f"{_about(extract)} extracting features (once; cached after), "
                                         f"{_about(head)} training the classifier")
     per_epoch = (n_train * _COST[3]["train"] + n_val * _COST[3]["eval"]) * gf * speed
-    return Estimate(per_epoch * config.epochs + decode, f"{_about(per_epoch)} per epoch")
+    score = n_val * views * _COST[3]["eval"] * gf * speed
+    return Estimate(per_epoch * config.epochs + score + decode, f"{_about(per_epoch)} per epoch")
 
 
 def _about(seconds: float) -> str:

@@ -53,13 +53,15 @@ def table_ui(entries):
         metrics = card.get("metrics", {})
         rows.append({
             "run": run_label(entry), "level": entry.level, "backbone": card.get("backbone") or "small convnet",
-            "val accuracy": metrics.get("val_accuracy"), "best val accuracy": metrics.get("best_val_accuracy"),
+            "val accuracy": metrics.get("val_accuracy"), "mirror-averaged": bool(card.get("flip_average")),
+            "last epoch": metrics.get("last_epoch_val_accuracy"), "best epoch": metrics.get("best_val_accuracy"),
             "tutorial": card.get("tutorial_accuracy"), "epochs": card.get("hyperparameters", {}).get("epochs_run"),
             "training time (s)": card.get("train_seconds"), "trainable params": card.get("params", {}).get("trainable"),
             "total params": card.get("params", {}).get("total"), "created": card.get("created"), "id": entry.id})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-        "val accuracy": st.column_config.NumberColumn(format="percent"),
-        "best val accuracy": st.column_config.NumberColumn(format="percent"),
+        "val accuracy": st.column_config.NumberColumn(format="percent", help="The saved model's score"),
+        "last epoch": st.column_config.NumberColumn(format="percent", help="The curve's last point: one view per photo"),
+        "best epoch": st.column_config.NumberColumn(format="percent", help="The curve's best point"),
         "tutorial": st.column_config.NumberColumn(format="percent")})
 
 

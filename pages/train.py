@@ -72,10 +72,15 @@ def job_ui():
             acc = metrics.get("val_accuracy")
             st.markdown(f":material/check_circle: {title} — done in {workspace.format_duration(job.get('seconds', 0))}, saved as "
                         f"`{job.get('model_id')}`")
-            c1, c2, c3 = st.columns(3)
-            c1.metric("Validation accuracy (last epoch)", f"{acc:.1%}" if acc is not None else "–")
-            c2.metric("Best epoch", f"{metrics.get('best_val_accuracy', 0):.1%}", help=f"epoch {metrics.get('best_epoch')}")
-            c3.metric("The tutorial reported", f"{TUTORIAL_ACCURACY[level]:.0%}")
+            last = metrics.get("last_epoch_val_accuracy")
+            c1, c2, c3, c4 = st.columns(4)
+            c1.metric("Validation accuracy", f"{acc:.1%}" if acc is not None else "–",
+                      help="What the saved model scores on the validation photos"
+                           + (", averaging each photo with its mirror image." if config.get("flip_average") else "."))
+            c2.metric("Last epoch", f"{last:.1%}" if last is not None else "–",
+                      help="The curve's last point: one view of each validation photo.")
+            c3.metric("Best epoch", f"{metrics.get('best_val_accuracy', 0):.1%}", help=f"epoch {metrics.get('best_epoch')}")
+            c4.metric("The tutorial reported", f"{TUTORIAL_ACCURACY[level]:.0%}")
         elif state == "cancelled":
             st.markdown(f":material/stop_circle: {title} — cancelled; nothing was saved.")
         else:
@@ -116,10 +121,15 @@ def level_card_ui(level: int, summary, busy: bool):
             st.caption(f"Augmentation: {label if use_aug else 'off'} — change it in the **Augmentation lab**.")
         else:
             c3.caption("No augmentation: features are computed once, which is what makes this level cheap.")
+        flip_average = st.toggle(
+            "Average each prediction with the mirror image", value=True, key=f"flip{level}",
+            help="The saved model looks at each photo and its left-right mirror and averages the two answers: "
+                 "steadier on borderline photos, at twice the prediction cost. Turn it off if mirroring can "
+                 "change the class (left/right arrows, text).")
         config = TrainConfig(level=level, backbone=backbone, epochs=int(epochs), batch_size=int(batch),
                              learning_rate=float(lr), dropout=float(dropout),
                              augment=(augment if use_aug else preset("none")) if level != 2 else None,
-                             data_dir=str(summary.root))
+                             data_dir=str(summary.root), flip_average=flip_average)
         counts = summary.counts()
         n_train, n_val = sum(counts["train"].values()), sum(counts["validation"].values())
         guess = workspace.estimate(config, n_train, n_val)

@@ -6,7 +6,7 @@ import pytest
 
 from core.backbones import BACKBONES, WeightsError, count_flops, get_backbone, resolve_weights
 from core.models import (CaffePreprocess, attach_head, make_feature_extractor, make_head, make_level1_model,
-                         prepare_fine_tuning)
+                         prepare_fine_tuning, single_view, with_flip_average)
 
 SMALL = (64, 64)
 
@@ -52,6 +52,24 @@ def test_level1_is_the_tutorial_convnet():
     assert model.output.shape == (None, 1)
     assert model(np.zeros((1, 300, 200, 3), "float32")).shape == (1, 1)
     assert make_level1_model(num_classes=3).output.shape == (None, 3)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_flip_average_averages_the_mirror_and_round_trips(tmp_path, num_classes):
+    model = make_level1_model(num_classes, (32, 32))
+    averaged = with_flip_average(model)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 40, 48, 3)).astype("float32")  # any input size
+    expected = (model(images) + model(images[:, :, ::-1])) / 2
+    np.testing.assert_allclose(averaged(images), expected, atol=1e-6)
+    # A mirror-symmetric picture gets exactly the plain model's answer.
+    symmetric = np.concatenate([images[:, :, :24], images[:, :, :24][:, :, ::-1]], axis=2)
+    np.testing.assert_allclose(averaged(symmetric), model(symmetric), atol=1e-6)
+    assert single_view(averaged) is model and single_view(model) is model
+    path = tmp_path / "averaged.keras"
+    averaged.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(reloaded(images), expected, atol=1e-5)
+    assert len(reloaded.weights) == len(model.weights)  # one network, used twice
 
 
 def test_caffe_preprocess_matches_keras():

@@ -5,6 +5,7 @@ import pytest
 
 from core.augment import preset
 from core.datasets import decode_split, summarize
+from core.models import FLIP_AVERAGE, single_view
 from core.predict import Predictor, evaluate
 from core.store import ModelStore, load_model
 from core.training import TrainConfig, TrainingError, train
@@ -121,6 +122,26 @@ def test_saved_model_predicts_what_the_trained_one_did(shapes):
     assert np.asarray(evaluation.confusion).sum() == 20
 
 
+def test_flip_average_is_saved_in_the_model_and_scored(shapes):
+    """On by default: the stored model averages each image with its mirror, and its card's
+    accuracy is that model's; off, the stored model is the plain network."""
+    summary = summarize(shapes)
+    decoded = decode_split(summary, "validation", TINY)
+    images = np.asarray(decoded.images, dtype=np.float32)
+    for flip_average in (True, False):
+        result = train(tiny_config(shapes, 1, epochs=2, flip_average=flip_average))
+        card = result.entry.card
+        assert card["flip_average"] is flip_average
+        reloaded = load_model(result.entry)
+        assert any(layer.name == FLIP_AVERAGE for layer in reloaded.layers) is flip_average
+        network = single_view(reloaded)
+        expected = (network(images) + network(images[:, :, ::-1])) / 2 if flip_average else network(images)
+        np.testing.assert_allclose(reloaded(images), expected, atol=1e-6)
+        evaluation = evaluate(Predictor(result.entry), decoded)
+        assert card["metrics"]["val_accuracy"] == pytest.approx(evaluation.accuracy)
+        assert card["metrics"]["last_epoch_val_accuracy"] == card["history"]["val_accuracy"][-1]
+
+
 def test_three_classes_use_softmax(dataset_factory):
     data = dataset_factory(classes=("circles", "squares", "triangles"), n_train=6, n_val=3)
     result = train(tiny_config(data, 1, epochs=1))
@@ -157,6 +178,6 @@ def test_levels_2_and_3_on_every_backbone(shapes, backbone):
     assert level3.entry.card["started_from"] == level2.entry.id
     assert level3.entry.card["backbone_flops"] > 0
     reloaded = load_model(level3.entry)
-    assert reloaded.get_layer(backbone) is not None
+    assert single_view(reloaded).get_layer(backbone) is not None
     probs = Predictor(level3.entry, model=reloaded).predict_arrays(np.zeros((1, 50, 40, 3), np.uint8)[:, :32, :32])
     assert probs.shape == (1, 2) and abs(probs.sum() - 1) < 1e-5
