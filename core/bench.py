@@ -154,7 +154,7 @@ def render_markdown(report: dict) -> str:
         lines.append(
             f"| {level} | {r['backbone'] or 'small convnet'} | {r['epochs']} | **{r['val_accuracy']:.2%}**"
             f"{' (mirror-averaged)' if r['flip_average'] else ''} | {r['val_accuracy_last']:.2%} | "
-            f"{r['val_accuracy_best']:.2%} ({r['best_epoch']}) | {r['tutorial_accuracy']:.0%} | {r['train_seconds']:.0f} | "
+            f"{r['val_accuracy_best']:.2%} ({r['best_epoch']}) | {r['tutorial_accuracy']:.1%} | {r['train_seconds']:.0f} | "
             f"{f'{ips:.1f}' if ips else '-'} | {f'{frac:.1%}' if frac else '-'} | "
             f"{r['latency']['model_ms']:.1f} / {r['latency']['from_bytes_ms']:.1f} | "
             f"{r['params']['trainable']:,} / {r['params']['total']:,} |")
