@@ -155,7 +155,7 @@ def load_model(entry: ModelEntry):
     """
     import keras
 
-    from core import models as _registered_layers  # noqa: F401 - registers custom layers
+    from core.models import single_view  # importing core.models also registers its custom layers
 
     try:
         model = keras.saving.load_model(entry.model_path, compile=False, safe_mode=True)
@@ -169,7 +169,7 @@ def load_model(entry: ModelEntry):
     if (1 if num_classes == 2 else num_classes) != units:
         raise ModelError(f"{entry.id}: its card lists {num_classes} classes but the model outputs {units}.")
     try:
-        resize = _registered_layers.single_view(model).get_layer("resize")
+        resize = single_view(model).get_layer("resize")
         size = (resize.height, resize.width)
     except ValueError:
         size = tuple(model.inputs[0].shape[1:3])

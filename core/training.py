@@ -229,8 +229,9 @@ def train(config: TrainConfig, report: Report | None = None,
 def accuracy(model, decoded, num_classes: int, batch_size: int = 16) -> float:
     """The share of `decoded` images that `model` classifies right.
 
-    Batches of 16: a mirror-averaged MobileNetV2 holds both views' activations at once, and
-    batches of 32 took ~1.1 GB more memory than the training itself for no measurable speed-up.
+    Batches of 16: a mirror-averaged MobileNetV2 holds both views' activations at once. On the
+    800 validation photos, level 2's model raised peak memory by ~1.1 GB in batches of 32 and
+    ~0.66 GB in batches of 16; level 3's took the same time either way (12.8 s and 12.4 s).
     """
     from core.predict import to_probabilities
 
