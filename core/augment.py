@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
+from core.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -40,13 +42,13 @@ class AugmentConfig:
 
     def __post_init__(self):
         if not 0 <= self.rotation <= 180:
-            raise ValueError(f"rotation must be between 0 and 180 degrees, got {self.rotation}.")
+            raise ConfigError(f"rotation must be between 0 and 180 degrees, got {self.rotation}.")
         for name in ("width_shift", "height_shift", "shear", "zoom", "brightness", "contrast"):
             value = getattr(self, name)
             if not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value}.")
+                raise ConfigError(f"{name} must be in [0, 1), got {value}.")
         if self.fill_mode not in ("nearest", "reflect", "constant", "wrap"):
-            raise ValueError(f"fill_mode must be nearest, reflect, constant or wrap, got {self.fill_mode!r}.")
+            raise ConfigError(f"fill_mode must be nearest, reflect, constant or wrap, got {self.fill_mode!r}.")
 
     @property
     def is_identity(self) -> bool:
@@ -57,6 +59,10 @@ class AugmentConfig:
         """Whether any of flip, rotation, shifts, shear or zoom is on (pixels move)."""
         return not replace(self, brightness=0.0, contrast=0.0).is_identity
 
+    def geometric(self) -> dict:
+        """The settings that move pixels, as `RandomAffine`'s keyword arguments."""
+        return {name: getattr(self, name) for name in GEOMETRIC_FIELDS}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -65,6 +71,8 @@ class AugmentConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
+
+GEOMETRIC_FIELDS = ("rotation", "width_shift", "height_shift", "shear", "zoom", "horizontal_flip", "fill_mode")
 
 PRESETS: dict[str, AugmentConfig] = {
     "none": AugmentConfig(),
@@ -87,11 +95,11 @@ PRESET_LABELS = {
 
 
 def preset(name: str) -> AugmentConfig:
-    """The named preset; raises ValueError listing the valid names."""
+    """The named preset; raises ConfigError listing the valid names."""
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"Unknown augmentation preset {name!r}; choose from {', '.join(PRESETS)}.") from None
+        raise ConfigError(f"Unknown augmentation preset {name!r}; choose from {', '.join(PRESETS)}.") from None
 
 
 def make_augmenter(config: AugmentConfig, seed: int | None = None):
@@ -115,7 +123,7 @@ def make_augmenter(config: AugmentConfig, seed: int | None = None):
     if config.is_geometric:
         from core.random_affine import RandomAffine  # imports Keras: only when augmenting
 
-        layers.append(RandomAffine(config, seed=next_seed(), name="random_affine"))
+        layers.append(RandomAffine(**config.geometric(), seed=next_seed(), name="random_affine"))
     if config.brightness:
         layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=next_seed()))
     if config.contrast:
@@ -129,9 +137,9 @@ def augmented_variants(image: np.ndarray, config: AugmentConfig, n: int = 9, see
     The first variant is not special: all N are drawn from the augmentation distribution.
     """
     if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"Expected an HxWx3 image, got shape {image.shape}.")
+        raise ConfigError(f"Expected an HxWx3 image, got shape {image.shape}.")
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}.")
+        raise ConfigError(f"n must be at least 1, got {n}.")
     augmenter = make_augmenter(config, seed=seed)
     if augmenter is None:
         return [image.copy() for _ in range(n)]

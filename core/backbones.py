@@ -1,7 +1,9 @@
 """Pretrained convolutional bases: a registry of what each needs and costs.
 
 Each backbone knows its native image size, its preprocessing (as a Keras layer, so it lives inside
-saved models), which layers form its "top block" for fine-tuning, and where its weights come from.
+saved models), which layers form its "top block" for fine-tuning, where its weights come from, and
+its forward pass's FLOPs (as `count_flops` measures them; the tests check the figure). Adding a
+backbone is one `register_backbone(Backbone(...))` with a builder function; see the README.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 from core import settings
+from core.errors import ConfigError, LittleDataError
 
 
-class WeightsError(RuntimeError):
+class WeightsError(LittleDataError):
     """Pretrained weights that cannot be had; the message says how to supply a file."""
 
 
@@ -30,6 +33,9 @@ class Backbone:
         top_block: layer-name prefixes unfrozen by level 3.
         pooling: "flatten" keeps the feature map (small maps), "avg" pools it (large maps).
         local_files: file names searched for in `settings.weights_dirs()` before Keras downloads.
+        builder: `builder(keras, weights, input_shape)` -> the Keras base model without its top.
+        flops: floating-point operations of one forward pass at `image_size` (`count_flops`), or
+            None to have `core.estimate` measure them when first needed.
     """
 
     name: str
@@ -40,6 +46,7 @@ class Backbone:
     pooling: str
     local_files: tuple[str, ...]
     builder: Callable
+    flops: int | None = None
 
     def build(self, weights, image_size: tuple[int, int] | None = None):
         """The Keras base model (no top) with `weights` = "imagenet", None, or a file path."""
@@ -66,29 +73,38 @@ def _mobilenet_025(keras, weights, shape):
     return keras.applications.MobileNet(include_top=False, weights=weights, input_shape=shape, alpha=0.25)
 
 
-BACKBONES: dict[str, Backbone] = {
-    b.name: b for b in [
-        Backbone("vgg16", "VGG16 (the tutorial's)", (150, 150), "vgg", ("block5",), "flatten",
-                 ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",), _vgg16),
-        # The 7x7 stage: blocks 14-16 and the final 1x1 convolution.
-        Backbone("mobilenet_v2", "MobileNetV2 (alpha 1.0)", (224, 224), "tf",
-                 ("block_14_", "block_15_", "block_16_", "Conv_1", "out_relu"), "avg",
-                 ("mobilenet_v2_1.0_imagenet_torchvision_notop.weights.h5",
-                  "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"), _mobilenet_v2),
-        Backbone("mobilenet_025", "MobileNet v1 (alpha 0.25), quick demo", (224, 224), "tf",
-                 ("conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"), "avg",
-                 ("mobilenet_2_5_224_tf_no_top.h5",), _mobilenet_025),
-    ]
-}
+BACKBONES: dict[str, Backbone] = {}
 DEFAULT_BACKBONE = "mobilenet_v2"
 
 
+def register_backbone(backbone: Backbone, replace: bool = False) -> Backbone:
+    """Adds `backbone` to the registry; refuses to overwrite a name unless `replace`."""
+    if backbone.name in BACKBONES and not replace:
+        raise ConfigError(f"Backbone {backbone.name!r} is already registered.")
+    BACKBONES[backbone.name] = backbone
+    return backbone
+
+
 def get_backbone(name: str) -> Backbone:
-    """The registered backbone; raises ValueError listing the valid names."""
+    """The registered backbone; raises ConfigError listing the valid names."""
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"Unknown backbone {name!r}; choose from {', '.join(BACKBONES)}.") from None
+        raise ConfigError(f"Unknown backbone {name!r}; choose from {', '.join(BACKBONES)}.") from None
+
+
+register_backbone(Backbone(
+    "vgg16", "VGG16 (the tutorial's)", (150, 150), "vgg", ("block5",), "flatten",
+    ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",), _vgg16, flops=13_230_982_656))
+register_backbone(Backbone(  # top block: the 7x7 stage, blocks 14-16 and the final 1x1 convolution
+    "mobilenet_v2", "MobileNetV2 (alpha 1.0)", (224, 224), "tf",
+    ("block_14_", "block_15_", "block_16_", "Conv_1", "out_relu"), "avg",
+    ("mobilenet_v2_1.0_imagenet_torchvision_notop.weights.h5",
+     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"), _mobilenet_v2, flops=598_988_544))
+register_backbone(Backbone(
+    "mobilenet_025", "MobileNet v1 (alpha 0.25), quick demo", (224, 224), "tf",
+    ("conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"), "avg",
+    ("mobilenet_2_5_224_tf_no_top.h5",), _mobilenet_025, flops=81_548_544))
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
+
+from core.backbones import BACKBONES, DEFAULT_BACKBONE
+from core.errors import LittleDataError
+from core.levels import LEVELS, OPTIMIZERS, SCHEDULES, all_levels
+
+
+def _per_level(describe) -> str:
+    return ", ".join(f"{describe(level)} for level {level.key}" for level in all_levels())
+
+
+def _model_refs() -> str:
+    return "model id, .keras path, 'latest' or " + "/".join(f"'level{key}'" for key in sorted(LEVELS))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data set folder (default: LITTLE_DATA_DATA_DIR, the offline "
                                            "copy in ../shared, or the downloaded cats vs dogs)")
     parser.add_argument("--models-dir", help="model store folder (default: LITTLE_DATA_MODELS_DIR or var/models)")
-    parser.add_argument("--backbone", help="vgg16, mobilenet_v2 (default) or mobilenet_025")
+    parser.add_argument("--backbone", help=f"{', '.join(BACKBONES)} (default {DEFAULT_BACKBONE})")
     parser.add_argument("--weights", help='"imagenet" (default), "none", or a weights file path')
-    parser.add_argument("--epochs", type=int, help="training epochs (default: 70 for level 1, 50 for level 2, 20 for level 3)")
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default: {_per_level(lambda l: l.epochs)})")
     parser.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.augment import PRESETS
+
     parser = argparse.ArgumentParser(prog="python -m core", description="Little Data: strong image classifiers "
-                                     "from little data, three ways.")
-    sub = parser.add_subparsers(dest="command", required=True)
+                                     "from little data, " + ", ".join(l.label for l in all_levels()) + ".")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("data", help="summarise the data set")
     _common(p)
@@ -39,20 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("augment", help="write a grid of augmented variants of one image")
     _common(p)
     p.add_argument("image", nargs="?", help="image file (default: the first training image)")
-    p.add_argument("--preset", default="tutorial_preview", help="none, tutorial_train, tutorial_preview, aggressive")
+    p.add_argument("--preset", default="tutorial_preview", help=", ".join(PRESETS))
     p.add_argument("-n", type=int, default=9, help="number of variants (default 9)")
     p.add_argument("-o", "--output", default="augmented.png", help="output PNG (default augmented.png)")
 
     p = sub.add_parser("train", help="train one level")
     _common(p)
-    p.add_argument("--level", type=int, required=True, choices=(1, 2, 3))
+    p.add_argument("--level", type=int, required=True, choices=sorted(LEVELS),
+                   help="; ".join(f"{l.key}: {l.name}" for l in all_levels()))
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--learning-rate", type=float, help="default: 1e-3 (levels 1, 2), 1e-4 (level 3)")
-    p.add_argument("--augment", help="augmentation preset (default: tutorial_train for levels 1 and 3)")
+    p.add_argument("--learning-rate", type=float,
+                   help=f"default: {_per_level(lambda l: f'{l.learning_rate:g} ({OPTIMIZERS[l.optimizer]})')}")
+    p.add_argument("--augment", help=f"augmentation preset: {', '.join(PRESETS)} (default: "
+                                     f"{_per_level(lambda l: l.augment if l.can_augment else 'none')})")
     p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--schedule", choices=("cosine", "constant"),
-                   help="learning-rate schedule (default: cosine for levels 1 and 3, constant for level 2)")
-    p.add_argument("--image-size", type=int, help="square image side (default 150, or the backbone's)")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help=f"learning-rate schedule (default: {_per_level(lambda l: l.schedule)})")
+    p.add_argument("--image-size", type=int, help="square image side (default: the level's, or the backbone's)")
     p.add_argument("--limit-per-class", type=int, help="use at most this many images per class and split")
     p.add_argument("--no-flip-average", dest="flip_average", action="store_false",
                    help="save the plain model instead of one that averages over each image and its mirror "
@@ -60,13 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a model")
     _common(p)
-    p.add_argument("model", help="model id, .keras path, 'latest' or 'level1'/'level2'/'level3'")
+    p.add_argument("model", help=_model_refs())
     p.add_argument("--split", default="validation", choices=("train", "validation", "test"))
     p.add_argument("--json", action="store_true", help="print one JSON object (accuracy, n, ...)")
 
     p = sub.add_parser("predict", help="class probabilities for image files")
     _common(p)
-    p.add_argument("model", help="model id, .keras path, 'latest' or 'level1'/'level2'/'level3'")
+    p.add_argument("model", help=_model_refs())
     p.add_argument("images", nargs="+")
     p.add_argument("--json", action="store_true")
 
@@ -75,63 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="train and evaluate every level; write Markdown and JSON reports")
     _common(p)
-    p.add_argument("--levels", default="1,2,3")
-    p.add_argument("--epochs1", type=int, help="level-1 epochs (default 70)")
-    p.add_argument("--epochs2", type=int, help="level-2 epochs (default 50)")
-    p.add_argument("--epochs3", type=int, help="level-3 epochs (default 20)")
-    p.add_argument("--augment1", help="level-1 augmentation preset (default: tutorial_train)")
+    p.add_argument("--levels", default=",".join(map(str, sorted(LEVELS))),
+                   help="comma-separated level keys (default: all)")
+    for level in all_levels():
+        p.add_argument(f"--epochs{level.key}", type=int, help=f"level-{level.key} epochs (default {level.epochs})")
+        if level.can_augment:
+            p.add_argument(f"--augment{level.key}", help=f"level-{level.key} augmentation preset "
+                                                          f"(default: {level.augment})")
     p.add_argument("--vgg16-subset", type=int, default=40,
                    help="images per class for the VGG16 end-to-end check with random weights (0 skips)")
     p.add_argument("--out", default="bench-out", help="report folder (default bench-out)")
     p.add_argument("--reuse-cache", action="store_true", help="keep decoded images and features from earlier runs")
-
-    p = sub.add_parser("worker", help=argparse.SUPPRESS)
-    p.add_argument("job_dir")
     return parser
-
-
-def _apply_common(args) -> None:
-    if getattr(args, "models_dir", None):
-        os.environ["LITTLE_DATA_MODELS_DIR"] = args.models_dir
-
-
-class ProgressBar:
-    """Turns training events into tqdm bars on stderr."""
-
-    def __init__(self):
-        self.bar = None
-        self.key = None
-
-    def __call__(self, event: dict) -> None:
-        from tqdm import tqdm
-
-        kind = event.get("type")
-        if kind == "stage":
-            self.close()
-            print(f"• {event['message']}", file=sys.stderr)
-        elif kind in ("progress", "batch"):
-            key = (event["stage"], event.get("epoch"))
-            total = event.get("total") or event.get("batches")
-            if key != self.key:
-                self.close()
-                desc = event["stage"] if kind == "progress" else f"epoch {event['epoch']}/{event['epochs']}"
-                self.bar, self.key = tqdm(total=total, desc=desc, file=sys.stderr, leave=False), key
-            done = event.get("done") or event.get("batch")
-            self.bar.update(done - self.bar.n)
-            if kind == "batch":
-                logs = event["logs"]
-                self.bar.set_postfix(loss=f"{logs.get('loss', 0):.3f}", acc=f"{logs.get('accuracy', logs.get('binary_accuracy', 0)):.3f}")
-        elif kind == "epoch":
-            self.close()
-            h = event["history"]
-            last = {k: v[-1] for k, v in h.items()}
-            print(f"epoch {event['epoch']}/{event['epochs']}: " + "  ".join(f"{k} {v:.4f}" for k, v in last.items())
-                  + f"  ({event['elapsed']:.0f}s)", file=sys.stderr)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar, self.key = None, None
 
 
 def cmd_data(args) -> int:
@@ -192,6 +162,7 @@ def make_grid(images, columns: int | None = None, gap: int = 4):
 
 def cmd_train(args) -> int:
     from core.augment import preset
+    from core.progress import ProgressBar
     from core.training import TrainConfig, train
 
     size = (args.image_size, args.image_size) if args.image_size else None
@@ -207,18 +178,20 @@ def cmd_train(args) -> int:
     if result.cancelled:
         print("Cancelled; nothing saved.")
         return 130
-    m = result.entry.card["metrics"]
-    view = " (averaged with mirror images)" if result.entry.card.get("flip_average") else ""
-    print(f"Saved {result.entry.id}: validation accuracy {m['val_accuracy']:.4f}{view}; last epoch "
-          f"{m['last_epoch_val_accuracy']:.4f}, best {m['best_val_accuracy']:.4f} at epoch {m['best_epoch']}; "
+    card = result.entry.card
+    m = card.metrics
+    view = " (averaged with mirror images)" if card.flip_average else ""
+    print(f"Saved {result.entry.id}: validation accuracy {m.val_accuracy:.4f}{view}; last epoch "
+          f"{m.last_epoch_val_accuracy:.4f}, best {m.best_val_accuracy:.4f} at epoch {m.best_epoch}; "
           f"{result.seconds:.0f}s -> {result.entry.model_path}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from core.datasets import DatasetError, decode_split, resolve_data_dir, summarize
-    from core.predict import Predictor, evaluate
-    from core.store import ModelStore
+    from core.evaluation import evaluate
+    from core.model_store import ModelStore
+    from core.predictor import Predictor
 
     entry = ModelStore(args.models_dir).resolve(args.model)
     folder, source = resolve_data_dir(args.data_dir)
@@ -240,8 +213,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from core.predict import Predictor
-    from core.store import ModelStore
+    from core.model_store import ModelStore
+    from core.predictor import Predictor
 
     entry = ModelStore(args.models_dir).resolve(args.model)
     results = Predictor(entry).predict(args.images, names=args.images)
@@ -259,7 +232,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from core.store import ModelStore
+    from core.model_store import ModelStore
 
     listing = ModelStore(args.models_dir).list()
     for entry in listing.models:
@@ -271,28 +244,29 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from core.bench import run_bench
+    from core.progress import ProgressBar
+
+    levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    run_bench(args.out, levels=levels, data_dir=args.data_dir, models_dir=args.models_dir, backbone=args.backbone,
+              weights=args.weights, seed=args.seed, reuse_cache=args.reuse_cache, report=ProgressBar(),
+              epochs={l.key: getattr(args, f"epochs{l.key}") for l in all_levels() if getattr(args, f"epochs{l.key}")},
+              augment={l.key: getattr(args, f"augment{l.key}") for l in all_levels()
+                       if getattr(args, f"augment{l.key}", None)},
+              random_weights_check=("vgg16", args.vgg16_subset) if args.vgg16_subset else None)
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "augment": cmd_augment, "train": cmd_train, "evaluate": cmd_evaluate,
+            "predict": cmd_predict, "models": cmd_models, "bench": cmd_bench}
+
+
 def main(argv=None) -> int:
-    from core.backbones import WeightsError
-    from core.datasets import DatasetError
-    from core.images import ImageError
-    from core.store import ModelError
-    from core.training import TrainingError
-
     args = build_parser().parse_args(argv)
-    _apply_common(args)
-    commands = {"data": cmd_data, "augment": cmd_augment, "train": cmd_train, "evaluate": cmd_evaluate,
-                "predict": cmd_predict, "models": cmd_models}
     try:
-        if args.command == "bench":
-            from core.bench import run_bench
-
-            return run_bench(args)
-        if args.command == "worker":
-            from core.jobs import run_worker
-
-            return run_worker(Path(args.job_dir))
-        return commands[args.command](args)
-    except (DatasetError, ImageError, ModelError, TrainingError, WeightsError, ValueError) as exc:
+        return COMMANDS[args.command](args)
+    except LittleDataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import stat
 import tempfile
@@ -26,14 +27,15 @@ from PIL import Image
 
 from core import settings
 from core.images import ImageError, is_image_name, load_array
-from core.storage import atomic_write_json, atomic_write_npy
+from core.atomic_files import atomic_write_json, atomic_write_npy
+from core.errors import LittleDataError
 
 SPLITS = ("train", "validation", "test")
 REQUIRED_SPLITS = ("train", "validation")
 IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
-class DatasetError(ValueError):
+class DatasetError(LittleDataError, ValueError):
     """A data set that cannot be used as it is; the message says what to do."""
 
 
@@ -165,6 +167,20 @@ def summarize(folder: str | Path, source: str = "") -> DatasetSummary:
         summary.files[split] = entries
     summary.fingerprint = digest.hexdigest()[:16]
     return summary
+
+
+def sample_paths(summary: DatasetSummary, split: str = "validation", per_class: int = 3,
+                 seed: int | None = None) -> list[Path]:
+    """A few image paths per class (from `split`, else train), for examples and thumbnails."""
+    rng = random.Random(seed)
+    by_class: dict[int, list[Path]] = {}
+    for path, label in summary.files.get(split) or summary.files["train"]:
+        by_class.setdefault(label, []).append(path)
+    picked = []
+    for label in sorted(by_class):
+        paths = by_class[label]
+        picked += rng.sample(paths, min(per_class, len(paths)))
+    return picked
 
 
 # --- Getting data -----------------------------------------------------------------------------
@@ -348,15 +364,17 @@ class DecodedSplit:
 
 
 def decode_split(summary: DatasetSummary, split: str, size: tuple[int, int],
-                 progress: Callable[[int, int], None] | None = None) -> DecodedSplit:
+                 progress: Callable[[int, int], None] | None = None,
+                 cache_dir: str | Path | None = None) -> DecodedSplit:
     """Decodes a split's images once at `size` (height, width) into an on-disk cache.
 
-    The cache is keyed by the data set fingerprint, split and size; a second call maps it back
-    without decoding. Images that fail to decode are skipped and listed in `failures`.
+    The cache (under `cache_dir`, default `settings.cache_dir()`) is keyed by the data set
+    fingerprint, split and size; a second call maps it back without decoding. Images that fail to
+    decode are skipped and listed in `failures`.
     """
     if split not in summary.files:
         raise DatasetError(f"The data set has no {split}/ split.")
-    folder = settings.cache_dir() / "decoded"
+    folder = (Path(cache_dir) if cache_dir else settings.cache_dir()) / "decoded"
     stem = f"{summary.fingerprint}-{split}-{size[0]}x{size[1]}"
     array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
     if array_path.exists() and meta_path.exists():
@@ -432,9 +450,8 @@ def without_autotune(ds):
     """Fixed prefetching instead of tf.data's autotuner.
 
     Keras makes a new iterator every epoch, and destroying one waits for the autotuner's
-    optimisation thread to wake up: on a 2-core machine that left the CPU idle for up to
-    10 s per epoch (measured: epochs of 11 s or 20 s at random). Our pipelines are a cheap
-    gather from memory, so a fixed two-batch prefetch keeps the model fed.
+    optimisation thread, which left both cores idle at the end of random epochs (see the README).
+    Our pipelines are a cheap gather from memory, so a fixed two-batch prefetch keeps the model fed.
     """
     import tensorflow as tf
 

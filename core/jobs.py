@@ -1,7 +1,8 @@
 """Training jobs that outlive a web page: a detached worker process with its state on disk.
 
-The app calls `start_job`; a `python -m core worker <job dir>` process trains and writes
-`status.json` as it goes; any page (or a reloaded one) reads it back with `current_job`.
+The app calls `start_job`; a `python -m core.worker <job dir>` process trains and writes
+`status.json` as it goes (the job's state, and its `TrainProgress` under "progress"); any page,
+or a reloaded one, reads it back with `current_job`.
 One job runs at a time: starting is serialised by a lock file, and the worker holds its own lock
 for its lifetime, so a killed worker is noticed (the lock is free but the status says running).
 """
@@ -20,12 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core import settings
-from core.storage import atomic_write_json
+from core.atomic_files import atomic_write_json
+from core.errors import LittleDataError, describe
+from core.progress import BATCH, TrainEvent, TrainProgress
 
 ACTIVE_STATES = ("starting", "running")
 
 
-class JobBusy(RuntimeError):
+class JobBusy(LittleDataError):
     """Another training job is already running; the message says which."""
 
 
@@ -79,13 +82,6 @@ def read_job(job_id: str, jobs_dir=None) -> dict | None:
     return status
 
 
-def list_jobs(jobs_dir=None) -> list[dict]:
-    """Every job's status, newest first."""
-    root = _root(jobs_dir)
-    jobs = [read_job(p.name, root) for p in root.iterdir() if p.is_dir()]
-    return sorted((j for j in jobs if j), key=lambda j: j.get("created", 0), reverse=True)
-
-
 def current_job(jobs_dir=None) -> dict | None:
     """The newest job (running or finished), or None."""
     pointer = _read_json(_root(jobs_dir) / "current.json")
@@ -113,7 +109,7 @@ def start_job(config, jobs_dir=None, env: dict | None = None) -> dict:
         atomic_write_json(job_dir / "status.json", status)
         log = open(job_dir / "worker.log", "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "core", "worker", str(job_dir)], cwd=settings.PROJECT_ROOT,
+            [sys.executable, "-m", "core.worker", str(job_dir)], cwd=settings.PROJECT_ROOT,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, **(env or {}), "LITTLE_DATA_JOBS_DIR": str(root)})
         log.close()
@@ -139,15 +135,9 @@ def wait_for(job_id: str, jobs_dir=None, timeout: float = 600, poll: float = 0.5
     raise TimeoutError(f"Job {job_id} still running after {timeout:.0f}s.")
 
 
-def eta_seconds(status: dict) -> float | None:
-    """Seconds left, from the share of batches done in the training stage."""
-    epochs, batches = status.get("epochs"), status.get("batches")
-    if status.get("stage") != "train" or not epochs or not batches or not status.get("fit_elapsed"):
-        return None
-    done = (status["epoch"] - 1) * batches + status.get("batch", 0)
-    if done <= 0:
-        return None
-    return status["fit_elapsed"] / done * (epochs * batches - done)
+def progress_of(status: dict) -> TrainProgress:
+    """A job status's progress: phase, epoch and batch, history, fraction done and time left."""
+    return TrainProgress.from_dict(status.get("progress"))
 
 
 def run_worker(job_dir: Path) -> int:
@@ -164,26 +154,15 @@ def run_worker(job_dir: Path) -> int:
             return 1
         status.update(state="running", pid=os.getpid(), started=time.time(), updated=time.time())
         atomic_write_json(status_path, status)
+        progress = TrainProgress()
         last_write = 0.0
 
-        def report(event: dict) -> None:
+        def report(event: TrainEvent) -> None:
             nonlocal last_write
-            kind = event.get("type")
-            if kind == "stage":
-                status.update(stage=event["stage"], message=event["message"])
-            elif kind == "progress":
-                status.update(stage=event["stage"], done=event["done"], total=event["total"],
-                              message=f"{event['stage']}: {event['done']}/{event['total']} images")
-            elif kind == "batch":
-                status.update(stage="train", epoch=event["epoch"], epochs=event["epochs"], batch=event["batch"],
-                              batches=event["batches"], fit_elapsed=event["elapsed"], logs=event["logs"],
-                              message=f"Epoch {event['epoch']}/{event['epochs']}, batch {event['batch']}/{event['batches']}")
-            elif kind == "epoch":
-                status.update(history=event["history"], epoch=event["epoch"], fit_elapsed=event["elapsed"])
-            elif kind == "done":
-                status.update(model_id=event["model_id"], metrics=event["metrics"])
+            progress.apply(event)
+            status["progress"] = progress.to_dict()
             now = time.monotonic()
-            if kind != "batch" or now - last_write > 0.5:  # throttle per-batch writes
+            if event.kind != BATCH or now - last_write > 0.5:  # throttle per-batch writes
                 status["updated"] = time.time()
                 atomic_write_json(status_path, status)
                 last_write = now
@@ -194,14 +173,12 @@ def run_worker(job_dir: Path) -> int:
             if result.cancelled:
                 status.update(state="cancelled", message="Cancelled; nothing was saved.")
             else:
-                status.update(state="succeeded", message=f"Saved {result.entry.id}", seconds=result.seconds)
+                status.update(state="succeeded", message=f"Saved {result.entry.id}", model_id=result.entry.id,
+                              seconds=result.seconds)
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the page
-            from core.backbones import WeightsError
-            from core.datasets import DatasetError
-            from core.training import TrainingError
-
-            known = isinstance(exc, (DatasetError, WeightsError, TrainingError, ValueError))
-            status.update(state="failed", error=str(exc) if known else f"Training failed: {type(exc).__name__}: {exc}")
+            message = describe(exc)
+            status.update(state="failed", error=message if isinstance(exc, LittleDataError)
+                          else f"Training failed: {message}")
             traceback.print_exc()
         status.update(finished=time.time(), updated=time.time())
         atomic_write_json(status_path, status)

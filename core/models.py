@@ -8,6 +8,7 @@ import keras
 from keras import layers
 
 from core.backbones import Backbone, ResolvedWeights, build_base
+from core.errors import ConfigError
 
 
 @keras.saving.register_keras_serializable(package="little_data")
@@ -40,13 +41,13 @@ def preprocessing_layer(kind: str) -> layers.Layer:
         return layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")
     if kind == "unit":
         return layers.Rescaling(1 / 255.0, name="preprocess")
-    raise ValueError(f"Unknown preprocessing {kind!r}.")
+    raise ConfigError(f"Unknown preprocessing {kind!r}; use vgg, tf or unit.")
 
 
 def output_layer(num_classes: int, name: str = "predictions") -> layers.Layer:
     """One sigmoid unit for two classes (the tutorial's), softmax otherwise."""
     if num_classes < 2:
-        raise ValueError(f"A classifier needs at least two classes, got {num_classes}.")
+        raise ConfigError(f"A classifier needs at least two classes, got {num_classes}.")
     if num_classes == 2:
         return layers.Dense(1, activation="sigmoid", name=name)
     return layers.Dense(num_classes, activation="softmax", name=name)
@@ -122,7 +123,7 @@ def prepare_fine_tuning(model: keras.Model, backbone: Backbone) -> keras.Model:
         layer.trainable = backbone.is_top_block(layer.name) and not isinstance(layer, layers.BatchNormalization)
         unfrozen += bool(layer.trainable and layer.weights)
     if unfrozen == 0:
-        raise ValueError(f"No layer of {backbone.name} matches its top block {backbone.top_block}.")
+        raise ConfigError(f"No layer of {backbone.name} matches its top block {backbone.top_block}.")
     return model
 
 
@@ -134,9 +135,8 @@ def with_flip_average(model: keras.Model) -> keras.Model:
 
     A classifier trained on mirrored photos (or on an ImageNet base) sees a photo and its mirror
     as two views of the same thing; averaging both steadies borderline calls at twice the
-    inference cost. Measured on the validation photos: level 3 +0.14% on average over 30 runs
-    (better in 23, worse by 1-2 photos in 5); level 2 +0.25%; level 1 within +-0.1%. Wrong for
-    classes that a mirror changes (left/right arrows, text), where it should be turned off.
+    inference cost (measured gains: see the README). Wrong for classes that a mirror changes
+    (left/right arrows, text), where it should be turned off.
     """
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
     mirrored = HorizontalFlip(name="mirror")(inputs)
@@ -159,4 +159,4 @@ def count_params(model: keras.Model) -> dict[str, int]:
 
 def _check_dropout(dropout: float) -> None:
     if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}.")

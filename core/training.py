@@ -1,13 +1,14 @@
-"""Training the three levels, with progress reporting, cancellation and reproducible seeds.
+"""Training any registered level, with progress events, cancellation and reproducible seeds.
 
-`train(config)` is the one entry point used by the CLI, the app's worker and the benchmark.
-Progress goes to `report(event: dict)`; `should_cancel()` is polled after every batch.
+`train(config)` is the one entry point used by the CLI, the app's worker and the benchmark. It
+checks and decodes the data, hands a `Run` to the level's train function (see `core.levels` and
+`core.recipes`), wraps the result for mirror averaging, scores it, and saves it with its card.
+Progress goes to `report(TrainEvent)`; `should_cancel()` is polled after every batch.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -15,36 +16,25 @@ from typing import Callable
 
 import numpy as np
 
-from core import settings
 from core.augment import AugmentConfig, preset
-from core.backbones import DEFAULT_BACKBONE, get_backbone, resolve_weights
-from core.datasets import (DatasetSummary, decode_split, make_tf_dataset, resolve_data_dir, summarize,
-                           without_autotune)
-from core.storage import atomic_write_npy
-from core.store import ModelError, ModelStore, load_model
+from core.backbones import DEFAULT_BACKBONE, get_backbone
+from core.cards import ModelCard
+from core.datasets import DatasetSummary, DecodedSplit, decode_split, resolve_data_dir, summarize
+from core.errors import ConfigError, LittleDataError, describe
+from core.levels import SCHEDULES, Level, get_level
+from core.model_store import ModelEntry, ModelStore
+from core.progress import BATCH, DONE, EPOCH, FAILED, PHASE, TRAIN_PHASE, TrainEvent
 
-Report = Callable[[dict], None]
-
-# What the blog reported for each level (validation accuracy), shown next to ours.
-TUTORIAL_ACCURACY = {1: 0.80, 2: 0.905, 3: 0.94}
-# The tutorial ran 50 epochs per level. Level 1 gets 70: 50 measured 78.6%, 70 measured 80.1%,
-# and 81.6% with the centred augmentation (~12.5 min on 2 cores). Level 3 gets 20:
-# fine-tuning MobileNetV2 is on its plateau after ~5 epochs, and 50 would take ~26 min.
-DEFAULT_EPOCHS = {1: 70, 2: 50, 3: 20}
-LEVEL_NAMES = {1: "Small convnet from scratch", 2: "Bottleneck features + small classifier",
-               3: "Fine-tuning the top block"}
+Report = Callable[[TrainEvent], None]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(LittleDataError):
     """A training run that cannot start or finish; the message says why."""
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. Defaults are the tutorial's.
-
-    `None` fields take the level's default (see `for_level`).
-    """
+    """Everything that defines a training run. `None` fields take the level's default (`resolved`)."""
 
     level: int
     backbone: str | None = None
@@ -58,44 +48,46 @@ class TrainConfig:
     seed: int = 1337
     data_dir: str | None = None
     models_dir: str | None = None
+    cache_dir: str | None = None  # decoded images and features (default: settings.cache_dir())
     limit_per_class: int | None = None  # train on a subset (quick demos, tests)
-    schedule: str | None = None  # "cosine" (levels 1 and 3) or "constant" (level 2)
+    schedule: str | None = None  # "cosine" or "constant"
     flip_average: bool = True  # the saved model averages over the image and its mirror
 
     def __post_init__(self):
-        if self.level not in (1, 2, 3):
-            raise ValueError(f"level must be 1, 2 or 3, got {self.level}.")
+        get_level(self.level)  # an unknown level fails here, listing the known ones
         if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}.")
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}.")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}.")
         if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig.from_dict(self.augment)
-        if self.schedule not in (None, "cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}.")
+        if self.schedule not in (None, *SCHEDULES):
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
         if self.image_size is not None:
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
             if min(self.image_size) < 32:
-                raise ValueError(f"image_size must be at least 32x32, got {self.image_size}.")
+                raise ConfigError(f"image_size must be at least 32x32, got {self.image_size}.")
+
+    @property
+    def spec(self) -> Level:
+        return get_level(self.level)
 
     def resolved(self) -> "TrainConfig":
-        """A copy with every level default filled in."""
-        level = self.level
-        backbone = None if level == 1 else (self.backbone or DEFAULT_BACKBONE)
-        if backbone:
-            get_backbone(backbone)  # validate early
-        lr = self.learning_rate or {1: 1e-3, 2: 1e-3, 3: 1e-4}[level]
-        augment = self.augment if self.augment is not None else (
-            preset("none") if level == 2 else preset("tutorial_train"))
-        size = self.image_size or ((150, 150) if level == 1 else get_backbone(backbone).image_size)
-        # At a constant rate, validation accuracy swings from epoch to epoch (level 1: +-3%, level 3:
-        # +-0.3%), so the saved last epoch is a draw; decaying the rate lets it settle. Level 2's head
-        # keeps the tutorial's constant rate: it trains in seconds, and its curve shows overfitting.
-        schedule = self.schedule or ("constant" if level == 2 else "cosine")
-        return replace(self, backbone=backbone, epochs=self.epochs or DEFAULT_EPOCHS[level], learning_rate=lr,
-                       augment=augment, image_size=tuple(size), schedule=schedule)
+        """A copy with every default of the level (and its backbone) filled in."""
+        level = self.spec
+        backbone = (self.backbone or DEFAULT_BACKBONE) if level.needs_backbone else None
+        if level.can_augment:
+            augment = self.augment if self.augment is not None else preset(level.augment)
+        else:
+            augment = preset("none")  # cached features see each photo once: nothing to augment
+        size = self.image_size or level.image_size or get_backbone(backbone).image_size
+        return replace(self, backbone=backbone, epochs=self.epochs or level.epochs,
+                       learning_rate=self.learning_rate or level.learning_rate, augment=augment,
+                       image_size=tuple(size), schedule=self.schedule or level.schedule)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -112,18 +104,106 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    entry: object | None  # ModelEntry, None when cancelled
+    entry: ModelEntry | None  # None when cancelled
     history: dict[str, list[float]]
     seconds: float
     cancelled: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class Trained:
+    """What a level's train function returns.
+
+    Attributes:
+        model: raw pixels -> prediction, one view (`train` adds mirror averaging).
+        history: per-epoch metrics, Keras names ("loss", "accuracy", "val_loss", "val_accuracy").
+        cancelled: the run stopped early because `should_cancel()` turned true.
+        card_fields: extra model-card fields (weights, weights_key, started_from, backbone_flops).
+    """
+
+    model: object
+    history: dict[str, list[float]]
+    cancelled: bool = False
+    card_fields: dict = field(default_factory=dict)
+
+
 class Cancelled(Exception):
     """Raised inside a run when `should_cancel()` turned true."""
 
 
-def _make_progress_callback(report: Report, should_cancel, stage: str, epochs: int, batches: int):
+@dataclass
+class Run:
+    """One training run in progress: what a level's train function works with."""
+
+    config: TrainConfig  # resolved
+    summary: DatasetSummary
+    train_data: DecodedSplit
+    val_data: DecodedSplit
+    store: ModelStore
+    report: Report
+    should_cancel: Callable[[], bool]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.summary.classes)
+
+    def phase(self, phase: str, message: str = "", done: int | None = None, total: int | None = None) -> None:
+        self.report(TrainEvent(PHASE, phase=phase, message=message, done=done, total=total))
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_data) // self.config.batch_size)
+
+    def compile(self, model) -> None:
+        """Compiles `model` with the level's optimizer, the configured rate and schedule, and its loss."""
+        from core.models import loss_for
+
+        model.compile(optimizer=make_optimizer(self.config, self.steps_per_epoch()), loss=loss_for(self.num_classes),
+                      metrics=["accuracy"])
+
+    def train_dataset(self):
+        """The training split as a shuffled `tf.data.Dataset` of (float32 pixels 0-255, labels)."""
+        from core.datasets import make_tf_dataset
+
+        return make_tf_dataset(self.train_data, self.config.batch_size, shuffle=True, seed=self.config.seed)
+
+    def val_dataset(self, batch_size: int | None = None):
+        """The validation split, in order."""
+        from core.datasets import make_tf_dataset
+
+        return make_tf_dataset(self.val_data, batch_size or self.config.batch_size)
+
+    def augmenter(self):
+        """The configured augmentation as Keras layers, or None."""
+        from core.augment import make_augmenter
+
+        return make_augmenter(self.config.augment, seed=self.config.seed)
+
+    def fit(self, model, train_ds, val_ds) -> tuple[dict[str, list[float]], bool]:
+        """`model.fit` for the configured epochs with progress events; returns (history, cancelled)."""
+        callback = _progress_callback(self.report, self.should_cancel, self.config.epochs, self.steps_per_epoch())
+        t0 = time.monotonic()
+        model.fit(train_ds, validation_data=val_ds, epochs=self.config.epochs, callbacks=[callback], verbose=0,
+                  shuffle=False)  # the tf.data pipeline shuffles
+        self.timings["fit"] = time.monotonic() - t0
+        return callback.history, callback.cancelled
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int):
+    """The level's optimizer at the configured rate, decayed (cosine, to 5%) over the run if asked."""
+    import keras
+
+    rate = config.learning_rate
+    if config.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.05)
+    name = config.spec.optimizer
+    if name == "sgd":
+        return keras.optimizers.SGD(rate, momentum=0.9)
+    return {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}[name](rate)
+
+
+def _progress_callback(report: Report, should_cancel, epochs: int, batches: int):
     import keras
 
     class ProgressCallback(keras.callbacks.Callback):
@@ -140,18 +220,19 @@ def _make_progress_callback(report: Report, should_cancel, stage: str, epochs: i
             self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
-            report({"type": "batch", "stage": stage, "epoch": self.epoch + 1, "epochs": epochs,
-                    "batch": batch + 1, "batches": batches, "elapsed": time.monotonic() - self.start,
-                    "logs": {k: float(v) for k, v in (logs or {}).items()}})
-            if should_cancel():
-                self.cancelled = True
-                self.model.stop_training = True
+            report(TrainEvent(BATCH, phase=TRAIN_PHASE, epoch=self.epoch + 1, epochs=epochs, batch=batch + 1,
+                              batches=batches, elapsed=time.monotonic() - self.start,
+                              logs={_metric_name(k): float(v) for k, v in (logs or {}).items()}))
+            self._maybe_stop()
 
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
                 self.history.setdefault(_metric_name(key), []).append(float(value))
-            report({"type": "epoch", "stage": stage, "epoch": epoch + 1, "epochs": epochs,
-                    "elapsed": time.monotonic() - self.start, "history": self.history})
+            report(TrainEvent(EPOCH, phase=TRAIN_PHASE, epoch=epoch + 1, epochs=epochs,
+                              elapsed=time.monotonic() - self.start, history=self.history))
+            self._maybe_stop()
+
+        def _maybe_stop(self):
             if should_cancel():
                 self.cancelled = True
                 self.model.stop_training = True
@@ -164,8 +245,19 @@ def _metric_name(key: str) -> str:
     return key.replace("binary_accuracy", "accuracy").replace("compile_metrics", "accuracy")
 
 
-def _never() -> bool:
-    return False
+def with_augmentation(model, augmenter):
+    """The model to fit: `augmenter` (active only when training) in front of `model`.
+
+    Augmenting inside the training step rather than in tf.data keeps the two cores on one job at a
+    time and runs on the GPU where there is one. The weights are shared, so fitting this trains
+    `model`, which is what gets saved: no augmentation layer ever reaches a saved model.
+    """
+    import keras
+
+    if augmenter is None:
+        return model
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    return keras.Model(inputs, model(augmenter(inputs)), name=f"augmented_{model.name}")
 
 
 def train(config: TrainConfig, report: Report | None = None,
@@ -173,70 +265,66 @@ def train(config: TrainConfig, report: Report | None = None,
     """Trains one level end to end and saves the model to the store.
 
     Raises:
-        TrainingError, DatasetError, WeightsError: with a message saying what to do.
+        LittleDataError: (data, weights, a missing prerequisite...) with a message saying what to do;
+            a `failed` event carrying the same message is reported first.
     """
+    report = report or (lambda event: None)
+    try:
+        return _train(config.resolved(), report, should_cancel or (lambda: False))
+    except LittleDataError as exc:
+        report(TrainEvent(FAILED, error=describe(exc)))
+        raise
+
+
+def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
     import keras
     import tensorflow as tf
 
-    report = report or (lambda event: None)
-    should_cancel = should_cancel or _never
-    config = config.resolved()
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-
-    report({"type": "stage", "stage": "data", "message": "Checking the data set"})
+    started = time.monotonic()
+    report(TrainEvent(PHASE, phase="data", message="Checking the data set"))
     folder, source = resolve_data_dir(config.data_dir)
     summary = summarize(folder, source=source)
     if config.limit_per_class:
         summary = _subset(summary, config.limit_per_class)
-    store = ModelStore(config.models_dir)
-    started = time.monotonic()
     timings: dict[str, float] = {}
 
     def decode(split):
         t0 = time.monotonic()
-        decoded = decode_split(summary, split, config.image_size, progress=lambda done, total: report(
-            {"type": "progress", "stage": f"decode-{split}", "done": done, "total": total}))
-        timings[f"decode_{split}"] = timings.get(f"decode_{split}", 0) + time.monotonic() - t0
+        decoded = decode_split(summary, split, config.image_size, cache_dir=config.cache_dir,
+                               progress=lambda done, total: report(TrainEvent(
+                                   PHASE, phase=f"decode-{split}", message=f"Decoding {split} photos",
+                                   done=done, total=total)))
+        timings[f"decode_{split}"] = time.monotonic() - t0
         return decoded
 
-    train_data, val_data = decode("train"), decode("validation")
-    runner = {1: _train_level1, 2: _train_level2, 3: _train_level3}[config.level]
+    run = Run(config, summary, decode("train"), decode("validation"), ModelStore(config.models_dir), report,
+              should_cancel, timings)
     try:
-        model, history, extra = runner(config, summary, train_data, val_data, store, report,
-                                       should_cancel, timings)
+        trained = config.spec.trainer()(run)
     except Cancelled:
-        return TrainResult(None, {}, time.monotonic() - started, cancelled=True, timings=timings)
-    if extra.get("cancelled"):
-        return TrainResult(None, history, time.monotonic() - started, cancelled=True, timings=timings)
+        trained = Trained(None, {}, cancelled=True)
+    if trained.cancelled:
+        return TrainResult(None, trained.history, time.monotonic() - started, cancelled=True, timings=timings)
+    model = trained.model
     if config.flip_average:
         from core.models import with_flip_average
 
         model = with_flip_average(model)
-    report({"type": "stage", "stage": "evaluate", "message": "Scoring the final model on the validation photos"
-            + (" and their mirror images" if config.flip_average else "")})
+    run.phase("evaluate", "Scoring the final model on the validation photos"
+              + (" and their mirror images" if config.flip_average else ""))
     t0 = time.monotonic()
-    extra["val_accuracy"] = accuracy(model, val_data, len(summary.classes))
+    from core.evaluation import accuracy
+
+    val_accuracy = accuracy(model, run.val_data, run.num_classes)
     timings["evaluate"] = time.monotonic() - t0
     seconds = time.monotonic() - started
-    report({"type": "stage", "stage": "save", "message": "Saving the model"})
-    card = _make_card(config, summary, model, history, seconds, timings, extra)
-    entry = store.save(model, card)
-    report({"type": "done", "model_id": entry.id, "metrics": card["metrics"], "seconds": seconds})
-    return TrainResult(entry, history, seconds, timings=timings)
-
-
-def accuracy(model, decoded, num_classes: int, batch_size: int = 16) -> float:
-    """The share of `decoded` images that `model` classifies right.
-
-    Batches of 16: a mirror-averaged MobileNetV2 holds both views' activations at once. On the
-    800 validation photos, level 2's model raised peak memory by ~1.1 GB in batches of 32 and
-    ~0.66 GB in batches of 16; level 3's took the same time either way (12.8 s and 12.4 s).
-    """
-    from core.predict import to_probabilities
-
-    outputs = model.predict(make_tf_dataset(decoded, batch_size), verbose=0)
-    return float(np.mean(to_probabilities(outputs, num_classes).argmax(axis=1) == decoded.labels))
+    run.phase("save", "Saving the model")
+    card = make_card(config, summary, model, trained, val_accuracy, seconds, timings)
+    entry = run.store.save(model, card)
+    report(TrainEvent(DONE, model_id=entry.id, metrics=asdict(card.metrics), seconds=seconds))
+    return TrainResult(entry, trained.history, seconds, timings=timings)
 
 
 def _subset(summary: DatasetSummary, per_class: int) -> DatasetSummary:
@@ -252,181 +340,6 @@ def _subset(summary: DatasetSummary, per_class: int) -> DatasetSummary:
     return replace(summary, files=files, fingerprint=digest)
 
 
-def _compile(model, config: TrainConfig, num_classes: int, optimizer):
-    from core.models import loss_for
-
-    model.compile(optimizer=optimizer, loss=loss_for(num_classes), metrics=["accuracy"])
-
-
-def _fit(model, train_ds, val_ds, config, report, should_cancel, stage, batches):
-    callback = _make_progress_callback(report, should_cancel, stage, config.epochs, batches)
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[callback], verbose=0,
-              shuffle=False)  # the tf.data pipeline shuffles
-    return callback.history, callback.cancelled
-
-
-def _batches(n: int, batch_size: int) -> int:
-    return -(-n // batch_size)
-
-
-def _learning_rate(config: TrainConfig, steps_per_epoch: int):
-    """The configured rate, or a cosine decay from it to 5% of it over the whole run."""
-    import keras
-
-    if config.schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps_per_epoch,
-                                                      alpha=0.05)
-    return config.learning_rate
-
-
-def with_augmentation(model, augmenter):
-    """The model to fit: `augmenter` (active only when training) in front of `model`.
-
-    Augmenting inside the training step rather than in tf.data keeps the two cores on one
-    job at a time (an epoch of level 1: 11.0 s against 12.4 s) and runs on the GPU where
-    there is one. The weights are shared, so fitting this trains `model`, which is what
-    gets saved: no augmentation layer ever reaches a saved model.
-    """
-    import keras
-
-    if augmenter is None:
-        return model
-    inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    return keras.Model(inputs, model(augmenter(inputs)), name=f"augmented_{model.name}")
-
-
-def _train_level1(config, summary, train_data, val_data, store, report, should_cancel, timings):
-    import keras
-
-    from core.augment import make_augmenter
-    from core.models import make_level1_model
-
-    num_classes = len(summary.classes)
-    model = make_level1_model(num_classes, config.image_size, config.dropout)
-    steps = _batches(len(train_data), config.batch_size)
-    trainee = with_augmentation(model, make_augmenter(config.augment, seed=config.seed))
-    _compile(trainee, config, num_classes, keras.optimizers.RMSprop(_learning_rate(config, steps)))
-    train_ds = make_tf_dataset(train_data, config.batch_size, shuffle=True, seed=config.seed)
-    val_ds = make_tf_dataset(val_data, config.batch_size)
-    t0 = time.monotonic()
-    history, cancelled = _fit(trainee, train_ds, val_ds, config, report, should_cancel, "train", steps)
-    timings["fit"] = time.monotonic() - t0
-    return model, history, {"cancelled": cancelled}
-
-
-def extract_features(extractor, decoded, cache_key: str, report: Report, should_cancel, batch_size=32,
-                     stage: str = "features"):
-    """Bottleneck features of a decoded split, cached on disk under `cache_key`."""
-    import tensorflow as tf
-
-    path = settings.cache_dir() / "features" / f"{cache_key}.npy"
-    if path.exists():
-        try:
-            features = np.load(path)
-            if features.shape[0] == len(decoded):
-                return features, True
-        except (OSError, ValueError):
-            pass
-    run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
-    chunks, total = [], len(decoded)
-    for start in range(0, total, batch_size):
-        if should_cancel():
-            raise Cancelled()
-        batch = np.asarray(decoded.images[start:start + batch_size], dtype=np.float32)
-        chunks.append(run(batch).numpy())
-        report({"type": "progress", "stage": f"extract-{stage}", "done": min(start + batch_size, total), "total": total})
-    features = np.concatenate(chunks)
-    atomic_write_npy(path, features)
-    return features, False
-
-
-def _feature_key(config, summary, weights_key, split) -> str:
-    raw = json.dumps([summary.fingerprint, config.backbone, weights_key, list(config.image_size), split])
-    return hashlib.sha256(raw.encode()).hexdigest()[:24]
-
-
-def _train_level2(config, summary, train_data, val_data, store, report, should_cancel, timings):
-    import keras
-    import tensorflow as tf
-
-    from core.backbones import count_flops
-    from core.models import attach_head, make_feature_extractor, make_head
-
-    backbone = get_backbone(config.backbone)
-    weights = resolve_weights(backbone, config.weights)
-    report({"type": "stage", "stage": "extract", "message": f"Loading {backbone.label} ({weights.source})"})
-    extractor = make_feature_extractor(backbone, weights, config.image_size)
-    t0 = time.monotonic()
-    feats = {}
-    cached = {}
-    for split, decoded in (("train", train_data), ("validation", val_data)):
-        key = _feature_key(config, summary, weights.key, split)
-        feats[split], cached[split] = extract_features(extractor, decoded, key, report, should_cancel, stage=split)
-    timings["extract"] = time.monotonic() - t0
-    n_extracted = sum(len(d) for s, d in (("train", train_data), ("validation", val_data)) if not cached[s])
-    if n_extracted:
-        timings["extract_images_per_s"] = n_extracted / max(timings["extract"], 1e-9)
-
-    num_classes = len(summary.classes)
-    head = make_head(feats["train"].shape[1:], num_classes, config.dropout)
-    steps = _batches(len(train_data), config.batch_size)
-    _compile(head, config, num_classes, keras.optimizers.RMSprop(_learning_rate(config, steps)))
-    train_ds = without_autotune(tf.data.Dataset.from_tensor_slices((feats["train"], train_data.labels))
-                                .shuffle(len(train_data), seed=config.seed).batch(config.batch_size))
-    val_ds = without_autotune(tf.data.Dataset.from_tensor_slices((feats["validation"], val_data.labels)).batch(256))
-    t0 = time.monotonic()
-    history, cancelled = _fit(head, train_ds, val_ds, config, report, should_cancel, "train", steps)
-    timings["fit"] = time.monotonic() - t0
-    model = attach_head(extractor, head)
-    return model, history, {"cancelled": cancelled, "weights": weights.source, "weights_key": weights.key,
-                            "backbone_flops": count_flops(extractor), "features_cached": all(cached.values())}
-
-
-def find_level2_head(store: ModelStore, config: TrainConfig, summary: DatasetSummary):
-    """The newest level-2 model level 3 can start from (same backbone, classes and image size)."""
-    for entry in store.list().models:
-        card = entry.card
-        if (entry.level == 2 and card.get("backbone") == config.backbone
-                and card.get("classes") == summary.classes
-                and tuple(card.get("image_size", ())) == tuple(config.image_size)):
-            return entry
-    return None
-
-
-def _train_level3(config, summary, train_data, val_data, store, report, should_cancel, timings):
-    import keras
-
-    from core.augment import make_augmenter
-    from core.models import prepare_fine_tuning, single_view
-
-    backbone = get_backbone(config.backbone)
-    start = find_level2_head(store, config, summary)
-    if start is None:
-        raise TrainingError(
-            f"Level 3 fine-tunes a trained level-2 classifier, and there is none for {config.backbone} "
-            f"at {config.image_size[0]}x{config.image_size[1]} with classes {summary.classes}. "
-            "Train level 2 first (random dense weights would wreck the pretrained features).")
-    try:
-        model = single_view(load_model(start))  # fine-tune the network, not its mirror-averaging wrapper
-    except ModelError as exc:
-        raise TrainingError(f"The level-2 model to start from is unusable: {exc}") from exc
-    prepare_fine_tuning(model, backbone)
-    num_classes = len(summary.classes)
-    steps = _batches(len(train_data), config.batch_size)
-    trainee = with_augmentation(model, make_augmenter(config.augment, seed=config.seed))
-    _compile(trainee, config, num_classes, keras.optimizers.SGD(_learning_rate(config, steps), momentum=0.9))
-    train_ds = make_tf_dataset(train_data, config.batch_size, shuffle=True, seed=config.seed)
-    val_ds = make_tf_dataset(val_data, 32)
-    t0 = time.monotonic()
-    history, cancelled = _fit(trainee, train_ds, val_ds, config, report, should_cancel, "train", steps)
-    timings["fit"] = time.monotonic() - t0
-    from core.backbones import count_flops
-
-    return model, history, {"cancelled": cancelled, "weights": start.card.get("weights"),
-                            "weights_key": start.card.get("weights_key"), "started_from": start.id,
-                            "backbone_flops": count_flops(model.get_layer(backbone.name))}
-
-
 def _versions() -> dict[str, str]:
     import keras
     import PIL
@@ -436,45 +349,33 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "pillow": PIL.__version__}
 
 
-def _make_card(config, summary, model, history, seconds, timings, extra) -> dict:
+def make_card(config: TrainConfig, summary: DatasetSummary, model, trained: Trained, val_accuracy: float,
+              seconds: float, timings: dict[str, float]) -> ModelCard:
+    """The card of a finished run (the store adds id, file name and creation time)."""
+    from core.cards import Metrics
     from core.models import count_params, single_view
 
+    history = trained.history
     val_acc = history.get("val_accuracy", [])
-    best_epoch = int(np.argmax(val_acc)) + 1 if val_acc else None
-    metrics = {
-        # What the saved model scores (mirror-averaged when flip_average is on); the curves are
-        # single-view, epoch by epoch.
-        "val_accuracy": extra.get("val_accuracy"),
-        "last_epoch_val_accuracy": val_acc[-1] if val_acc else None,
-        "best_val_accuracy": max(val_acc) if val_acc else None,
-        "best_epoch": best_epoch,
-        "val_loss": history.get("val_loss", [None])[-1],
-        "train_accuracy": history.get("accuracy", [None])[-1],
-    }
-    return {
-        "level": config.level,
-        "level_name": LEVEL_NAMES[config.level],
-        "backbone": config.backbone,
-        "weights": extra.get("weights"),
-        "weights_key": extra.get("weights_key"),
-        "started_from": extra.get("started_from"),
-        "classes": summary.classes,
-        "image_size": list(config.image_size),
-        "augment": config.augment.to_dict(),
-        "flip_average": config.flip_average,
-        "hyperparameters": {"epochs": config.epochs, "epochs_run": len(val_acc), "batch_size": config.batch_size,
-                            "learning_rate": config.learning_rate, "schedule": config.schedule,
-                            "dropout": config.dropout, "seed": config.seed,
-                            "optimizer": "SGD(momentum=0.9)" if config.level == 3 else "RMSprop",
-                            "limit_per_class": config.limit_per_class},
-        "dataset": {"fingerprint": summary.fingerprint, "root": str(summary.root), "source": summary.source,
-                    "counts": summary.counts()},
-        "metrics": metrics,
-        "tutorial_accuracy": TUTORIAL_ACCURACY[config.level],
-        "history": history,
-        "train_seconds": round(seconds, 2),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "params": count_params(single_view(model)),
-        "backbone_flops": extra.get("backbone_flops"),
-        "versions": _versions(),
-    }
+    level = config.spec
+    metrics = Metrics(
+        val_accuracy=val_accuracy,
+        last_epoch_val_accuracy=val_acc[-1] if val_acc else None,
+        best_val_accuracy=max(val_acc) if val_acc else None,
+        best_epoch=int(np.argmax(val_acc)) + 1 if val_acc else None,
+        val_loss=history.get("val_loss", [None])[-1],
+        train_accuracy=history.get("accuracy", [None])[-1])
+    return ModelCard(
+        level=config.level, level_name=level.name, backbone=config.backbone, classes=summary.classes,
+        image_size=config.image_size, augment=config.augment.to_dict(), flip_average=config.flip_average,
+        hyperparameters={"epochs": config.epochs, "epochs_run": len(val_acc), "batch_size": config.batch_size,
+                         "learning_rate": config.learning_rate, "schedule": config.schedule,
+                         "dropout": config.dropout, "seed": config.seed, "optimizer": level.optimizer_label,
+                         "limit_per_class": config.limit_per_class},
+        dataset={"fingerprint": summary.fingerprint, "root": str(summary.root), "source": summary.source,
+                 "counts": summary.counts()},
+        metrics=metrics, tutorial_accuracy=level.tutorial_accuracy, history=history,
+        train_seconds=round(seconds, 2), timings={k: round(v, 3) for k, v in timings.items()},
+        params=count_params(single_view(model)), versions=_versions(),
+        weights=trained.card_fields.get("weights"), weights_key=trained.card_fields.get("weights_key"),
+        started_from=trained.card_fields.get("started_from"), backbone_flops=trained.card_fields.get("backbone_flops"))

@@ -8,8 +8,8 @@ import streamlit as st
 
 from core import jobs, workspace
 from core.datasets import DatasetError, resolve_data_dir, summarize
-from core.store import ModelStore
-from core.training import LEVEL_NAMES, TUTORIAL_ACCURACY
+from core.levels import all_levels, get_level
+from core.model_store import ModelStore
 
 PAGE_CONFIG = {"page_title": "Little Data", "page_icon": ":material/pets:", "layout": "wide"}
 
@@ -47,9 +47,6 @@ def ensure_app_shell() -> None:
         st.stop()
 
 
-LEVEL_SHORT = {1: "Level 1 · from scratch", 2: "Level 2 · bottleneck features", 3: "Level 3 · fine-tuning"}
-
-
 def _dir_stamp(folder: Path) -> float:
     """Changes when a split or class folder changes, so cached summaries refresh."""
     try:
@@ -78,7 +75,7 @@ def current_summary():
 @st.cache_resource(max_entries=12, show_spinner="Loading model…")
 def load_predictor(model_id: str, model_path: str, mtime: float):
     """One loaded model per file version: a newer model (new id) is loaded fresh."""
-    from core.predict import Predictor, configure_for_serving
+    from core.predictor import Predictor, configure_for_serving
 
     configure_for_serving()
     return Predictor(ModelStore(Path(model_path).parent).get(model_id))
@@ -89,7 +86,8 @@ def predictor_for(entry):
 
 
 def latest_models():
-    return workspace.latest_per_level()
+    """level -> its newest model in the store."""
+    return ModelStore().latest_per_level()
 
 
 def sidebar_ui():
@@ -106,26 +104,27 @@ def sidebar_ui():
             st.caption("**Data:** none yet — see the Data page")
         latest = latest_models()
         lines = []
-        for level in (1, 2, 3):
-            entry = latest.get(level)
+        for level in all_levels():
+            entry = latest.get(level.key)
             if entry and entry.val_accuracy is not None:
-                lines.append(f":material/check_circle: {LEVEL_SHORT[level]}: **{entry.val_accuracy:.1%}**")
+                lines.append(f":material/check_circle: {level.label}: **{entry.val_accuracy:.1%}**")
             else:
-                lines.append(f":material/radio_button_unchecked: {LEVEL_SHORT[level]}: not trained")
+                lines.append(f":material/radio_button_unchecked: {level.label}: not trained")
         st.caption("  \n".join(lines))
         job = jobs.current_job()
         if job and job.get("state") in jobs.ACTIVE_STATES:
-            st.caption(f":material/hourglass_top: Training level {job['config']['level']}: {job.get('message', '')}")
+            message = jobs.progress_of(job).message or job.get("message", "")
+            st.caption(f":material/hourglass_top: Training level {job['config']['level']}: {message}")
 
 
-def tutorial_note(level: int) -> str:
-    return f"The tutorial reported ~{TUTORIAL_ACCURACY[level]:.0%} for this level (VGG16 / small convnet, 2016)."
+def level_label(key: int) -> str:
+    """'Level 2 · bottleneck features', or 'Level 7' for a model of a level no longer registered."""
+    try:
+        return get_level(key).label
+    except ValueError:
+        return f"Level {key}"
 
 
 def page_header(title: str, intro: str):
     st.title(title)
     st.markdown(intro)
-
-
-__all__ = ["PAGE_CONFIG", "run_app", "ensure_app_shell", "LEVEL_NAMES", "LEVEL_SHORT", "current_summary", "latest_models",
-           "predictor_for", "sidebar_ui", "tutorial_note", "page_header"]

@@ -7,24 +7,21 @@ import pandas as pd
 import streamlit as st
 
 from core.datasets import decode_split
+from core.evaluation import evaluate
 from core.images import ImageError, thumbnail
-from core.predict import evaluate
-from core.store import ModelError, ModelStore
+from core.model_store import ModelError, ModelStore
 from pages.common import current_summary, ensure_app_shell, page_header, predictor_for
 
 
 def run_label(entry) -> str:
     card = entry.card
-    aug = card.get("augment") or {}
-    augmented = any(v for k, v in aug.items() if k != "fill_mode")
-    what = card.get("backbone") or "convnet"
-    return f"L{entry.level} {what} {'aug' if augmented else 'no-aug'} · {entry.id[-13:-7]}"
+    return f"L{entry.level} {card.backbone or 'convnet'} {'aug' if card.augmented else 'no-aug'} · {entry.id[-13:-7]}"
 
 
 def curves_ui(entries):
     rows = []
     for entry in entries:
-        for key, values in (entry.card.get("history") or {}).items():
+        for key, values in entry.card.history.items():
             split = "validation" if key.startswith("val_") else "training"
             rows += [{"run": run_label(entry), "epoch": i + 1, "metric": key.removeprefix("val_"), "split": split,
                       "value": v} for i, v in enumerate(values)]
@@ -50,14 +47,13 @@ def table_ui(entries):
     rows = []
     for entry in entries:
         card = entry.card
-        metrics = card.get("metrics", {})
         rows.append({
-            "run": run_label(entry), "level": entry.level, "backbone": card.get("backbone") or "small convnet",
-            "val accuracy": metrics.get("val_accuracy"), "mirror-averaged": bool(card.get("flip_average")),
-            "last epoch": metrics.get("last_epoch_val_accuracy"), "best epoch": metrics.get("best_val_accuracy"),
-            "tutorial": card.get("tutorial_accuracy"), "epochs": card.get("hyperparameters", {}).get("epochs_run"),
-            "training time (s)": card.get("train_seconds"), "trainable params": card.get("params", {}).get("trainable"),
-            "total params": card.get("params", {}).get("total"), "created": card.get("created"), "id": entry.id})
+            "run": run_label(entry), "level": entry.level, "backbone": card.backbone or "small convnet",
+            "val accuracy": card.metrics.val_accuracy, "mirror-averaged": card.flip_average,
+            "last epoch": card.metrics.last_epoch_val_accuracy, "best epoch": card.metrics.best_val_accuracy,
+            "tutorial": card.tutorial_accuracy, "epochs": card.hyperparameters.get("epochs_run"),
+            "training time (s)": card.train_seconds, "trainable params": card.params.get("trainable"),
+            "total params": card.params.get("total"), "created": card.created, "id": entry.id})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
         "val accuracy": st.column_config.NumberColumn(format="percent", help="The saved model's score"),
         "last epoch": st.column_config.NumberColumn(format="percent", help="The curve's last point: one view per photo"),
@@ -121,11 +117,8 @@ def main():
         st.info("No trained models yet: train one on the **Train** page.")
         return
     labels = {run_label(e): e for e in entries}
-    latest_per_level = []
-    for e in entries:
-        if e.level not in {x.level for x in latest_per_level}:
-            latest_per_level.append(e)
-    chosen = st.multiselect("Runs", list(labels), default=[run_label(e) for e in latest_per_level])
+    latest = ModelStore().latest_per_level().values()
+    chosen = st.multiselect("Runs", list(labels), default=[run_label(e) for e in latest])
     chosen_entries = [labels[c] for c in chosen]
     if not chosen_entries:
         st.info("Choose at least one run.")

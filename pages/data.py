@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core import settings, workspace
-from core.datasets import DatasetError, download_default_dataset, summarize
+from core.datasets import DatasetError, download_default_dataset, sample_paths, summarize
 from core.images import ImageError, thumbnail
 from pages.common import current_summary, ensure_app_shell, page_header
 
@@ -43,7 +43,7 @@ def thumbnails_ui(summary):
     seed = st.session_state.get("thumb_seed", 0)
     if st.button("Show other samples", icon=":material/shuffle:"):
         st.session_state["thumb_seed"] = seed = seed + 1
-    paths = workspace.sample_paths(summary, split="train", per_class=6, seed=seed)
+    paths = sample_paths(summary, split="train", per_class=6, seed=seed)
     for name in summary.classes:
         st.markdown(f"**{name}**")
         class_paths = [p for p in paths if Path(p).parent.name == name]

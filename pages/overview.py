@@ -2,30 +2,25 @@
 
 import streamlit as st
 
-from pages.common import LEVEL_SHORT, current_summary, ensure_app_shell, latest_models, tutorial_note
+from core.levels import all_levels
+from pages.common import current_summary, ensure_app_shell, latest_models
 
 
 def levels_ui():
     latest = latest_models()
-    blurbs = {
-        1: "A small convnet (three conv blocks, ~1.2M weights at 150×150) learns from the photos alone. "
-           "Augmentation and dropout are what keep it from memorising 2000 pictures.",
-        2: "A network pretrained on ImageNet looks at each photo once; a small classifier learns on what it saw "
-           "(the *bottleneck features*). Cheap and strong — and it overfits in a textbook way.",
-        3: "Level 2's classifier goes back on top of the network and the network's top block is unfrozen and "
-           "trained gently (SGD, learning rate 1e-4) with augmentation.",
-    }
-    for level, column in zip((1, 2, 3), st.columns(3)):
+    levels = all_levels()
+    for level, column in zip(levels, st.columns(len(levels))):
         with column.container(border=True):
-            st.subheader(LEVEL_SHORT[level])
-            st.write(blurbs[level])
-            entry = latest.get(level)
+            st.subheader(level.label)
+            st.write(level.story)
+            entry = latest.get(level.key)
             if entry and entry.val_accuracy is not None:
-                st.metric("Validation accuracy (latest model)", f"{entry.val_accuracy:.1%}",
-                          delta=f"{entry.val_accuracy - entry.card.get('tutorial_accuracy', 0):+.1%} vs tutorial")
+                delta = (f"{entry.val_accuracy - level.tutorial_accuracy:+.1%} vs tutorial"
+                         if level.tutorial_accuracy is not None else None)
+                st.metric("Validation accuracy (latest model)", f"{entry.val_accuracy:.1%}", delta=delta)
             else:
                 st.metric("Validation accuracy", "not trained yet")
-            st.caption(tutorial_note(level))
+            st.caption(level.tutorial_note())
 
 
 def main():

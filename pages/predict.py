@@ -7,9 +7,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.serving import predict_every_level
-from core.store import ModelError
-from pages.common import LEVEL_SHORT, current_summary, ensure_app_shell, latest_models, page_header, predictor_for
+from core.model_store import ModelError
+from core.predictor import predict_every_level
+from pages.common import current_summary, ensure_app_shell, latest_models, level_label, page_header, predictor_for
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 
@@ -62,7 +62,7 @@ def result_ui(result, levels):
         columns[0].image(result.image, caption=result.name, width="stretch")
         for column, level in zip(columns[1:], levels):
             with column:
-                st.markdown(f"**{LEVEL_SHORT[level]}**")
+                st.markdown(f"**{level_label(level)}**")
                 if level in result.model_errors:
                     st.warning(f"Model unusable: {result.model_errors[level]}")
                     continue
@@ -80,7 +80,7 @@ def main():
     if not models:
         st.info("No trained models yet: train at least one level on the **Train** page.")
         return
-    st.caption("Models: " + " · ".join(f"{LEVEL_SHORT[l]}: `{e.id}`" for l, e in models.items()))
+    st.caption("Models: " + " · ".join(f"{level_label(l)}: `{e.id}`" for l, e in models.items()))
     loaded = predictors()
     inputs = inputs_ui(summary)
     if not inputs:

@@ -8,15 +8,13 @@ import streamlit as st
 from core import jobs, workspace
 from core.augment import PRESET_LABELS, preset
 from core.backbones import BACKBONES, DEFAULT_BACKBONE
-from core.store import ModelStore
-from core.training import DEFAULT_EPOCHS, TUTORIAL_ACCURACY, TrainConfig, find_level2_head
-from pages.common import LEVEL_SHORT, current_summary, ensure_app_shell, page_header, tutorial_note
+from core.estimate import estimate
+from core.levels import LEVELS, Level, all_levels, format_duration
+from core.model_store import ModelStore
+from core.training import TrainConfig
+from pages.common import current_summary, ensure_app_shell, level_label, page_header
 
-DESCRIPTIONS = {
-    1: "Trains the tutorial's small convnet from random weights, with augmentation and dropout against overfitting.",
-    2: "Runs a pretrained network once over every photo, caches what it sees, and trains a small classifier on that.",
-    3: "Puts level 2's classifier back on the network and gently trains the network's top block too (SGD, lr 1e-4).",
-}
+LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
 
 
 def history_chart(history: dict, height: int = 220):
@@ -46,46 +44,44 @@ def job_ui():
         st.caption("No training job has run yet.")
         return
     config = job["config"]
-    level = config["level"]
+    key = config["level"]
     state = job["state"]
     active = state in jobs.ACTIVE_STATES
+    progress = jobs.progress_of(job)
     with st.container(border=True):
-        title = f"**{LEVEL_SHORT[level]}**" + (f" · {config.get('backbone')}" if config.get("backbone") else "")
+        title = f"**{level_label(key)}**" + (f" · {config.get('backbone')}" if config.get("backbone") else "")
         if active:
             st.markdown(f":material/hourglass_top: {title} — training")
-            epochs, batches = job.get("epochs"), job.get("batches")
-            if job.get("stage") == "train" and epochs and batches:
-                done = (job["epoch"] - 1) * batches + job.get("batch", 0)
-                eta = jobs.eta_seconds(job)
-                st.progress(min(done / (epochs * batches), 1.0),
-                            text=f"Epoch {job['epoch']}/{epochs} · batch {job.get('batch', 0)}/{batches}"
-                                 + (f" · about {workspace.format_duration(eta)} left" if eta else ""))
-            elif job.get("total"):
-                st.progress(min(job["done"] / job["total"], 1.0), text=job.get("message", ""))
+            fraction, eta = progress.fraction, progress.eta_seconds
+            if progress.phase == "train" and fraction is not None:
+                st.progress(fraction, text=f"Epoch {progress.epoch}/{progress.epochs} · batch "
+                                           f"{progress.batch or 0}/{progress.batches}"
+                                           + (f" · about {format_duration(eta)} left" if eta else ""))
             else:
-                st.progress(0.0, text=job.get("message", "Starting…"))
+                st.progress(fraction or 0.0, text=progress.message or job.get("message", "Starting…"))
             if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel_{job['id']}"):
                 jobs.cancel_job(job["id"])
                 st.toast("Cancelling after the current batch…")
         elif state == "succeeded":
-            metrics = job.get("metrics", {})
-            acc = metrics.get("val_accuracy")
-            st.markdown(f":material/check_circle: {title} — done in {workspace.format_duration(job.get('seconds', 0))}, saved as "
-                        f"`{job.get('model_id')}`")
-            last = metrics.get("last_epoch_val_accuracy")
+            metrics = progress.metrics
+            acc, last = metrics.get("val_accuracy"), metrics.get("last_epoch_val_accuracy")
+            st.markdown(f":material/check_circle: {title} — done in {format_duration(job.get('seconds', 0))}, "
+                        f"saved as `{job.get('model_id')}`")
             c1, c2, c3, c4 = st.columns(4)
             c1.metric("Validation accuracy", f"{acc:.1%}" if acc is not None else "–",
                       help="What the saved model scores on the validation photos"
                            + (", averaging each photo with its mirror image." if config.get("flip_average") else "."))
             c2.metric("Last epoch", f"{last:.1%}" if last is not None else "–",
                       help="The curve's last point: one view of each validation photo.")
-            c3.metric("Best epoch", f"{metrics.get('best_val_accuracy', 0):.1%}", help=f"epoch {metrics.get('best_epoch')}")
-            c4.metric("The tutorial reported", f"{TUTORIAL_ACCURACY[level]:.0%}")
+            c3.metric("Best epoch", f"{metrics.get('best_val_accuracy') or 0:.1%}",
+                      help=f"epoch {metrics.get('best_epoch')}")
+            tutorial = LEVELS[key].tutorial_accuracy if key in LEVELS else None
+            c4.metric("The tutorial reported", f"{tutorial:.0%}" if tutorial is not None else "–")
         elif state == "cancelled":
             st.markdown(f":material/stop_circle: {title} — cancelled; nothing was saved.")
         else:
             st.error(f"{title} failed: {job.get('error', 'unknown error')}")
-        chart = history_chart(job.get("history") or {})
+        chart = history_chart(progress.history)
         if chart is not None:
             st.altair_chart(chart, width="stretch")
     if not active and st.session_state.get("was_active"):
@@ -94,52 +90,52 @@ def job_ui():
     st.session_state["was_active"] = active
 
 
-def level_card_ui(level: int, summary, busy: bool):
+def level_card_ui(level: Level, summary, busy: bool):
     augment, preset_name = workspace.augment_settings()
+    key = level.key
     with st.container(border=True):
-        st.subheader(LEVEL_SHORT[level])
-        st.write(DESCRIPTIONS[level])
+        st.subheader(level.label)
+        st.write(level.story)
         c1, c2, c3 = st.columns(3)
         backbone = None
-        if level in (2, 3):
+        if level.needs_backbone:
             backbone = c1.selectbox("Backbone", list(BACKBONES), index=list(BACKBONES).index(DEFAULT_BACKBONE),
-                                    format_func=lambda k: BACKBONES[k].label, key=f"bb{level}")
-        epochs = c2.number_input("Epochs", 1, 200, value=DEFAULT_EPOCHS[level], key=f"ep{level}",
-                                 help="The tutorial used 50 for every level. Level 1 gets 70 here: its learning "
-                                      "rate decays to the end, and it was still improving at 50. Level 3 "
-                                      "(MobileNetV2) is on its plateau well before 20.")
-        batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=16, key=f"bs{level}")
-        default_lr = {1: 1e-3, 2: 1e-3, 3: 1e-4}[level]
-        lr = c1.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3], value=default_lr,
-                              format_func=lambda v: f"{v:g}", key=f"lr{level}")
-        dropout = c2.slider("Dropout", 0.0, 0.8, 0.5, 0.05, key=f"do{level}")
+                                    format_func=lambda k: BACKBONES[k].label, key=f"bb{key}")
+        epochs = c2.number_input("Epochs", 1, 200, value=level.epochs, key=f"ep{key}", help=level.epochs_note)
+        batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=16, key=f"bs{key}")
+        rates = sorted({*LEARNING_RATES, level.learning_rate})
+        lr = c1.select_slider("Learning rate", rates, value=level.learning_rate, format_func=lambda v: f"{v:g}",
+                              key=f"lr{key}", help=f"{level.optimizer_label}, {level.schedule} schedule.")
+        dropout = c2.slider("Dropout", 0.0, 0.8, 0.5, 0.05, key=f"do{key}")
         use_aug = False
-        if level in (1, 3):
-            use_aug = c3.toggle("Augmentation", value=True, key=f"aug{level}",
-                                help="Uses the Augmentation lab's settings.")
+        if level.can_augment:
+            use_aug = c3.toggle("Augmentation", value=True, key=f"aug{key}", help="Uses the Augmentation lab's settings.")
             label = PRESET_LABELS.get(preset_name, "custom settings")
             st.caption(f"Augmentation: {label if use_aug else 'off'} — change it in the **Augmentation lab**.")
         else:
             c3.caption("No augmentation: features are computed once, which is what makes this level cheap.")
         flip_average = st.toggle(
-            "Average each prediction with the mirror image", value=True, key=f"flip{level}",
+            "Average each prediction with the mirror image", value=True, key=f"flip{key}",
             help="The saved model looks at each photo and its left-right mirror and averages the two answers: "
                  "steadier on borderline photos, at twice the prediction cost. Turn it off if mirroring can "
                  "change the class (left/right arrows, text).")
-        config = TrainConfig(level=level, backbone=backbone, epochs=int(epochs), batch_size=int(batch),
+        config = TrainConfig(level=key, backbone=backbone, epochs=int(epochs), batch_size=int(batch),
                              learning_rate=float(lr), dropout=float(dropout),
-                             augment=(augment if use_aug else preset("none")) if level != 2 else None,
+                             augment=(augment if use_aug else preset("none")) if level.can_augment else None,
                              data_dir=str(summary.root), flip_average=flip_average)
         counts = summary.counts()
         n_train, n_val = sum(counts["train"].values()), sum(counts["validation"].values())
-        guess = workspace.estimate(config, n_train, n_val)
-        st.caption(f":material/timer: Estimated time on this machine: **{workspace.format_duration(guess.seconds)}** "
-                   f"({guess.detail}). {tutorial_note(level)}")
+        guess = estimate(config, n_train, n_val)
+        st.caption(f":material/timer: Estimated time on this machine: **{format_duration(guess.seconds)}** "
+                   f"({guess.detail}). {level.tutorial_note()}")
         blocked = None
-        if level == 3 and find_level2_head(ModelStore(), config.resolved(), summary) is None:
-            blocked = f"Train level 2 with {BACKBONES[backbone].label} first: fine-tuning starts from its classifier."
-            st.info(blocked)
-        if st.button(f"Start level {level}", type="primary", disabled=busy or blocked is not None, key=f"start{level}"):
+        if level.requires is not None:
+            resolved = config.resolved()
+            if ModelStore().start_for(level.requires, resolved.backbone, summary.classes, resolved.image_size) is None:
+                what = f" with {BACKBONES[backbone].label}" if backbone else ""
+                blocked = (f"Train level {level.requires}{what} first: this level starts from its trained model.")
+                st.info(blocked)
+        if st.button(f"Start level {key}", type="primary", disabled=busy or blocked is not None, key=f"start{key}"):
             try:
                 jobs.start_job(config)
                 st.session_state["was_active"] = True
@@ -160,7 +156,7 @@ def main():
     busy = bool(current and current.get("state") in jobs.ACTIVE_STATES)
     if busy:
         st.caption("A job is running; the Start buttons are back when it ends.")
-    for level in (1, 2, 3):
+    for level in all_levels():
         level_card_ui(level, summary, busy)
 
 

@@ -44,3 +44,23 @@ def shared() -> Path:
     if not (SHARED / "datasets" / "cats_vs_dogs").is_dir():
         pytest.skip("../shared (real photos and weights) is not present beside the project")
     return SHARED
+
+
+@pytest.fixture
+def tiny_backbone(monkeypatch):
+    """The README's example backbone, registered for one test."""
+    from core.backbones import BACKBONES
+    from tests.registry_examples import TINY_BACKBONE
+
+    monkeypatch.setitem(BACKBONES, TINY_BACKBONE.name, TINY_BACKBONE)
+    return TINY_BACKBONE
+
+
+@pytest.fixture
+def pixel_level(monkeypatch):
+    """The README's example level, registered for one test."""
+    from core.levels import LEVELS
+    from tests.registry_examples import PIXEL_LEVEL
+
+    monkeypatch.setitem(LEVELS, PIXEL_LEVEL.key, PIXEL_LEVEL)
+    return PIXEL_LEVEL

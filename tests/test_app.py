@@ -7,7 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, workspace
-from core.store import ModelStore
+from core.levels import all_levels, get_level
+from core.model_store import ModelStore
 from core.training import TrainConfig, train
 from tests.helpers import jpeg_bytes, make_image
 
@@ -63,25 +64,35 @@ def trained(app_env):
 def test_predict_upload_and_bad_files(trained):
     at = page("predict")
     assert_clean(at)
-    # AppTest has no file-upload driver; the browser test covers a real upload. Here the sample button
-    # exercises the same prediction path end to end.
-    at.button[0].click().run()
+    good = jpeg_bytes(make_image("circles", np.random.default_rng(0), size=120))
+    at.file_uploader[0].set_value([("my_circle.jpg", good, "image/jpeg"), ("corrupt.jpg", b"\xff\xd8 not a jpeg", "image/jpeg"),
+                                   ("empty.png", b"", "image/png")]).run()
     assert_clean(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2 and errors[0].startswith("corrupt.jpg: ") and errors[1] == "empty.png: the file is empty."
     headings = [m.value for m in at.markdown]
-    assert any("Level 1" in h for h in headings) and any("Level 2" in h for h in headings)
-    assert any(("circles" in m.value or "squares" in m.value) and "%" in m.value for m in at.markdown)
-    assert any("Server time" in c.value for c in at.caption)
-    # The server process skips Grappler (see core.predict.configure_for_serving).
+    assert "**Level 1 · from scratch**" in headings and "**Level 2 · bottleneck features**" in headings
+    answers = [m.value for m in at.main.markdown if m.value.startswith("### ")]
+    assert len(answers) == 2 and all(("circles" in a or "squares" in a) and "%" in a for a in answers)
+    assert [c.value for c in at.caption if "Server time" in c.value][0].endswith("for decoding and 2 model(s).")
+    # The server process skips Grappler (see core.predictor.configure_for_serving).
     import tensorflow as tf
 
     assert tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer") is True
 
 
-def test_serving_per_file_errors(trained):
-    from core.predict import Predictor
-    from core.serving import predict_every_level
+def test_predict_a_random_validation_photo(trained):
+    at = page("predict")
+    at.button[0].click().run()
+    assert_clean(at)
+    assert any(img.proto.imgs[0].caption.startswith("sample: ") for img in at.get("image"))
+    assert len([m for m in at.main.markdown if m.value.startswith("### ")]) == 2
 
-    predictors = {level: Predictor(e) for level, e in workspace.latest_per_level().items()}
+
+def test_serving_per_file_errors(trained):
+    from core.predictor import Predictor, predict_every_level
+
+    predictors = {level: Predictor(e) for level, e in ModelStore().latest_per_level().items()}
     good = jpeg_bytes(make_image("circles", np.random.default_rng(0)))
     results = [predict_every_level(data, name, predictors) for name, data in
                [("good.jpg", good), ("broken.jpg", b"garbage"), ("empty.png", b""), ("good2.jpg", good)]]
@@ -112,8 +123,10 @@ def test_augmentation_change_redraws_the_grid(app_env):
 def test_training_job_starts_reports_and_lands_a_model(app_env):
     at = page("train")
     assert_clean(at)
-    assert [b.label for b in at.button if b.label.startswith("Start")] == ["Start level 1", "Start level 2",
-                                                                            "Start level 3"]
+    assert [b.label for b in at.button if b.label.startswith("Start")] == [f"Start level {level.key}"
+                                                                            for level in all_levels()]
+    assert [s.value for s in at.subheader] == [level.label for level in all_levels()]
+    assert at.number_input(key="ep1").value == get_level(1).epochs  # the registry's defaults, not the page's
     assert any("Train level 2" in i.value for i in at.info)  # level 3 needs a level-2 head
     at.number_input(key="ep1").set_value(1).run()
     assert any("Estimated time" in c.value for c in at.caption)

@@ -103,10 +103,24 @@ def test_rotation_keeps_the_centre_and_its_limit():
 
 
 def test_augmenter_layer_config_round_trip():
+    """Like Keras' own layers: plain keyword arguments and a flat config."""
     augmenter = make_augmenter(preset("tutorial_preview"), seed=11)
     layer = augmenter.layers[0]
-    clone = layer.__class__.from_config(layer.get_config())
-    assert clone.config == preset("tutorial_preview") and clone.seed == 11
+    config = layer.get_config()
+    assert {k: config[k] for k in preset("tutorial_preview").geometric()} == preset("tutorial_preview").geometric()
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config and clone.seed == 11
+    images = np.random.default_rng(0).uniform(0, 255, (3, 24, 24, 3)).astype("float32")
+    np.testing.assert_array_equal(clone(images, training=True), layer.__class__.from_config(config)(images, training=True))
+
+
+@pytest.mark.parametrize("bad, message", [(dict(rotation=200), "rotation"), (dict(zoom=1.5), "zoom"),
+                                          (dict(fill_mode="mirror"), "fill_mode")])
+def test_random_affine_validates_its_arguments(bad, message):
+    from core.random_affine import RandomAffine
+
+    with pytest.raises(ValueError, match=message):
+        RandomAffine(**bad)
 
 
 def test_pixel_values_alone_need_no_resampling():

@@ -43,8 +43,10 @@ def test_train_evaluate_predict(dataset, tmp_path):
     assert "epoch 2/2" in out.stderr  # the progress report
     result = json.loads(cli("evaluate", "level1", "--data-dir", str(dataset), "--models-dir", str(models),
                             "--json").stdout)
-    assert result["n"] == 12 and 0 <= result["accuracy"] <= 1
+    card = json.loads(next(models.glob("*.json")).read_text())
+    assert result["n"] == 12 and result["accuracy"] == card["metrics"]["val_accuracy"]  # the file matches its card
     assert sum(map(sum, result["confusion_matrix"])) == 12
+    assert sum(row[i] for i, row in enumerate(result["confusion_matrix"])) == round(12 * result["accuracy"])
     text = cli("evaluate", "level1", "--data-dir", str(dataset), "--models-dir", str(models)).stdout
     assert "confusion matrix" in text
     bad = tmp_path / "bad.jpg"
@@ -59,9 +61,22 @@ def test_train_evaluate_predict(dataset, tmp_path):
 
 def test_errors_are_one_line_not_tracebacks(tmp_path):
     out = cli("data", "--data-dir", str(tmp_path / "missing"), check=False)
-    assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    assert out.returncode == 2 and out.stderr == f"error: {tmp_path / 'missing'} is not a folder.\n"
     out = cli("train", "--level", "3", "--data-dir", str(tmp_path / "missing"), check=False)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.returncode == 2 and out.stderr.endswith(f"error: {tmp_path / 'missing'} is not a folder.\n")
+    out = cli("train", "--level", "1", "--augment", "wild", "--data-dir", str(tmp_path), check=False)
+    assert out.returncode == 2 and out.stderr.startswith("error: Unknown augmentation preset 'wild'; choose from")
+
+
+def test_help_comes_from_the_registries():
+    from core.levels import all_levels
+
+    top = cli("--help").stdout
+    assert "SUPPRESS" not in top and "worker" not in top
+    train_help = " ".join(cli("train", "--help").stdout.split())
+    for level in all_levels():
+        assert f"{level.key}: {level.name}" in train_help and f"{level.epochs} for level {level.key}" in train_help
+    assert "--epochs3" in cli("bench", "--help").stdout
 
 
 def test_bench_small(dataset, tmp_path):
@@ -72,5 +87,8 @@ def test_bench_small(dataset, tmp_path):
     assert report["machine"]["matmul_gflops"] > 0
     assert set(report["levels"]) == {"1", "2", "3"}
     assert report["levels"]["2"]["extract_images_per_s"] > 0
-    assert 0 < report["vgg16"]["extract_fraction_of_matmul"] < 1.5
+    assert report["levels"]["3"]["val_accuracy_reloaded"] == report["levels"]["3"]["val_accuracy"]
+    check = report["random_weights_check"]
+    assert check["backbone"] == "vgg16" and set(check["levels"]) == {"2", "3"}
+    assert 0 < check["extract_fraction_of_matmul"] < 1.5
     assert "| level |" in (out_dir / "report.md").read_text()

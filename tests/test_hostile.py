@@ -1,6 +1,6 @@
 """Broken and hostile input across the library: nothing crashes, nothing is lost, nothing escapes.
 
-The per-input cases live beside their modules (test_images, test_datasets, test_store, test_jobs);
+The per-input cases live beside their modules (test_images, test_datasets, test_model_store, test_jobs);
 these are the ones that cut across them.
 """
 
@@ -16,19 +16,19 @@ import numpy as np
 import pytest
 
 from core import workspace
+from core.cards import ModelCard
 from core.datasets import DatasetError
 from core.models import make_level1_model
-from core.predict import Predictor
-from core.serving import predict_every_level
-from core.store import ModelStore, load_model
+from core.model_store import ModelStore, load_model
+from core.predictor import Predictor, predict_every_level
 from core.training import TrainConfig, train
 from tests.helpers import jpeg_bytes, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def card(classes=("a", "b")):
-    return {"level": 1, "classes": list(classes), "image_size": [32, 32], "backbone": None, "metrics": {}}
+def card(classes=("a", "b")) -> ModelCard:
+    return ModelCard(level=1, classes=list(classes), image_size=(32, 32))
 
 
 def test_worker_killed_while_saving_keeps_the_previous_model(tmp_path):
@@ -38,7 +38,8 @@ def test_worker_killed_while_saving_keeps_the_previous_model(tmp_path):
         import sys, time, keras
         sys.path.insert(0, {str(ROOT)!r})
         from core.models import make_level1_model
-        from core.store import ModelStore
+        from core.cards import ModelCard
+        from core.model_store import ModelStore
         real_save = keras.Model.save
         def slow_save(self, path, *a, **k):
             real_save(self, path, *a, **k)
@@ -47,7 +48,7 @@ def test_worker_killed_while_saving_keeps_the_previous_model(tmp_path):
             print("saving", flush=True)
             time.sleep(60)                                  # ...when the process is killed
         keras.Model.save = slow_save
-        ModelStore({str(store.root)!r}).save(make_level1_model(2, (32, 32)), {card()!r})
+        ModelStore({str(store.root)!r}).save(make_level1_model(2, (32, 32)), ModelCard.from_dict({card().to_dict()!r}))
     """)
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "saving"
@@ -96,7 +97,7 @@ def test_training_goes_on_past_unreadable_images(dataset_factory):
     data = dataset_factory(broken=True)
     result = train(TrainConfig(level=1, epochs=1, batch_size=8, image_size=(32, 32), data_dir=str(data)))
     assert result.entry is not None
-    assert result.entry.card["dataset"]["counts"]["train"] == {"circles": 12, "squares": 13}
+    assert result.entry.card.dataset["counts"]["train"] == {"circles": 12, "squares": 13}
 
 
 def test_oversize_upload_gets_a_message_and_the_batch_goes_on(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The model store: each trained model as `<id>.keras` plus a JSON card `<id>.json`.
+"""The model store: each trained model as `<id>.keras` plus its `ModelCard` as `<id>.json`.
 
 The card is written last and is the commit marker: a model is listed only when both files exist
 and agree. Both are written atomically, so a crash mid-save leaves the previous state intact.
@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from core import settings
-from core.storage import atomic_write, atomic_write_json
+from core.atomic_files import atomic_write, atomic_write_json
+from core.cards import ModelCard
+from core.errors import LittleDataError
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class ModelError(RuntimeError):
+class ModelError(LittleDataError):
     """A stored model that cannot be used; the message says which and why."""
 
 
@@ -28,30 +30,28 @@ class ModelEntry:
     """A listed model: its card, and where its files are."""
 
     id: str
-    card: dict
+    card: ModelCard
     model_path: Path
     card_path: Path
 
     @property
     def level(self) -> int:
-        return int(self.card["level"])
+        return self.card.level
 
     @property
     def classes(self) -> list[str]:
-        return list(self.card["classes"])
+        return list(self.card.classes)
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.card["image_size"])
+        return self.card.image_size
 
     @property
     def val_accuracy(self) -> float | None:
-        return self.card.get("metrics", {}).get("val_accuracy")
+        return self.card.val_accuracy
 
     def label(self) -> str:
-        acc = self.val_accuracy
-        score = f"{acc:.1%}" if acc is not None else "n/a"
-        return f"Level {self.level} · {self.card.get('backbone') or 'small convnet'} · {score} · {self.id}"
+        return self.card.label()
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Listing:
 
 
 class ModelStore:
-    """A folder of trained models."""
+    """A folder of trained models, and the questions asked of it."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else settings.models_dir()
@@ -70,17 +70,17 @@ class ModelStore:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
         return f"level{level}-{backbone or 'scratch'}-{stamp}"
 
-    def save(self, model, card: dict) -> ModelEntry:
+    def save(self, model, card: ModelCard) -> ModelEntry:
         """Saves atomically: model file first, then its card. Returns the new entry."""
-        model_id = card.get("id") or self.new_id(card["level"], card.get("backbone"))
+        model_id = card.id or self.new_id(card.level, card.backbone)
         if not ID_PATTERN.match(model_id):
-            raise ValueError(f"Invalid model id {model_id!r}.")
-        card = {**card, "id": model_id, "model_file": f"{model_id}.keras",
-                "created": card.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            raise ModelError(f"Invalid model id {model_id!r}.")
+        card = replace(card, id=model_id, model_file=f"{model_id}.keras",
+                       created=card.created or datetime.now(timezone.utc).isoformat(timespec="seconds"))
         model_path = self.root / f"{model_id}.keras"
         card_path = self.root / f"{model_id}.json"
         atomic_write(model_path, lambda tmp: model.save(tmp))
-        atomic_write_json(card_path, card)
+        atomic_write_json(card_path, card.to_dict())
         return ModelEntry(model_id, card, model_path, card_path)
 
     def list(self) -> Listing:
@@ -92,14 +92,9 @@ class ModelStore:
             if card_path.name.startswith("."):
                 continue
             try:
-                card = json.loads(card_path.read_text())
-                if not isinstance(card, dict):
-                    raise ValueError("not a JSON object")
-                for key in ("id", "level", "classes", "image_size"):
-                    if key not in card:
-                        raise ValueError(f"missing {key!r}")
-                if card["id"] != card_path.stem:
-                    raise ValueError(f"names model {card['id']!r}")
+                card = ModelCard.from_dict(json.loads(card_path.read_text()))
+                if card.id != card_path.stem:
+                    raise ValueError(f"names model {card.id!r}")
             except (OSError, ValueError) as exc:
                 listing.unusable.append((card_path.name, f"card is unreadable ({exc})"))
                 continue
@@ -107,14 +102,30 @@ class ModelStore:
             if not model_path.is_file():
                 listing.unusable.append((card_path.name, "its .keras file is missing"))
                 continue
-            listing.models.append(ModelEntry(card["id"], card, model_path, card_path))
-        listing.models.sort(key=lambda e: (e.card.get("created", ""), e.id), reverse=True)
+            listing.models.append(ModelEntry(card.id, card, model_path, card_path))
+        listing.models.sort(key=lambda e: (e.card.created, e.id), reverse=True)
         return listing
 
-    def latest(self, level: int, **match) -> ModelEntry | None:
-        """The newest model of a level whose card matches every `key=value` given."""
+    def latest(self, level: int) -> ModelEntry | None:
+        """The newest model of a level, or None."""
+        return self.latest_per_level().get(level)
+
+    def latest_per_level(self) -> dict[int, ModelEntry]:
+        """level -> its newest model, by level (cards only; nothing is loaded)."""
+        latest: dict[int, ModelEntry] = {}
         for entry in self.list().models:
-            if entry.level == level and all(entry.card.get(k) == v for k, v in match.items()):
+            latest.setdefault(entry.level, entry)
+        return dict(sorted(latest.items()))
+
+    def start_for(self, level: int, backbone: str | None, classes: list[str],
+                  image_size: tuple[int, int]) -> ModelEntry | None:
+        """The newest model of `level` another run can build on: same backbone, classes and input size.
+
+        Level 3 asks this for the level-2 classifier it fine-tunes.
+        """
+        for entry in self.list().models:
+            if (entry.level == level and entry.card.backbone == backbone and entry.classes == list(classes)
+                    and entry.image_size == tuple(image_size)):
                 return entry
         return None
 
@@ -131,10 +142,10 @@ class ModelStore:
             if not models:
                 raise ModelError(f"No trained models in {self.root}.")
             return models[0]
-        if re.fullmatch(r"level[123]", ref):
-            entry = self.latest(int(ref[-1]))
+        if match := re.fullmatch(r"level(\d+)", ref):
+            entry = self.latest(int(match.group(1)))
             if entry is None:
-                raise ModelError(f"No trained level-{ref[-1]} model in {self.root}.")
+                raise ModelError(f"No trained level-{match.group(1)} model in {self.root}.")
             return entry
         path = Path(ref)
         if path.suffix in (".keras", ".json") and path.exists():

@@ -1,19 +1,20 @@
-"""Prediction and evaluation with stored models.
+"""Predicting with stored models: one model on many inputs, or one photo through every level.
 
 A `Predictor` wraps one loaded model and its card. Inputs are paths or raw bytes; each goes
-through `core.images.load_array`, exactly as the training images did.
+through `core.images`, exactly as the training images did. `predict_every_level` is what the
+Predict page calls: it decodes once and asks each level's predictor in turn.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from core.images import ImageError, load_array
-from core.store import ModelEntry, load_model
+from core.images import ImageError, load_array, load_image, to_array
+from core.model_store import ModelEntry, load_model
 
 
 @dataclass
@@ -42,10 +43,9 @@ def configure_for_serving() -> None:
     """Process-wide TensorFlow settings for a web server that predicts (the app).
 
     Streamlit runs every page rerun afresh, and TensorFlow re-instantiates a traced model function
-    on the first call of each rerun; with Grappler's graph rewriting that costs ~0.45 s per
-    MobileNetV2 call (profiled: grappler remapper, NodeDef copies). Without it, re-instantiation costs
-    ~0.1 s and steady-state inference is just as fast (43 ms for three models either way). Training
-    processes keep Grappler: they instantiate once and run for minutes.
+    on the first call of each rerun; Grappler's graph rewriting makes that several times slower,
+    while steady-state inference is as fast without it (see the README). Training processes keep
+    Grappler: they instantiate once and run for minutes.
     """
     import tensorflow as tf
 
@@ -103,40 +103,41 @@ def timed_predict(predictor: Predictor, image: np.ndarray, repeats: int = 20) ->
 
 
 @dataclass
-class Evaluation:
-    accuracy: float
-    n: int
-    classes: list[str]
-    per_class_accuracy: dict[str, float]
-    confusion: list[list[int]]  # rows: true class, columns: predicted class
-    probabilities: np.ndarray
-    labels: np.ndarray
-    paths: list[str]
+class MultiPrediction:
+    """One photo's predictions from several levels' models."""
 
-    def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "n": self.n, "classes": self.classes,
-                "per_class_accuracy": self.per_class_accuracy, "confusion_matrix": self.confusion}
-
-    def mistakes(self, limit: int = 24) -> list[dict]:
-        """The wrongly classified images, most confidently wrong first."""
-        predicted = self.probabilities.argmax(axis=1)
-        wrong = np.flatnonzero(predicted != self.labels)
-        confidence = self.probabilities[wrong, predicted[wrong]]
-        order = wrong[np.argsort(-confidence)][:limit]
-        return [{"path": self.paths[i], "true": self.classes[self.labels[i]], "predicted": self.classes[predicted[i]],
-                 "probabilities": {c: float(p) for c, p in zip(self.classes, self.probabilities[i])}}
-                for i in order]
+    name: str
+    image: object | None = None  # upright RGB PIL image, for display
+    per_level: dict[int, dict[str, float]] = field(default_factory=dict)  # level -> class -> probability
+    error: str | None = None
+    model_errors: dict[int, str] = field(default_factory=dict)
+    server_ms: float = 0.0
 
 
-def evaluate(predictor: Predictor, decoded, batch_size: int = 64) -> Evaluation:
-    """Accuracy, per-class accuracy and confusion matrix on a decoded split."""
-    probs = np.concatenate([predictor.predict_arrays(decoded.images[i:i + batch_size])
-                            for i in range(0, len(decoded), batch_size)])
-    labels = np.asarray(decoded.labels)
-    predicted = probs.argmax(axis=1)
-    k = len(predictor.classes)
-    confusion = np.zeros((k, k), dtype=int)
-    np.add.at(confusion, (labels, predicted), 1)
-    per_class = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, c in enumerate(predictor.classes)}
-    return Evaluation(float((predicted == labels).mean()), int(len(labels)), list(predictor.classes), per_class,
-                      confusion.tolist(), probs, labels, list(decoded.paths))
+def predict_every_level(data: bytes, name: str, predictors: dict) -> MultiPrediction:
+    """Decodes once, then runs each level's predictor. A bad image gives `error`, never an exception.
+
+    Args:
+        predictors: level -> `Predictor` (or an exception instance for a model that is unusable).
+    """
+    start = time.perf_counter()
+    result = MultiPrediction(name)
+    try:
+        image = load_image(data, name=name)
+    except ImageError as exc:
+        result.error = str(exc)
+        result.server_ms = (time.perf_counter() - start) * 1000
+        return result
+    result.image = image
+    arrays = {}
+    for level, predictor in predictors.items():
+        if isinstance(predictor, Exception):
+            result.model_errors[level] = str(predictor)
+            continue
+        size = predictor.image_size
+        if size not in arrays:
+            arrays[size] = to_array(image, size)
+        probs = predictor.predict_arrays(arrays[size][None])[0]
+        result.per_level[level] = {c: float(p) for c, p in zip(predictor.classes, probs)}
+    result.server_ms = (time.perf_counter() - start) * 1000
+    return result

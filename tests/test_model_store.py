@@ -6,13 +6,13 @@ import keras
 import numpy as np
 import pytest
 
+from core.cards import CARD_VERSION, Metrics, ModelCard
 from core.models import make_level1_model
-from core.store import ModelError, ModelStore, load_model
+from core.model_store import ModelError, ModelStore, load_model
 
 
-def card(level=1, classes=("a", "b"), size=(32, 32)):
-    return {"level": level, "classes": list(classes), "image_size": list(size), "backbone": None,
-            "metrics": {"val_accuracy": 0.5}}
+def card(level=1, classes=("a", "b"), size=(32, 32)) -> ModelCard:
+    return ModelCard(level=level, classes=list(classes), image_size=size, metrics=Metrics(val_accuracy=0.5))
 
 
 @pytest.fixture
@@ -28,6 +28,7 @@ def test_round_trip(store):
     x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(load_model(entry)(x), model(x), atol=1e-6)
     assert store.latest(1).id == entry.id and store.resolve("level1").id == entry.id
+    assert store.get(entry.id).card == entry.card  # the card reads back exactly as written
     assert store.resolve(str(entry.model_path)).id == entry.id
 
 
@@ -63,9 +64,9 @@ def save_and_damage(store, damage):
 
 @pytest.mark.parametrize("name, damage, expected", [
     ("truncated model", lambda e: e.model_path.write_bytes(e.model_path.read_bytes()[:300]), "cannot be loaded"),
-    ("other class list", lambda e: e.card_path.write_text(json.dumps({**e.card, "classes": ["a", "b", "c"]})),
+    ("other class list", lambda e: e.card_path.write_text(json.dumps({**e.card.to_dict(), "classes": ["a", "b", "c"]})),
      "3 classes"),
-    ("other input size", lambda e: e.card_path.write_text(json.dumps({**e.card, "image_size": [64, 64]})),
+    ("other input size", lambda e: e.card_path.write_text(json.dumps({**e.card.to_dict(), "image_size": [64, 64]})),
      "(64, 64)"),
 ])
 def test_damaged_models_fail_to_load_with_a_reason(store, name, damage, expected):
@@ -111,3 +112,47 @@ def test_delete_unlists_first(store):
 def test_resolve_unknown(store):
     with pytest.raises(ModelError, match="No trained level-2"):
         store.resolve("level2")
+
+
+def test_card_round_trip_keeps_unknown_keys_and_reads_version_1_cards(store):
+    entry = store.save(make_level1_model(2, (32, 32)), card())
+    written = json.loads(entry.card_path.read_text())
+    assert written["version"] == CARD_VERSION and written["image_size"] == [32, 32]
+    # A card from a newer program (an extra key) and one from before the version field (version 1).
+    newer = {**written, "explanations": {"method": "grad-cam"}}
+    entry.card_path.write_text(json.dumps(newer))
+    again = store.get(entry.id)
+    assert again.card.extra == {"explanations": {"method": "grad-cam"}}
+    assert again.card.to_dict() == newer  # nothing stripped when written back
+    old = {k: v for k, v in written.items() if k != "version"}
+    old["metrics"] = {"val_accuracy": 0.75, "a_metric_of_the_future": 1}
+    assert ModelCard.from_dict(old).version == 1 and ModelCard.from_dict(old).val_accuracy == 0.75
+
+
+@pytest.mark.parametrize("content, reason", [
+    ({"level": "one", "classes": ["a", "b"], "image_size": [32, 32]}, "malformed"),
+    ({"level": 1, "classes": ["a"], "image_size": [32, 32]}, "two classes"),
+    ({"level": 1, "classes": ["a", "b"], "image_size": [32]}, "malformed"),
+    ({"level": 1, "classes": ["a", "b"]}, "missing 'image_size'"),
+])
+def test_malformed_cards_are_unusable_with_the_reason(store, content, reason):
+    entry = store.save(make_level1_model(2, (32, 32)), card())
+    entry.card_path.write_text(json.dumps({**content, "id": entry.id}))
+    assert store.list().models == [] and reason in store.list().unusable[0][1]
+
+
+def test_store_queries(store):
+    def save(level, backbone=None, classes=("a", "b"), size=(32, 32)):
+        return store.save(make_level1_model(len(classes), size), ModelCard(
+            level=level, classes=list(classes), image_size=size, backbone=backbone))
+
+    older_level2 = save(2, "mobilenet_v2")
+    level1 = save(1)
+    level2 = save(2, "mobilenet_v2")
+    other_backbone = save(2, "vgg16")
+    assert store.latest_per_level() == {1: level1, 2: other_backbone}
+    assert list(store.latest_per_level()) == [1, 2] and store.latest(3) is None
+    assert store.start_for(2, "mobilenet_v2", ["a", "b"], (32, 32)) == level2 != older_level2
+    assert store.start_for(2, "mobilenet_v2", ["a", "b", "c"], (32, 32)) is None
+    assert store.start_for(2, "mobilenet_v2", ["a", "b"], (64, 64)) is None
+    assert store.resolve("level2") == other_backbone and store.resolve("latest") == other_backbone

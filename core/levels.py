@@ -1,0 +1,231 @@
+"""The levels: one registry entry per way of training, as `core.backbones` is for networks.
+
+A `Level` says everything the app, the CLI, the benchmark and the time estimate need to know about
+one way of getting a classifier: its names and the story it tells, the tutorial's figure, its
+default hyperparameters, what it needs (a backbone, an earlier level's model), what it costs, and
+the function that trains it. Nothing else in the project repeats a level's defaults.
+
+Importing this module is cheap (no Keras, no TensorFlow): pages read it at start-up. The train
+function is named as "module:function" and imported only when a run starts.
+
+Adding a level is one `register_level(Level(...))` plus its train function; see the README.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from core.errors import ConfigError
+
+#: Optimizer keys a level may name, and how a model card writes them.
+OPTIMIZERS = {"rmsprop": "RMSprop", "sgd": "SGD(momentum=0.9)", "adam": "Adam"}
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A training run's expected wall time, before it starts."""
+
+    seconds: float
+    detail: str
+
+
+def format_duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s' or '2 h 10 min'."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 90:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _about(seconds: float) -> str:
+    return "under 1 s" if seconds < 1 else f"~{format_duration(seconds)}"
+
+
+@dataclass(frozen=True)
+class EndToEndCost:
+    """Cost of a level that runs its network on every image in every epoch (levels 1 and 3).
+
+    Seconds per image per GFLOP of the network's forward pass, on the reference machine
+    (`core.estimate.REFERENCE_GFLOPS`); `speed` scales them to this machine (2.0: half as fast).
+
+    Attributes:
+        train: one training image, forward and backward (and augmentation), per epoch.
+        evaluate: one validation image, forward only, per epoch and in the final scoring.
+    """
+
+    train: float
+    evaluate: float
+
+    def estimate(self, n_train: int, n_val: int, epochs: int, gflops: float, views: int, speed: float) -> Estimate:
+        per_epoch = (n_train * self.train + n_val * self.evaluate) * gflops * speed
+        scoring = n_val * views * self.evaluate * gflops * speed
+        return Estimate(per_epoch * epochs + scoring, f"{_about(per_epoch)} per epoch")
+
+
+@dataclass(frozen=True)
+class FeatureCost:
+    """Cost of a level that runs a frozen network once and trains a small head on its features.
+
+    Attributes:
+        extract: one image through the frozen network, per GFLOP (once; cached after).
+        head_epoch: one epoch of the head, per 100 training images (on features: no GFLOPs).
+    """
+
+    extract: float
+    head_epoch: float
+
+    def estimate(self, n_train: int, n_val: int, epochs: int, gflops: float, views: int, speed: float) -> Estimate:
+        extract = (n_train + n_val) * self.extract * gflops * speed
+        head = epochs * self.head_epoch * n_train / 100 * speed
+        scoring = n_val * views * self.extract * gflops * speed
+        return Estimate(extract + head + scoring, f"{_about(extract)} extracting features (once; cached after), "
+                                                  f"{_about(head)} training the classifier")
+
+
+@dataclass(frozen=True)
+class Level:
+    """One way of training a classifier.
+
+    Attributes:
+        key: the level's number (`--level`, model cards, `level<key>` model references).
+        short_name: a few words, as in "Level 2 · bottleneck features".
+        name: the full name, as in model cards.
+        story: the paragraph the Overview and Train pages show.
+        tutorial_accuracy: the validation accuracy the 2016 tutorial reported, or None.
+        tutorial_setup: what the tutorial ran to get it.
+        epochs, optimizer, learning_rate, schedule: training defaults (optimizer: a key of `OPTIMIZERS`).
+        augment: the default augmentation preset (see `core.augment.PRESETS`).
+        can_augment: False where augmentation cannot apply (cached features see each image once).
+        image_size: the input size, or None for the backbone's native size.
+        needs_backbone: whether the level runs a pretrained network from `core.backbones`.
+        requires: the level whose trained model this one starts from, if any.
+        cost: how long a run takes (`EndToEndCost` or `FeatureCost`).
+        gflops: the forward pass's GFLOPs at `image_size`, for levels without a backbone (the
+            backbone's own figure is used otherwise); checked against `count_flops` in the tests.
+        train: the train function, as "module:function" (imported when a run starts) or a callable.
+            It takes a `core.training.Run` and returns a `core.training.Trained`.
+        epochs_note: why the default epoch count, for help texts.
+    """
+
+    key: int
+    short_name: str
+    name: str
+    story: str
+    tutorial_accuracy: float | None
+    tutorial_setup: str
+    epochs: int
+    optimizer: str
+    learning_rate: float
+    schedule: str
+    augment: str
+    can_augment: bool
+    image_size: tuple[int, int] | None
+    needs_backbone: bool
+    requires: int | None
+    cost: EndToEndCost | FeatureCost
+    train: str | Callable
+    gflops: float | None = None
+    epochs_note: str = ""
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"Level {self.key}: optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                              f"got {self.optimizer!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"Level {self.key}: schedule must be one of {', '.join(SCHEDULES)}, "
+                              f"got {self.schedule!r}.")
+        if (self.image_size is None) != self.needs_backbone:
+            raise ConfigError(f"Level {self.key}: give an image_size exactly when it needs no backbone.")
+        if not self.needs_backbone and self.gflops is None:
+            raise ConfigError(f"Level {self.key}: a level without a backbone states its network's gflops.")
+
+    @property
+    def label(self) -> str:
+        return f"Level {self.key} · {self.short_name}"
+
+    @property
+    def optimizer_label(self) -> str:
+        return OPTIMIZERS[self.optimizer]
+
+    def tutorial_note(self) -> str:
+        if self.tutorial_accuracy is None:
+            return "The tutorial has no such level."
+        return f"The tutorial reported ~{self.tutorial_accuracy:.0%} for this level ({self.tutorial_setup}, 2016)."
+
+    def trainer(self) -> Callable:
+        """The train function (imports its module on first use)."""
+        if callable(self.train):
+            return self.train
+        module, _, name = self.train.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+LEVELS: dict[int, Level] = {}
+
+
+def register_level(level: Level, replace: bool = False) -> Level:
+    """Adds `level` to the registry; refuses to overwrite a key unless `replace`."""
+    if level.key in LEVELS and not replace:
+        raise ConfigError(f"Level {level.key} is already registered ({LEVELS[level.key].name}).")
+    if level.requires is not None and level.requires not in LEVELS:
+        raise ConfigError(f"Level {level.key} requires level {level.requires}, which is not registered.")
+    LEVELS[level.key] = level
+    return level
+
+
+def get_level(key: int) -> Level:
+    """The registered level; raises ConfigError listing the valid keys."""
+    try:
+        return LEVELS[int(key)]
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"Unknown level {key!r}; choose from {', '.join(map(str, sorted(LEVELS)))}.") from None
+
+
+def all_levels() -> list[Level]:
+    """Every registered level, by key."""
+    return [LEVELS[key] for key in sorted(LEVELS)]
+
+
+# The tutorial ran 50 epochs per level; see the README for why levels 1 and 3 differ.
+register_level(Level(
+    key=1, short_name="from scratch", name="Small convnet from scratch",
+    story="A small convnet (three convolution blocks, about 1.2 million weights at 150×150) learns from the "
+          "photos alone, starting from random weights. Augmentation and dropout are what keep it from "
+          "memorising a few thousand pictures.",
+    tutorial_accuracy=0.80, tutorial_setup="small convnet, 50 epochs",
+    epochs=70, optimizer="rmsprop", learning_rate=1e-3, schedule="cosine", augment="tutorial_train",
+    can_augment=True, image_size=(150, 150), needs_backbone=False, requires=None,
+    cost=EndToEndCost(train=0.029, evaluate=0.007), gflops=0.1784,
+    train="core.recipes:train_small_convnet",
+    epochs_note="70 rather than the tutorial's 50: its learning rate decays to the end, and it was still improving at 50."))
+
+register_level(Level(
+    key=2, short_name="bottleneck features", name="Bottleneck features + small classifier",
+    story="A network pretrained on ImageNet looks at each photo once; a small classifier learns from what it "
+          "saw (the *bottleneck features*). Cheap, because the expensive network runs only once, and strong, "
+          "but it cannot use augmentation, and it overfits in a textbook way.",
+    tutorial_accuracy=0.905, tutorial_setup="VGG16 bottleneck features",
+    epochs=50, optimizer="rmsprop", learning_rate=1e-3, schedule="constant", augment="none",
+    can_augment=False, image_size=None, needs_backbone=True, requires=None,
+    cost=FeatureCost(extract=0.0145, head_epoch=0.02),
+    train="core.recipes:train_bottleneck_classifier",
+    epochs_note="The tutorial's 50, at a constant rate: the head trains in seconds and its curve shows overfitting."))
+
+register_level(Level(
+    key=3, short_name="fine-tuning", name="Fine-tuning the top block",
+    story="Level 2's classifier goes back on top of the network, the network's top block is unfrozen, and "
+          "both are trained gently (SGD, a very low learning rate) with augmentation. It must start from a "
+          "trained classifier: random dense weights would wreck the pretrained features.",
+    tutorial_accuracy=0.94, tutorial_setup="VGG16, top block fine-tuned",
+    epochs=20, optimizer="sgd", learning_rate=1e-4, schedule="cosine", augment="tutorial_train",
+    can_augment=True, image_size=None, needs_backbone=True, requires=2,
+    cost=EndToEndCost(train=0.022, evaluate=0.0097),
+    train="core.recipes:train_fine_tuning",
+    epochs_note="20 rather than the tutorial's 50: fine-tuning MobileNetV2 is on its plateau after about 5."))

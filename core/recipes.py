@@ -1,0 +1,124 @@
+"""The train function of each built-in level: what `core.levels` names as `train`.
+
+Each takes a `core.training.Run` (resolved config, decoded data, store, progress) and returns a
+`core.training.Trained`. The networks themselves come from the factories in `core.models`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core import settings
+from core.atomic_files import atomic_write_npy
+from core.backbones import count_flops, get_backbone, resolve_weights
+from core.datasets import without_autotune
+from core.model_store import ModelError, load_model
+from core.training import Cancelled, Run, Trained, TrainingError, with_augmentation
+
+
+def train_small_convnet(run: Run) -> Trained:
+    """Level 1: the tutorial's small convnet from random weights, with augmentation and dropout."""
+    from core.models import make_level1_model
+
+    config = run.config
+    model = make_level1_model(run.num_classes, config.image_size, config.dropout)
+    trainee = with_augmentation(model, run.augmenter())
+    run.compile(trainee)
+    history, cancelled = run.fit(trainee, run.train_dataset(), run.val_dataset())
+    return Trained(model, history, cancelled)
+
+
+def train_bottleneck_classifier(run: Run) -> Trained:
+    """Level 2: a frozen pretrained network's features, computed once and cached; a small head on them."""
+    import tensorflow as tf
+
+    from core.models import attach_head, make_feature_extractor, make_head
+
+    config = run.config
+    backbone = get_backbone(config.backbone)
+    weights = resolve_weights(backbone, config.weights)
+    run.phase("extract", f"Loading {backbone.label} ({weights.source})")
+    extractor = make_feature_extractor(backbone, weights, config.image_size)
+    t0 = time.monotonic()
+    features, extracted = {}, 0
+    for split, decoded in (("train", run.train_data), ("validation", run.val_data)):
+        key = feature_cache_key(run.summary.fingerprint, config.backbone, weights.key, config.image_size, split)
+        features[split], cached = extract_features(extractor, decoded, key, run, split)
+        extracted += 0 if cached else len(decoded)
+    run.timings["extract"] = time.monotonic() - t0
+    if extracted:
+        run.timings["extract_images_per_s"] = extracted / max(run.timings["extract"], 1e-9)
+
+    head = make_head(features["train"].shape[1:], run.num_classes, config.dropout)
+    run.compile(head)
+    train_ds = without_autotune(tf.data.Dataset.from_tensor_slices((features["train"], run.train_data.labels))
+                                .shuffle(len(run.train_data), seed=config.seed).batch(config.batch_size))
+    val_ds = without_autotune(tf.data.Dataset.from_tensor_slices((features["validation"], run.val_data.labels))
+                              .batch(256))
+    history, cancelled = run.fit(head, train_ds, val_ds)
+    return Trained(attach_head(extractor, head), history, cancelled,
+                   {"weights": weights.source, "weights_key": weights.key, "backbone_flops": count_flops(extractor)})
+
+
+def train_fine_tuning(run: Run) -> Trained:
+    """Level 3: level 2's trained model with the backbone's top block unfrozen, SGD and augmentation."""
+    from core.models import prepare_fine_tuning, single_view
+
+    config = run.config
+    backbone = get_backbone(config.backbone)
+    required = config.spec.requires
+    start = run.store.start_for(required, config.backbone, run.summary.classes, config.image_size)
+    if start is None:
+        raise TrainingError(
+            f"Level {config.level} fine-tunes a trained level-{required} classifier, and there is none for "
+            f"{config.backbone} at {config.image_size[0]}x{config.image_size[1]} with classes "
+            f"{run.summary.classes}. Train level {required} first (random dense weights would wreck the "
+            "pretrained features).")
+    try:
+        model = single_view(load_model(start))  # fine-tune the network, not its mirror-averaging wrapper
+    except ModelError as exc:
+        raise TrainingError(f"The level-{required} model to start from is unusable: {exc}") from exc
+    prepare_fine_tuning(model, backbone)
+    trainee = with_augmentation(model, run.augmenter())
+    run.compile(trainee)
+    history, cancelled = run.fit(trainee, run.train_dataset(), run.val_dataset(32))
+    return Trained(model, history, cancelled,
+                   {"weights": start.card.weights, "weights_key": start.card.weights_key, "started_from": start.id,
+                    "backbone_flops": count_flops(model.get_layer(backbone.name))})
+
+
+def feature_cache_key(fingerprint: str, backbone: str, weights_key: str, image_size, split: str) -> str:
+    """Names the cached features of one split: changes with the data, network, weights or size."""
+    raw = json.dumps([fingerprint, backbone, weights_key, list(image_size), split])
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def extract_features(extractor, decoded, cache_key: str, run: Run, split: str,
+                     batch_size: int = 32) -> tuple[np.ndarray, bool]:
+    """Bottleneck features of a decoded split, cached on disk; returns (features, came from cache)."""
+    import tensorflow as tf
+
+    cache = Path(run.config.cache_dir) if run.config.cache_dir else settings.cache_dir()
+    path = cache / "features" / f"{cache_key}.npy"
+    if path.exists():
+        try:
+            features = np.load(path)
+            if features.shape[0] == len(decoded):
+                return features, True
+        except (OSError, ValueError):
+            pass  # a damaged cache is recomputed
+    forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    chunks, total = [], len(decoded)
+    for start in range(0, total, batch_size):
+        if run.should_cancel():
+            raise Cancelled()
+        chunks.append(forward(np.asarray(decoded.images[start:start + batch_size], dtype=np.float32)).numpy())
+        run.phase(f"extract-{split}", f"Extracting {split} features", done=min(start + batch_size, total), total=total)
+    features = np.concatenate(chunks)
+    atomic_write_npy(path, features)
+    return features, False

@@ -1,0 +1,132 @@
+"""The level and backbone registries: every entry is complete and honest, and adding one works.
+
+The last tests are the README's worked examples, run for real: a test-only level and a test-only
+backbone, registered from outside `core/`, trained end to end through the ordinary entry points.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.backbones import BACKBONES, count_flops, get_backbone
+from core.errors import ConfigError
+from core.estimate import estimate, network_gflops
+from core.levels import LEVELS, OPTIMIZERS, EndToEndCost, all_levels, get_level, register_level
+from core.model_store import ModelStore, load_model
+from core.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_importing_the_registry_loads_neither_keras_nor_tensorflow():
+    """Pages and the estimate read it at start-up; so do the store, the cards and the progress types."""
+    code = ("import sys, core.levels, core.cards, core.progress, core.model_store, core.workspace, core.augment; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("level", all_levels(), ids=lambda level: f"level{level.key}")
+def test_every_level_is_complete(level):
+    assert level.label == f"Level {level.key} · {level.short_name}" and len(level.story) > 80
+    assert callable(level.trainer())
+    assert level.optimizer in OPTIMIZERS and level.epochs >= 1 and level.learning_rate > 0
+    assert level.requires is None or level.requires in LEVELS
+    assert level.tutorial_accuracy is None or level.tutorial_note().startswith("The tutorial reported")
+    config = TrainConfig(level=level.key).resolved()
+    assert network_gflops(config) > 0
+    guess = estimate(config, 2000, 800, gflops=220)
+    assert guess.seconds > 0 and guess.detail
+
+
+def test_small_convnet_gflops_are_what_count_flops_measures():
+    from core.models import make_level1_model
+
+    level = get_level(1)
+    assert count_flops(make_level1_model(2, level.image_size)) == pytest.approx(level.gflops * 1e9, rel=1e-3)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_backbone_flops_are_what_count_flops_measures(name):
+    backbone = get_backbone(name)
+    assert count_flops(backbone.build(None)) == backbone.flops
+
+
+def test_a_backbone_without_flops_is_measured_not_refused(tiny_backbone, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(BACKBONES, tiny_backbone.name, replace(tiny_backbone, flops=None))
+    config = TrainConfig(level=2, backbone=tiny_backbone.name).resolved()
+    assert network_gflops(config) == pytest.approx(tiny_backbone.flops / 1e9)
+
+
+def test_estimates_match_the_measured_reference_runs():
+    """The Train page's estimate, for the tutorial's data on the reference machine (220 GFLOP/s)."""
+    est = lambda level, **kw: estimate(TrainConfig(level=level, **kw), 2000, 800, gflops=220).seconds
+    assert 45 * 9 < est(1, epochs=45) < 45 * 13  # measured ~10.6-11.2 s per epoch
+    assert 15 < est(2, epochs=50) < 90  # measured ~50-60 s including decoding
+    assert 20 * 26 < est(3, epochs=20) < 20 * 37  # measured ~30 s per epoch
+    assert est(2, backbone="vgg16") > 10 * est(2)  # 13.2 GFLOPs against 0.6 per image
+    assert est(1, epochs=10) * 1.9 < est(1, epochs=20)  # twice the epochs, about twice the time
+
+
+def test_estimate_detail_reads_well_for_tiny_and_real_data():
+    tiny = estimate(TrainConfig(level=1), 24, 12, gflops=220).detail
+    real = estimate(TrainConfig(level=1), 2000, 800, gflops=220).detail
+    assert tiny == "under 1 s per epoch" and real == "~11 s per epoch"
+
+
+def test_registering_twice_or_an_unknown_prerequisite_is_refused(pixel_level):
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError, match="already registered"):
+        register_level(pixel_level)
+    with pytest.raises(ConfigError, match="requires level 42"):
+        register_level(replace(pixel_level, key=10, requires=42))
+    with pytest.raises(ConfigError, match="optimizer"):
+        replace(pixel_level, optimizer="lbfgs")
+    with pytest.raises(ConfigError, match="Unknown level 11; choose from 1, 2, 3, 9"):
+        get_level(11)
+
+
+def test_worked_example_a_new_level(pixel_level, dataset):
+    """README, 'Adding a level': one entry plus its train function, and every entry point knows it."""
+    assert pixel_level in all_levels()
+    config = TrainConfig(level=pixel_level.key, data_dir=str(dataset), flip_average=False)
+    assert config.resolved().image_size == (32, 32) and config.resolved().learning_rate == 1e-2
+    result = train(config)
+    card = result.entry.card
+    assert card.level == 9 and card.level_name == "Logistic regression on pixels"
+    assert card.hyperparameters["optimizer"] == "Adam" and card.tutorial_accuracy is None
+    assert card.metrics.val_accuracy >= 0.9  # red circles against blue squares: a line separates them
+    assert ModelStore().resolve("level9").id == result.entry.id
+    assert ModelStore().latest_per_level()[9].id == result.entry.id
+    from core.predictor import Predictor
+
+    probs = Predictor(result.entry).predict_arrays(np.zeros((1, 32, 32, 3), np.uint8))
+    assert probs.shape == (1, 2)
+
+
+def test_worked_example_a_new_backbone(tiny_backbone, dataset_factory):
+    """README, 'Adding a backbone': registered, it serves levels 2 and 3 like the built-in ones."""
+    data = dataset_factory(n_train=24, n_val=10)
+    common = dict(backbone=tiny_backbone.name, weights="none", data_dir=str(data), batch_size=8)
+    level2 = train(TrainConfig(level=2, epochs=15, learning_rate=3e-3, **common))
+    level3 = train(TrainConfig(level=3, epochs=2, **common))
+    assert level2.entry.card.metrics.val_accuracy >= 0.8
+    assert level3.entry.card.started_from == level2.entry.id
+    assert level2.entry.card.backbone_flops == tiny_backbone.flops
+    assert level3.entry.card.metrics.val_accuracy >= 0.8
+    from core.models import single_view
+
+    assert single_view(load_model(level3.entry)).get_layer(tiny_backbone.name).trainable
+
+
+def test_cost_model_arithmetic():
+    cost = EndToEndCost(train=0.01, evaluate=0.005)
+    guess = cost.estimate(n_train=100, n_val=50, epochs=3, gflops=2.0, views=2, speed=1.0)
+    per_epoch = (100 * 0.01 + 50 * 0.005) * 2.0
+    assert guess.seconds == pytest.approx(3 * per_epoch + 50 * 2 * 0.005 * 2.0)
