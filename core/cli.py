@@ -6,6 +6,8 @@
     python -m core evaluate level2 --json     # accuracy on the validation split
     python -m core predict level3 cat.jpg
     python -m core bench                      # every level, Markdown + JSON report
+
+Training jobs started from the app run in `python -m core.worker JOB_DIR`, which is not a command here.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from core.augment import PRESETS
 
-    parser = argparse.ArgumentParser(prog="python -m core", description="Little Data: strong image classifiers "
-                                     "from little data, " + ", ".join(l.label for l in all_levels()) + ".")
+    levels = "; ".join(f"level {l.key}, {l.name[0].lower()}{l.name[1:]}" for l in all_levels())
+    parser = argparse.ArgumentParser(prog="python -m core", description="Little Data: strong image classifiers from "
+                                     f"very little data, {len(LEVELS)} ways: {levels}.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("data", help="summarise the data set")
