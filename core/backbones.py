@@ -22,6 +22,22 @@ class WeightsError(LittleDataError):
 
 
 @dataclass(frozen=True)
+class ImageNetClassifier:
+    """How to build a backbone with its 1000-class ImageNet top (for level 0).
+
+    Attributes:
+        builder: `builder(keras, weights, input_shape)` -> the whole classifier, softmax output.
+        feature_layer: the name of its last convolutional feature map; the layers after it, in order,
+            are the top (pooling and the 1000-class layer; Keras names them anew in each process).
+        local_files: weight files (with the top) searched for before Keras downloads.
+    """
+
+    builder: Callable
+    feature_layer: str
+    local_files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Backbone:
     """A registered convolutional base.
 
@@ -36,6 +52,7 @@ class Backbone:
         builder: `builder(keras, weights, input_shape)` -> the Keras base model without its top.
         flops: floating-point operations of one forward pass at `image_size` (`count_flops`), or
             None to have `core.estimate` measure them when first needed.
+        classifier: its ImageNet classifier, for level 0 (None: level 0 is not offered).
     """
 
     name: str
@@ -47,6 +64,7 @@ class Backbone:
     local_files: tuple[str, ...]
     builder: Callable
     flops: int | None = None
+    classifier: ImageNetClassifier | None = None
 
     def build(self, weights, image_size: tuple[int, int] | None = None):
         """The Keras base model (no top) with `weights` = "imagenet", None, or a file path."""
@@ -67,6 +85,10 @@ def _vgg16(keras, weights, shape):
 
 def _mobilenet_v2(keras, weights, shape):
     return keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=shape, alpha=1.0)
+
+
+def _mobilenet_v2_classifier(keras, weights, shape):
+    return keras.applications.MobileNetV2(include_top=True, weights=weights, input_shape=shape, alpha=1.0)
 
 
 def _mobilenet_025(keras, weights, shape):
@@ -100,7 +122,10 @@ register_backbone(Backbone(  # top block: the 7x7 stage, blocks 14-16 and the fi
     "mobilenet_v2", "MobileNetV2 (alpha 1.0)", (224, 224), "tf",
     ("block_14_", "block_15_", "block_16_", "Conv_1", "out_relu"), "avg",
     ("mobilenet_v2_1.0_imagenet_torchvision_notop.weights.h5",
-     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"), _mobilenet_v2, flops=598_988_544))
+     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"), _mobilenet_v2, flops=598_988_544,
+    classifier=ImageNetClassifier(_mobilenet_v2_classifier, "out_relu",
+                                  ("mobilenet_v2_1.0_imagenet_torchvision.weights.h5",
+                                   "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"))))
 register_backbone(Backbone(
     "mobilenet_025", "MobileNet v1 (alpha 0.25), quick demo", (224, 224), "tf",
     ("conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"), "avg",
@@ -122,13 +147,14 @@ class ResolvedWeights:
     torch_padding: bool = False
 
 
-def resolve_weights(backbone: Backbone, weights: str | None = None) -> ResolvedWeights:
+def resolve_weights(backbone: Backbone, weights: str | None = None, with_classifier: bool = False) -> ResolvedWeights:
     """Turns a weights setting into something the builder takes.
 
     Args:
         weights: "imagenet" (a local file if one is found, else Keras' download and cache),
             "none" for random initialisation, or a path to a weights file. None means the
             `LITTLE_DATA_WEIGHTS_<BACKBONE>` setting, else "imagenet".
+        with_classifier: weights for the backbone with its ImageNet top (level 0).
 
     Raises:
         WeightsError: a named file does not exist.
@@ -137,8 +163,9 @@ def resolve_weights(backbone: Backbone, weights: str | None = None) -> ResolvedW
     if weights.lower() == "none":
         return ResolvedWeights(None, "random initialisation", "none")
     if weights.lower() == "imagenet":
+        files = backbone.classifier.local_files if with_classifier else backbone.local_files
         for folder in settings.weights_dirs():
-            for name in backbone.local_files:
+            for name in files:
                 if (folder / name).is_file():
                     return _file_weights(folder / name)
         return ResolvedWeights("imagenet", "ImageNet (Keras download/cache)", "keras-imagenet")
@@ -158,18 +185,32 @@ def _file_weights(path: Path) -> ResolvedWeights:
                            f"sha256-{digest.hexdigest()[:16]}" + ("-torchpad" if torch else ""), torch)
 
 
-def build_base(backbone: Backbone, weights: ResolvedWeights, image_size=None):
-    """Builds the base with resolved weights, turning a failed download into a clear WeightsError."""
+def build_base(backbone: Backbone, weights: ResolvedWeights, image_size=None, with_classifier: bool = False):
+    """Builds the base (or, `with_classifier`, the whole ImageNet classifier) with resolved weights.
+
+    A failed download becomes a WeightsError saying how to supply a file.
+    """
+    import keras
+
     try:
-        base = backbone.build(weights.keras_arg, image_size)
+        if with_classifier:
+            if backbone.classifier is None:
+                raise ConfigError(f"{backbone.label} has no ImageNet classifier registered.")
+            size = tuple(image_size or backbone.image_size)
+            base = backbone.classifier.builder(keras, weights.keras_arg, (*size, 3))
+        else:
+            base = backbone.build(weights.keras_arg, image_size)
         return with_symmetric_padding(base) if weights.torch_padding else base
+    except ConfigError:
+        raise
     except Exception as exc:  # noqa: BLE001 - download, HTTP and file errors all mean the same here
         if weights.keras_arg != "imagenet":
             raise WeightsError(f"Could not load {backbone.label} weights from {weights.source}: {exc}") from exc
         env = f"LITTLE_DATA_WEIGHTS_{backbone.name.upper()}"
         raise WeightsError(
             f"ImageNet weights for {backbone.label} could not be downloaded ({type(exc).__name__}: {exc}). "
-            f"Supply a local file instead: --weights /path/to/{backbone.local_files[0]} on the CLI, "
+            f"Supply a local file instead: --weights /path/to/"
+            f"{(backbone.classifier.local_files if with_classifier else backbone.local_files)[0]} on the CLI, "
             f"or {env}=/path/to/file, or put it in a folder named by LITTLE_DATA_WEIGHTS_DIR. "
             "Use --weights none for random weights (for testing only).") from exc
 

@@ -41,6 +41,26 @@ def _latency(predictor, image_path) -> dict:
     return {"model_ms": model_s * 1000, "from_bytes_ms": float(np.median(times)) * 1000}
 
 
+def _explain_ms(entry, predictor, image_path, repeats: int = 10) -> float | None:
+    """Median milliseconds for one photo's Grad-CAM heatmap (decoded already, warm), or None if unexplainable."""
+    from core.explain import Explainer
+    from core.images import load_array
+    from core.model_store import ModelError
+
+    try:
+        explainer = Explainer(entry, model=predictor.model)
+    except ModelError:
+        return None
+    array = load_array(image_path, entry.image_size)[None]
+    explainer.explain_arrays(array)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        explainer.explain_arrays(array)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1000
+
+
 def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | None = None,
               models_dir: str | None = None, backbone: str | None = None, weights: str | None = None,
               epochs: dict[int, int] | None = None, augment: dict[int, str] | None = None, seed: int = 1337,
@@ -102,7 +122,8 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
             "val_accuracy_best": card.metrics.best_val_accuracy, "best_epoch": card.metrics.best_epoch,
             "val_accuracy_reloaded": evaluation.accuracy, "tutorial_accuracy": level.tutorial_accuracy,
             "train_seconds": trained.seconds, "timings": trained.timings, "params": card.params,
-            "latency": _latency(predictor, sample_image), "peak_memory_mb": peak_memory_mb(),
+            "latency": _latency(predictor, sample_image), "explain_ms": _explain_ms(entry, predictor, sample_image),
+            "peak_memory_mb": peak_memory_mb(),
         }
         if card.backbone_flops:
             row["backbone_gflops_per_image"] = card.backbone_flops / 1e9
@@ -127,9 +148,11 @@ def _random_weights_check(backbone: str, per_class: int, data_dir, models_dir, c
     """Every backbone level end to end with random weights on a subset: plumbing and throughput."""
     from core.training import TrainConfig, train
 
+    from core.backbones import get_backbone
+
     rows, flops, ips = {}, None, 0.0
     for level in all_levels():
-        if not level.needs_backbone:
+        if not level.needs_backbone or (level.uses_imagenet_classes and get_backbone(backbone).classifier is None):
             continue
         config = TrainConfig(level=level.key, backbone=backbone, weights="none", epochs=2, seed=seed,
                              data_dir=data_dir, models_dir=models_dir, cache_dir=cache_dir, limit_per_class=per_class)
@@ -150,18 +173,22 @@ def render_markdown(report: dict) -> str:
              f"Machine: {m['cpus']} CPUs, {m['platform']}; TensorFlow float32 matmul **{m['matmul_gflops']:.1f} GFLOP/s**.",
              f"Data: `{report['dataset']['root']}` {json.dumps(report['dataset']['counts'])}", "",
              "| level | backbone | epochs | val acc (saved model) | last epoch | best epoch | tutorial | train s | "
-             "extract img/s | % of matmul peak | latency ms (model / from bytes) | params trainable / total |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "extract img/s | % of matmul peak | latency ms (model / from bytes) | Grad-CAM ms | "
+             "params trainable / total |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for level, r in report["levels"].items():
         ips = r.get("extract_images_per_s")
         frac = r.get("extract_fraction_of_matmul")
         tutorial = f"{r['tutorial_accuracy']:.1%}" if r.get("tutorial_accuracy") is not None else "-"
+        last = f"{r['val_accuracy_last']:.2%}" if r.get("val_accuracy_last") is not None else "-"
+        best = f"{r['val_accuracy_best']:.2%} ({r['best_epoch']})" if r.get("val_accuracy_best") is not None else "-"
         lines.append(
             f"| {level} | {r['backbone'] or 'small convnet'} | {r['epochs']} | **{r['val_accuracy']:.2%}**"
-            f"{' (mirror-averaged)' if r['flip_average'] else ''} | {r['val_accuracy_last']:.2%} | "
-            f"{r['val_accuracy_best']:.2%} ({r['best_epoch']}) | {tutorial} | {r['train_seconds']:.0f} | "
+            f"{' (mirror-averaged)' if r['flip_average'] else ''} | {last} | "
+            f"{best} | {tutorial} | {r['train_seconds']:.0f} | "
             f"{f'{ips:.1f}' if ips else '-'} | {f'{frac:.1%}' if frac else '-'} | "
             f"{r['latency']['model_ms']:.1f} / {r['latency']['from_bytes_ms']:.1f} | "
+            f"{f'{explain:.1f}' if (explain := r.get('explain_ms')) else '-'} | "
             f"{r['params']['trainable']:,} / {r['params']['total']:,} |")
     if "random_weights_check" in report:
         v = report["random_weights_check"]

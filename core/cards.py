@@ -62,6 +62,7 @@ class ModelCard:
     timings: dict[str, float] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)
     backbone_flops: int | None = None
+    imagenet_classes: dict[str, list[int]] | None = None  # level 0's grouping
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     model_file: str = ""

@@ -5,6 +5,7 @@
     python -m core train --level 2            # MobileNetV2 bottleneck features + classifier
     python -m core evaluate level2 --json     # accuracy on the validation split
     python -m core predict level3 cat.jpg
+    python -m core explain level3 cat.jpg -o where.png   # Grad-CAM heatmap
     python -m core bench                      # every level, Markdown + JSON report
 
 Training jobs started from the app run in `python -m core.worker JOB_DIR`, which is not a command here.
@@ -15,6 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
+
+import numpy as np
 
 from core.backbones import BACKBONES, DEFAULT_BACKBONE
 from core.errors import LittleDataError
@@ -22,7 +26,8 @@ from core.levels import LEVELS, OPTIMIZERS, SCHEDULES, all_levels
 
 
 def _per_level(describe) -> str:
-    return ", ".join(f"{describe(level)} for level {level.key}" for level in all_levels())
+    """'X for level 1, Y for level 2, ...' over the levels that train."""
+    return ", ".join(f"{describe(level)} for level {level.key}" for level in all_levels() if level.trains)
 
 
 def _model_refs() -> str:
@@ -75,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip-average", dest="flip_average", action="store_false",
                    help="save the plain model instead of one that averages over each image and its mirror "
                         "(for classes a mirror changes, such as left/right arrows)")
+    p.add_argument("--imagenet-classes", action="append", metavar="CLASS=INDICES",
+                   help="level " + ", ".join(str(l.key) for l in all_levels() if l.uses_imagenet_classes)
+                        + ": the ImageNet classes that make up one of your classes, e.g. cats=281-285 "
+                          "(repeat for each class; built in for cats vs dogs)")
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a model")
     _common(p)
@@ -88,6 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("explain", help="Grad-CAM: where a model looks in each photo, as heatmaps over the photos")
+    _common(p)
+    p.add_argument("model", help=_model_refs())
+    p.add_argument("images", nargs="+")
+    p.add_argument("-o", "--output", default="explained.png", help="output PNG (default explained.png)")
+    p.add_argument("--class", dest="class_name", help="the class to explain (default: the predicted one)")
+    p.add_argument("--json", action="store_true",
+                   help="last line: a JSON list, one {file, class, probability, peak: [y, x]} per photo")
+
+    p = sub.add_parser("curve", help="data-efficiency curve: validation accuracy against training images per class")
+    p.add_argument("--data-dir", help="data set folder (as for the other commands)")
+    p.add_argument("--backbone", help=f"{', '.join(BACKBONES)} (default {DEFAULT_BACKBONE})")
+    p.add_argument("--weights", help='"imagenet" (default), "none", or a weights file path')
+    p.add_argument("--level", type=int, help="one level (default 2)")
+    p.add_argument("--levels", help="several levels, e.g. 1,2,3 (they say how long they will take first)")
+    p.add_argument("--sizes", default="5,10,20,50,100,200,500,1000", help="training images per class")
+    p.add_argument("--seeds", type=int, default=3, help="random subsets per size (default 3)")
+    p.add_argument("--no-flip-average", dest="flip_average", action="store_false",
+                   help="score single views instead of averaging each photo with its mirror, as saved models do")
+    p.add_argument("--json", action="store_true", help='last line: {"level": N, "points": [...]} (a list of '
+                                                       "them for several levels)")
+
     p = sub.add_parser("models", help="list the model store")
     _common(p)
 
@@ -96,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", default=",".join(map(str, sorted(LEVELS))),
                    help="comma-separated level keys (default: all)")
     for level in all_levels():
-        p.add_argument(f"--epochs{level.key}", type=int, help=f"level-{level.key} epochs (default {level.epochs})")
+        if level.trains:
+            p.add_argument(f"--epochs{level.key}", type=int, help=f"level-{level.key} epochs (default {level.epochs})")
         if level.can_augment:
             p.add_argument(f"--augment{level.key}", help=f"level-{level.key} augmentation preset "
                                                           f"(default: {level.augment})")
@@ -151,8 +183,6 @@ def cmd_augment(args) -> int:
 def make_grid(images, columns: int | None = None, gap: int = 4):
     import math
 
-    import numpy as np
-
     columns = columns or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
     h, w = images[0].shape[:2]
@@ -165,6 +195,7 @@ def make_grid(images, columns: int | None = None, gap: int = 4):
 
 def cmd_train(args) -> int:
     from core.augment import preset
+    from core.imagenet import parse_grouping
     from core.progress import ProgressBar
     from core.training import TrainConfig, train
 
@@ -174,7 +205,8 @@ def cmd_train(args) -> int:
                          augment=preset(args.augment) if args.augment else None, dropout=args.dropout,
                          image_size=size, seed=args.seed, data_dir=args.data_dir, models_dir=args.models_dir,
                          limit_per_class=args.limit_per_class, schedule=args.schedule,
-                         flip_average=args.flip_average)
+                         flip_average=args.flip_average,
+                         imagenet_classes=parse_grouping(args.imagenet_classes) if args.imagenet_classes else None)
     bar = ProgressBar()
     result = train(config, report=bar)
     bar.close()
@@ -184,8 +216,9 @@ def cmd_train(args) -> int:
     card = result.entry.card
     m = card.metrics
     view = " (averaged with mirror images)" if card.flip_average else ""
-    print(f"Saved {result.entry.id}: validation accuracy {m.val_accuracy:.4f}{view}; last epoch "
-          f"{m.last_epoch_val_accuracy:.4f}, best {m.best_val_accuracy:.4f} at epoch {m.best_epoch}; "
+    curve = (f"; last epoch {m.last_epoch_val_accuracy:.4f}, best {m.best_val_accuracy:.4f} at epoch {m.best_epoch}"
+             if m.last_epoch_val_accuracy is not None else "")
+    print(f"Saved {result.entry.id}: validation accuracy {m.val_accuracy:.4f}{view}{curve}; "
           f"{result.seconds:.0f}s -> {result.entry.model_path}")
     return 0
 
@@ -234,6 +267,75 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_explain(args) -> int:
+    from PIL import Image
+
+    from core.explain import Explainer, explain_files, legend, overlay
+    from core.images import ImageError
+    from core.model_store import ModelStore
+
+    entry = ModelStore(args.models_dir).resolve(args.model)
+    results = explain_files(Explainer(entry), args.images, class_name=args.class_name)
+    good = [r for r in results if not isinstance(r, ImageError)]
+    for result in results:
+        if isinstance(result, ImageError):
+            print(f"error: {result}", file=sys.stderr)
+        elif not args.json:
+            y, x = result.peak
+            print(f"{result.name}: {result.class_name} {result.probability:.3f}; looks most at "
+                  f"y={y:.2f}, x={x:.2f} of the photo")
+    if good:
+        tiles = []
+        for result in good:
+            tile = Image.new("RGB", (256, 256), "white")
+            picture = overlay(result.image, result.heatmap, max_side=256)
+            tile.paste(picture, ((256 - picture.width) // 2, (256 - picture.height) // 2))
+            tiles.append(np.asarray(tile))
+        grid = make_grid(tiles)
+        scale = np.full((20, grid.shape[1], 3), 255, np.uint8)
+        strip = legend(min(256, grid.shape[1]), 12)
+        scale[4:16, :strip.shape[1]] = strip
+        Image.fromarray(np.concatenate([grid, scale])).save(args.output)
+        if not args.json:
+            print(f"Wrote {len(good)} heatmap(s) of {entry.id} to {args.output} (scale: dark = ignored, yellow = "
+                  "where the decision comes from)")
+    if args.json:
+        print(json.dumps([r.to_dict() for r in good]))
+    return 0 if len(good) == len(results) else 1
+
+
+def cmd_curve(args) -> int:
+    from core.curve import CurveConfig, estimate_seconds, plan, run_curve
+    from core.datasets import resolve_data_dir, summarize
+    from core.levels import format_duration
+    from core.progress import ProgressBar
+
+    levels = [int(x) for x in args.levels.split(",") if x.strip()] if args.levels else [args.level or 2]
+    config = CurveConfig(levels=levels, sizes=[int(x) for x in args.sizes.split(",") if x.strip()], seeds=args.seeds,
+                         backbone=args.backbone, weights=args.weights, data_dir=args.data_dir,
+                         flip_average=args.flip_average)
+    folder, source = resolve_data_dir(args.data_dir)
+    summary = summarize(folder, source=source)
+    points = plan(config, summary)
+    for level, seconds in estimate_seconds(config, summary).items():
+        count = sum(1 for p in points if p[0] == level)
+        print(f"Level {level}: {count} training runs, about {format_duration(seconds)} on this machine", file=sys.stderr)
+    results = run_curve(config, report=ProgressBar())
+    for level, measured in results.items():
+        if not args.json:
+            print(f"Level {level}: validation accuracy by training images per class "
+                  f"(mean ± spread over {args.seeds} seed(s))")
+        for size in sorted({p.images_per_class for p in measured}):
+            accuracies = [p.accuracy for p in measured if p.images_per_class == size]
+            if not args.json:
+                print(f"  {size:>5}  {np.mean(accuracies):.4f} ± {np.std(accuracies):.4f}  "
+                      f"(min {min(accuracies):.4f}, max {max(accuracies):.4f})")
+    if args.json:
+        rows = [{"level": level, "points": [asdict(p) for p in measured]} for level, measured in results.items()]
+        print(json.dumps(rows[0] if len(rows) == 1 else rows))
+    return 0
+
+
 def cmd_models(args) -> int:
     from core.model_store import ModelStore
 
@@ -254,7 +356,7 @@ def cmd_bench(args) -> int:
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     run_bench(args.out, levels=levels, data_dir=args.data_dir, models_dir=args.models_dir, backbone=args.backbone,
               weights=args.weights, seed=args.seed, reuse_cache=args.reuse_cache, report=ProgressBar(),
-              epochs={l.key: getattr(args, f"epochs{l.key}") for l in all_levels() if getattr(args, f"epochs{l.key}")},
+              epochs={l.key: getattr(args, f"epochs{l.key}") for l in all_levels() if getattr(args, f"epochs{l.key}", None)},
               augment={l.key: getattr(args, f"augment{l.key}") for l in all_levels()
                        if getattr(args, f"augment{l.key}", None)},
               random_weights_check=("vgg16", args.vgg16_subset) if args.vgg16_subset else None)
@@ -262,7 +364,8 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"data": cmd_data, "augment": cmd_augment, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "models": cmd_models, "bench": cmd_bench}
+            "predict": cmd_predict, "explain": cmd_explain, "curve": cmd_curve, "models": cmd_models,
+            "bench": cmd_bench}
 
 
 def main(argv=None) -> int:

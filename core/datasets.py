@@ -18,7 +18,7 @@ import threading
 import urllib.request
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -167,6 +167,43 @@ def summarize(folder: str | Path, source: str = "") -> DatasetSummary:
         summary.files[split] = entries
     summary.fingerprint = digest.hexdigest()[:16]
     return summary
+
+
+def first_per_class(summary: DatasetSummary, per_class: int) -> DatasetSummary:
+    """Every split cut to its first `per_class` images of each class (quick demos, tests)."""
+    files = {}
+    for split, entries in summary.files.items():
+        kept, seen = [], {}
+        for path, label in entries:
+            if seen.get(label, 0) < per_class:
+                kept.append((path, label))
+                seen[label] = seen.get(label, 0) + 1
+        files[split] = kept
+    digest = hashlib.sha256(f"{summary.fingerprint}-{per_class}".encode()).hexdigest()[:16]
+    return replace(summary, files=files, fingerprint=digest)
+
+
+def training_subset(summary: DatasetSummary, per_class: int, seed: int) -> DatasetSummary:
+    """A seeded random `per_class` training images of each class; the other splits whole.
+
+    The same (data set, size, seed) always gives the same photos, whichever level asks, so the
+    data-efficiency curve compares levels on identical subsets.
+
+    Raises:
+        DatasetError: a class has fewer training images than asked for.
+    """
+    by_class: dict[int, list[tuple[Path, int]]] = {}
+    for path, label in summary.files["train"]:
+        by_class.setdefault(label, []).append((path, label))
+    short = [summary.classes[label] for label, entries in sorted(by_class.items()) if len(entries) < per_class]
+    if short:
+        raise DatasetError(f"{', '.join(short)} has fewer than {per_class} training images.")
+    kept = []
+    for label, entries in sorted(by_class.items()):
+        rng = np.random.default_rng([seed, per_class, label])
+        kept += [entries[i] for i in sorted(rng.choice(len(entries), per_class, replace=False))]
+    digest = hashlib.sha256(f"{summary.fingerprint}-train{per_class}-seed{seed}".encode()).hexdigest()[:16]
+    return replace(summary, files={**summary.files, "train": kept}, fingerprint=digest)
 
 
 def sample_paths(summary: DatasetSummary, split: str = "validation", per_class: int = 3,

@@ -88,24 +88,36 @@ def current_job(jobs_dir=None) -> dict | None:
     return read_job(pointer["job_id"], jobs_dir) if pointer else None
 
 
+def job_title(status: dict) -> str:
+    """'level-2 training' or 'data-efficiency curve (levels 1, 2)', for messages."""
+    config = status.get("config", {})
+    if status.get("kind") == "curve":
+        return f"data-efficiency curve (level{'s' if len(config['levels']) > 1 else ''} " \
+               f"{', '.join(map(str, config['levels']))})"
+    return f"level-{config.get('level')} training"
+
+
 def start_job(config, jobs_dir=None, env: dict | None = None) -> dict:
-    """Launches a worker for `config` (a `TrainConfig`) and returns its first status.
+    """Launches a worker for `config` (a `TrainConfig`, or a `core.curve.CurveConfig`); returns its first status.
 
     Raises:
         JobBusy: a job is already starting or running.
     """
+    from core.curve import CurveConfig
+
     root = _root(jobs_dir)
     with _locked(root / "launch.lock"):
         current = current_job(root)
         if current and current.get("state") in ACTIVE_STATES:
-            raise JobBusy(f"A level-{current['config']['level']} training job is already running "
+            raise JobBusy(f"A {job_title(current)} job is already running "
                           f"(started {time.strftime('%H:%M:%S', time.localtime(current['created']))}). "
                           "Wait for it to finish or cancel it.")
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         job_dir = root / job_id
         job_dir.mkdir()
         status = {"id": job_id, "state": "starting", "created": time.time(), "updated": time.time(),
-                  "config": config.to_dict(), "message": "Starting the training worker"}
+                  "kind": "curve" if isinstance(config, CurveConfig) else "train", "config": config.to_dict(),
+                  "message": "Starting the training worker"}
         atomic_write_json(job_dir / "status.json", status)
         log = open(job_dir / "worker.log", "ab")
         process = subprocess.Popen(
@@ -167,14 +179,23 @@ def run_worker(job_dir: Path) -> int:
                 atomic_write_json(status_path, status)
                 last_write = now
 
+        should_cancel = lambda: (job_dir / "cancel").exists()  # noqa: E731
         try:
-            result = train(TrainConfig.from_dict(status["config"]), report=report,
-                           should_cancel=lambda: (job_dir / "cancel").exists())
-            if result.cancelled:
-                status.update(state="cancelled", message="Cancelled; nothing was saved.")
+            started = time.monotonic()
+            if status.get("kind") == "curve":
+                from core.curve import CurveConfig, run_curve
+
+                run_curve(CurveConfig.from_dict(status["config"]), report=report, should_cancel=should_cancel)
+                status.update(state="cancelled" if should_cancel() else "succeeded",
+                              message="Cancelled; the points measured so far are kept." if should_cancel()
+                              else "Curve measured.", seconds=time.monotonic() - started)
             else:
-                status.update(state="succeeded", message=f"Saved {result.entry.id}", model_id=result.entry.id,
-                              seconds=result.seconds)
+                result = train(TrainConfig.from_dict(status["config"]), report=report, should_cancel=should_cancel)
+                if result.cancelled:
+                    status.update(state="cancelled", message="Cancelled; nothing was saved.")
+                else:
+                    status.update(state="succeeded", message=f"Saved {result.entry.id}", model_id=result.entry.id,
+                                  seconds=result.seconds)
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the page
             message = describe(exc)
             status.update(state="failed", error=message if isinstance(exc, LittleDataError)

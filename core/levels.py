@@ -90,6 +90,24 @@ class FeatureCost:
 
 
 @dataclass(frozen=True)
+class NoTrainingCost:
+    """Cost of a level that only builds a pretrained network and scores it (level 0).
+
+    Attributes:
+        build: seconds to build the network and load its weights.
+        evaluate: one validation image through the network, per GFLOP (the final scoring).
+    """
+
+    build: float
+    evaluate: float
+
+    def estimate(self, n_train: int, n_val: int, epochs: int, gflops: float, views: int, speed: float) -> Estimate:
+        scoring = n_val * views * self.evaluate * gflops * speed
+        return Estimate(self.build + scoring, f"no training: {_about(self.build)} loading the network, "
+                                              f"{_about(scoring)} scoring it")
+
+
+@dataclass(frozen=True)
 class Level:
     """One way of training a classifier.
 
@@ -100,18 +118,21 @@ class Level:
         story: the paragraph the Overview and Train pages show.
         tutorial_accuracy: the validation accuracy the 2016 tutorial reported, or None.
         tutorial_setup: what the tutorial ran to get it.
-        epochs, optimizer, learning_rate, schedule: training defaults (optimizer: a key of `OPTIMIZERS`).
+        epochs, optimizer, learning_rate, schedule: training defaults (optimizer: a key of `OPTIMIZERS`);
+            0 epochs: the level trains nothing (the other three are then unused).
         augment: the default augmentation preset (see `core.augment.PRESETS`).
         can_augment: False where augmentation cannot apply (cached features see each image once).
         image_size: the input size, or None for the backbone's native size.
         needs_backbone: whether the level runs a pretrained network from `core.backbones`.
         requires: the level whose trained model this one starts from, if any.
-        cost: how long a run takes (`EndToEndCost` or `FeatureCost`).
+        cost: how long a run takes (`EndToEndCost`, `FeatureCost` or `NoTrainingCost`).
         gflops: the forward pass's GFLOPs at `image_size`, for levels without a backbone (the
             backbone's own figure is used otherwise); checked against `count_flops` in the tests.
         train: the train function, as "module:function" (imported when a run starts) or a callable.
             It takes a `core.training.Run` and returns a `core.training.Trained`.
         epochs_note: why the default epoch count, for help texts.
+        uses_imagenet_classes: the level maps ImageNet's classes onto the data set's (see
+            `core.imagenet`), and needs a backbone with an ImageNet classifier.
     """
 
     key: int
@@ -129,10 +150,11 @@ class Level:
     image_size: tuple[int, int] | None
     needs_backbone: bool
     requires: int | None
-    cost: EndToEndCost | FeatureCost
+    cost: EndToEndCost | FeatureCost | NoTrainingCost
     train: str | Callable
     gflops: float | None = None
     epochs_note: str = ""
+    uses_imagenet_classes: bool = False
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -149,6 +171,11 @@ class Level:
     @property
     def label(self) -> str:
         return f"Level {self.key} · {self.short_name}"
+
+    @property
+    def trains(self) -> bool:
+        """False for a level that only assembles pretrained parts (no epochs, no optimizer)."""
+        return self.epochs > 0
 
     @property
     def optimizer_label(self) -> str:
@@ -194,6 +221,16 @@ def all_levels() -> list[Level]:
 
 
 # The tutorial ran 50 epochs per level; see the README for why levels 1 and 3 differ.
+register_level(Level(
+    key=0, short_name="no training", name="Pretrained ImageNet classifier, classes grouped",
+    story="No training at all: the pretrained network's own ImageNet classifier, with its 1000 classes "
+          "summed into ours (ImageNet's 118 dog breeds are dogs, its 5 house cats are cats). It shows how "
+          "much the network already knows before it has seen a single one of our photos.",
+    tutorial_accuracy=None, tutorial_setup="", epochs=0, optimizer="rmsprop", learning_rate=1e-3,
+    schedule="constant", augment="none", can_augment=False, image_size=None, needs_backbone=True, requires=None,
+    cost=NoTrainingCost(build=4.0, evaluate=0.0145), train="core.recipes:build_grouped_classifier",
+    uses_imagenet_classes=True))
+
 register_level(Level(
     key=1, short_name="from scratch", name="Small convnet from scratch",
     story="A small convnet (three convolution blocks, about 1.2 million weights at 150×150) learns from the "

@@ -5,6 +5,7 @@ resizing and preprocessing are layers inside it, so training and inference canno
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from core.backbones import Backbone, ResolvedWeights, build_base
@@ -31,6 +32,39 @@ class HorizontalFlip(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="little_data")
+class ClassGroups(layers.Layer):
+    """ImageNet probabilities [N, 1000] -> the data set's classes, each the sum over its ImageNet group.
+
+    The sums are renormalised over the groups (probability spent on other ImageNet classes is
+    ignored). Two classes give one unit, the second class's probability, as the other levels do.
+
+    Args:
+        groups: for each class of the data set, in order, its ImageNet class indices.
+    """
+
+    def __init__(self, groups: list[list[int]], **kwargs):
+        super().__init__(**kwargs)
+        if len(groups) < 2 or not all(groups):
+            raise ConfigError(f"ClassGroups needs at least two non-empty groups, got {groups}.")
+        self.groups = [[int(i) for i in group] for group in groups]
+        membership = np.zeros((1000, len(groups)), "float32")
+        for column, group in enumerate(self.groups):
+            membership[group, column] = 1.0
+        self.membership = membership
+
+    def call(self, probabilities):
+        sums = keras.ops.matmul(probabilities, keras.ops.convert_to_tensor(self.membership))
+        shares = sums / keras.ops.maximum(keras.ops.sum(sums, axis=-1, keepdims=True), 1e-12)
+        return shares[:, 1:2] if len(self.groups) == 2 else shares
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1 if len(self.groups) == 2 else len(self.groups))
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
 
 
 def preprocessing_layer(kind: str) -> layers.Layer:
@@ -92,6 +126,27 @@ def make_feature_extractor(backbone: Backbone, weights: ResolvedWeights, image_s
     if backbone.pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, x, name="feature_extractor")
+
+
+def make_grouped_classifier(backbone: Backbone, weights: ResolvedWeights, groups: list[list[int]],
+                            image_size=None) -> keras.Model:
+    """Level 0: the backbone's own ImageNet classifier, its 1000 classes summed into the data set's.
+
+    Built as the other levels are (raw pixels, resize, preprocessing, the base as one named layer,
+    then the top), so that Grad-CAM and fine-tuning find the base under the backbone's name.
+    """
+    image_size = tuple(image_size or backbone.image_size)
+    full = build_base(backbone, weights, image_size, with_classifier=True)
+    features = full.get_layer(backbone.classifier.feature_layer)
+    base = keras.Model(full.inputs, features.output, name=backbone.name)
+    base.trainable = False
+    inputs, x = _raw_input(image_size)
+    x = preprocessing_layer(backbone.preprocessing)(x)
+    x = base(x, training=False)
+    for layer in full.layers[full.layers.index(features) + 1:]:  # the top: pooling, the 1000 classes
+        x = layer(x)
+    outputs = ClassGroups(groups, name="class_groups")(x)
+    return keras.Model(inputs, outputs, name="grouped_imagenet_classifier")
 
 
 def make_head(feature_shape, num_classes: int = 2, dropout: float = 0.5, hidden: int = 256) -> keras.Model:

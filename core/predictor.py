@@ -111,14 +111,18 @@ class MultiPrediction:
     per_level: dict[int, dict[str, float]] = field(default_factory=dict)  # level -> class -> probability
     error: str | None = None
     model_errors: dict[int, str] = field(default_factory=dict)
+    heatmaps: dict[int, np.ndarray] = field(default_factory=dict)  # level -> Grad-CAM heatmap, 0..1
+    explain_errors: dict[int, str] = field(default_factory=dict)
     server_ms: float = 0.0
 
 
-def predict_every_level(data: bytes, name: str, predictors: dict) -> MultiPrediction:
+def predict_every_level(data: bytes, name: str, predictors: dict, explainers: dict | None = None) -> MultiPrediction:
     """Decodes once, then runs each level's predictor. A bad image gives `error`, never an exception.
 
     Args:
         predictors: level -> `Predictor` (or an exception instance for a model that is unusable).
+        explainers: level -> `core.explain.Explainer` (or an exception) to add Grad-CAM heatmaps; one
+            gradient pass then gives both the probabilities and the heatmap.
     """
     start = time.perf_counter()
     result = MultiPrediction(name)
@@ -137,7 +141,14 @@ def predict_every_level(data: bytes, name: str, predictors: dict) -> MultiPredic
         size = predictor.image_size
         if size not in arrays:
             arrays[size] = to_array(image, size)
-        probs = predictor.predict_arrays(arrays[size][None])[0]
+        explainer = (explainers or {}).get(level)
+        if explainer is not None and not isinstance(explainer, Exception):
+            heatmaps, probabilities = explainer.explain_arrays(arrays[size][None])
+            result.heatmaps[level], probs = heatmaps[0], probabilities[0]
+        else:
+            if isinstance(explainer, Exception):
+                result.explain_errors[level] = str(explainer)
+            probs = predictor.predict_arrays(arrays[size][None])[0]
         result.per_level[level] = {c: float(p) for c, p in zip(predictor.classes, probs)}
     result.server_ms = (time.perf_counter() - start) * 1000
     return result

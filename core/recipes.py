@@ -15,7 +15,7 @@ import numpy as np
 
 from core import settings
 from core.atomic_files import atomic_write_npy
-from core.backbones import count_flops, get_backbone, resolve_weights
+from core.backbones import BACKBONES, count_flops, get_backbone, resolve_weights
 from core.datasets import without_autotune
 from core.model_store import ModelError, load_model
 from core.training import Cancelled, Run, Trained, TrainingError, with_augmentation
@@ -47,8 +47,12 @@ def train_bottleneck_classifier(run: Run) -> Trained:
     t0 = time.monotonic()
     features, extracted = {}, 0
     for split, decoded in (("train", run.train_data), ("validation", run.val_data)):
-        key = feature_cache_key(run.summary.fingerprint, config.backbone, weights.key, config.image_size, split)
-        features[split], cached = extract_features(extractor, decoded, key, run, split)
+        path = feature_cache_path(config.cache_dir, run.summary.fingerprint, config.backbone, weights.key,
+                                  config.image_size, split)
+        features[split], cached = extract_features(
+            extractor, decoded, path, should_cancel=run.should_cancel,
+            progress=lambda done, total, split=split: run.phase(f"extract-{split}", f"Extracting {split} features",
+                                                                done, total))
         extracted += 0 if cached else len(decoded)
     run.timings["extract"] = time.monotonic() - t0
     if extracted:
@@ -92,19 +96,23 @@ def train_fine_tuning(run: Run) -> Trained:
                     "backbone_flops": count_flops(model.get_layer(backbone.name))})
 
 
-def feature_cache_key(fingerprint: str, backbone: str, weights_key: str, image_size, split: str) -> str:
-    """Names the cached features of one split: changes with the data, network, weights or size."""
-    raw = json.dumps([fingerprint, backbone, weights_key, list(image_size), split])
-    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+def feature_cache_path(cache_dir, fingerprint: str, backbone: str, weights_key: str, image_size, split: str,
+                       mirror: bool = False) -> Path:
+    """Where one split's features are cached: the name changes with the data, network, weights or size."""
+    raw = json.dumps([fingerprint, backbone, weights_key, list(image_size), split] + (["mirror"] if mirror else []))
+    root = Path(cache_dir) if cache_dir else settings.cache_dir()
+    return root / "features" / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.npy"
 
 
-def extract_features(extractor, decoded, cache_key: str, run: Run, split: str,
+def extract_features(extractor, decoded, path: Path, should_cancel=None, progress=None, mirror: bool = False,
                      batch_size: int = 32) -> tuple[np.ndarray, bool]:
-    """Bottleneck features of a decoded split, cached on disk; returns (features, came from cache)."""
+    """Bottleneck features of a decoded split (of its mirror images, with `mirror`), cached at `path`.
+
+    Returns:
+        (features, whether they came from the cache).
+    """
     import tensorflow as tf
 
-    cache = Path(run.config.cache_dir) if run.config.cache_dir else settings.cache_dir()
-    path = cache / "features" / f"{cache_key}.npy"
     if path.exists():
         try:
             features = np.load(path)
@@ -115,10 +123,39 @@ def extract_features(extractor, decoded, cache_key: str, run: Run, split: str,
     forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
     chunks, total = [], len(decoded)
     for start in range(0, total, batch_size):
-        if run.should_cancel():
+        if should_cancel is not None and should_cancel():
             raise Cancelled()
-        chunks.append(forward(np.asarray(decoded.images[start:start + batch_size], dtype=np.float32)).numpy())
-        run.phase(f"extract-{split}", f"Extracting {split} features", done=min(start + batch_size, total), total=total)
+        batch = np.asarray(decoded.images[start:start + batch_size], dtype=np.float32)
+        chunks.append(forward(batch[:, :, ::-1] if mirror else batch).numpy())
+        if progress is not None:
+            progress(min(start + batch_size, total), total)
     features = np.concatenate(chunks)
     atomic_write_npy(path, features)
     return features, False
+
+
+def build_grouped_classifier(run: Run) -> Trained:
+    """Level 0: no training; the backbone's ImageNet classifier with its classes grouped into ours."""
+    from core.imagenet import check_grouping, default_grouping
+    from core.models import make_grouped_classifier
+
+    config = run.config
+    backbone = get_backbone(config.backbone)
+    if backbone.classifier is None:
+        offered = ", ".join(name for name, b in BACKBONES.items() if b.classifier)
+        raise TrainingError(f"Level {config.level} needs a backbone with its ImageNet classifier ({offered}); "
+                            f"{backbone.label} has none registered.")
+    classes = run.summary.classes
+    grouping = config.imagenet_classes or default_grouping(classes)
+    if grouping is None:
+        raise TrainingError(
+            f"Level {config.level} needs to know which ImageNet classes make up each of your classes "
+            f"({', '.join(classes)}): pick them on the Train page, or pass --imagenet-classes "
+            f"{classes[0]}=INDICES for each class on the CLI.")
+    grouping = check_grouping(grouping, classes)
+    weights = resolve_weights(backbone, config.weights, with_classifier=True)
+    run.phase("build", f"Loading {backbone.label}'s ImageNet classifier ({weights.source})")
+    model = make_grouped_classifier(backbone, weights, [grouping[c] for c in classes], config.image_size)
+    return Trained(model, {}, card_fields={"weights": weights.source, "weights_key": weights.key,
+                                           "backbone_flops": count_flops(model.get_layer(backbone.name)),
+                                           "imagenet_classes": grouping})

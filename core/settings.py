@@ -63,6 +63,11 @@ def weights_setting(backbone: str) -> str | None:
     return value or None
 
 
+def keras_home() -> Path:
+    """Keras' own cache folder (`KERAS_HOME`, default ~/.keras), where it keeps downloaded weights."""
+    return _path_env("KERAS_HOME", Path("~/.keras").expanduser())
+
+
 def weights_dirs() -> list[Path]:
     """Folders searched for local ImageNet weight files before Keras downloads them.
 

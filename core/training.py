@@ -8,7 +8,6 @@ Progress goes to `report(TrainEvent)`; `should_cancel()` is polled after every b
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -19,7 +18,8 @@ import numpy as np
 from core.augment import AugmentConfig, preset
 from core.backbones import DEFAULT_BACKBONE, get_backbone
 from core.cards import ModelCard
-from core.datasets import DatasetSummary, DecodedSplit, decode_split, resolve_data_dir, summarize
+from core.datasets import (DatasetSummary, DecodedSplit, decode_split, first_per_class, resolve_data_dir, summarize,
+                           training_subset)
 from core.errors import ConfigError, LittleDataError, describe
 from core.levels import SCHEDULES, Level, get_level
 from core.model_store import ModelEntry, ModelStore
@@ -49,13 +49,16 @@ class TrainConfig:
     data_dir: str | None = None
     models_dir: str | None = None
     cache_dir: str | None = None  # decoded images and features (default: settings.cache_dir())
-    limit_per_class: int | None = None  # train on a subset (quick demos, tests)
+    limit_per_class: int | None = None  # every split cut to its first N images per class (demos, tests)
+    train_per_class: int | None = None  # a seeded random N training images per class (the data-efficiency curve)
+    subset_seed: int = 0  # which random subset train_per_class takes
     schedule: str | None = None  # "cosine" or "constant"
     flip_average: bool = True  # the saved model averages over the image and its mirror
+    imagenet_classes: dict[str, list[int]] | None = None  # level 0: class -> ImageNet indices
 
     def __post_init__(self):
-        get_level(self.level)  # an unknown level fails here, listing the known ones
-        if self.epochs is not None and self.epochs < 1:
+        trains = get_level(self.level).trains  # an unknown level fails here, listing the known ones
+        if self.epochs is not None and self.epochs < (1 if trains else 0):
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}.")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}.")
@@ -85,7 +88,7 @@ class TrainConfig:
         else:
             augment = preset("none")  # cached features see each photo once: nothing to augment
         size = self.image_size or level.image_size or get_backbone(backbone).image_size
-        return replace(self, backbone=backbone, epochs=self.epochs or level.epochs,
+        return replace(self, backbone=backbone, epochs=(self.epochs or level.epochs) if level.trains else 0,
                        learning_rate=self.learning_rate or level.learning_rate, augment=augment,
                        image_size=tuple(size), schedule=self.schedule or level.schedule)
 
@@ -287,7 +290,9 @@ def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
     folder, source = resolve_data_dir(config.data_dir)
     summary = summarize(folder, source=source)
     if config.limit_per_class:
-        summary = _subset(summary, config.limit_per_class)
+        summary = first_per_class(summary, config.limit_per_class)
+    if config.train_per_class:
+        summary = training_subset(summary, config.train_per_class, config.subset_seed)
     timings: dict[str, float] = {}
 
     def decode(split):
@@ -327,19 +332,6 @@ def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
     return TrainResult(entry, trained.history, seconds, timings=timings)
 
 
-def _subset(summary: DatasetSummary, per_class: int) -> DatasetSummary:
-    files = {}
-    for split, entries in summary.files.items():
-        kept, seen = [], {}
-        for path, label in entries:
-            if seen.get(label, 0) < per_class:
-                kept.append((path, label))
-                seen[label] = seen.get(label, 0) + 1
-        files[split] = kept
-    digest = hashlib.sha256(f"{summary.fingerprint}-{per_class}".encode()).hexdigest()[:16]
-    return replace(summary, files=files, fingerprint=digest)
-
-
 def _versions() -> dict[str, str]:
     import keras
     import PIL
@@ -370,12 +362,15 @@ def make_card(config: TrainConfig, summary: DatasetSummary, model, trained: Trai
         image_size=config.image_size, augment=config.augment.to_dict(), flip_average=config.flip_average,
         hyperparameters={"epochs": config.epochs, "epochs_run": len(val_acc), "batch_size": config.batch_size,
                          "learning_rate": config.learning_rate, "schedule": config.schedule,
-                         "dropout": config.dropout, "seed": config.seed, "optimizer": level.optimizer_label,
-                         "limit_per_class": config.limit_per_class},
+                         "dropout": config.dropout, "seed": config.seed,
+                         "optimizer": level.optimizer_label if level.trains else None,
+                         "limit_per_class": config.limit_per_class, "train_per_class": config.train_per_class,
+                         "subset_seed": config.subset_seed if config.train_per_class else None},
         dataset={"fingerprint": summary.fingerprint, "root": str(summary.root), "source": summary.source,
                  "counts": summary.counts()},
         metrics=metrics, tutorial_accuracy=level.tutorial_accuracy, history=history,
         train_seconds=round(seconds, 2), timings={k: round(v, 3) for k, v in timings.items()},
         params=count_params(single_view(model)), versions=_versions(),
         weights=trained.card_fields.get("weights"), weights_key=trained.card_fields.get("weights_key"),
-        started_from=trained.card_fields.get("started_from"), backbone_flops=trained.card_fields.get("backbone_flops"))
+        started_from=trained.card_fields.get("started_from"), backbone_flops=trained.card_fields.get("backbone_flops"),
+        imagenet_classes=trained.card_fields.get("imagenet_classes"))

@@ -22,6 +22,7 @@ def run_app() -> None:
         st.Page("pages/augment.py", title="Augmentation lab", icon=":material/auto_awesome:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/curves.py", title="Curves & comparison", icon=":material/monitoring:"),
+        st.Page("pages/efficiency.py", title="How little data", icon=":material/show_chart:"),
         st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
     ]
     page = st.navigation(pages)
@@ -85,6 +86,20 @@ def predictor_for(entry):
     return load_predictor(entry.id, str(entry.model_path), entry.model_path.stat().st_mtime)
 
 
+@st.cache_resource(max_entries=12, show_spinner="Preparing the heatmaps…")
+def _load_explainer(model_id: str, model_path: str, mtime: float):
+    from core.explain import Explainer
+
+    predictor = load_predictor(model_id, model_path, mtime)
+    return Explainer(predictor.entry, model=predictor.model)
+
+
+def explainer_for(predictor):
+    """Grad-CAM for a loaded predictor's model (built once per model file)."""
+    entry = predictor.entry
+    return _load_explainer(entry.id, str(entry.model_path), entry.model_path.stat().st_mtime)
+
+
 def latest_models():
     """level -> its newest model in the store."""
     return ModelStore().latest_per_level()
@@ -114,7 +129,7 @@ def sidebar_ui():
         job = jobs.current_job()
         if job and job.get("state") in jobs.ACTIVE_STATES:
             message = jobs.progress_of(job).message or job.get("message", "")
-            st.caption(f":material/hourglass_top: Training level {job['config']['level']}: {message}")
+            st.caption(f":material/hourglass_top: {jobs.job_title(job).capitalize()}: {message}")
 
 
 def level_label(key: int) -> str:

@@ -10,7 +10,7 @@ from core.datasets import decode_split
 from core.evaluation import evaluate
 from core.images import ImageError, thumbnail
 from core.model_store import ModelError, ModelStore
-from pages.common import current_summary, ensure_app_shell, page_header, predictor_for
+from pages.common import current_summary, ensure_app_shell, explainer_for, page_header, predictor_for
 
 
 def run_label(entry) -> str:
@@ -72,6 +72,15 @@ def _evaluation(model_id: str, model_path: str, root: str, fingerprint: str):
     return result.to_dict(), result.mistakes(limit=24)
 
 
+@st.cache_data(max_entries=256, show_spinner=False)
+def _mistake_heatmap(model_id: str, model_path: str, photo: str):
+    from core.explain import overlay
+
+    explainer = explainer_for(predictor_for(ModelStore(Path(model_path).parent).get(model_id)))
+    explanation = explainer.explain(photo)
+    return overlay(explanation.image, explanation.heatmap, max_side=240)
+
+
 def diagnostics_ui(entry, summary):
     if summary.classes != entry.classes:
         st.warning(f"This model was trained on classes {entry.classes}; the active data set has {summary.classes}.")
@@ -92,12 +101,18 @@ def diagnostics_ui(entry, summary):
         st.altair_chart((heat + text).properties(height=260), width="stretch")
     with right:
         st.markdown(f"**Mistakes** ({len(mistakes)} shown, most confident first)")
+        heatmaps = mistakes and st.toggle("Where it looks", key=f"mistake_heatmaps_{entry.id}",
+                                          help="Overlay the model's Grad-CAM heatmap for the class it wrongly chose.")
+        if heatmaps:
+            st.caption("Dark = ignored, yellow = where the wrong answer comes from.")
         columns = st.columns(6)
         for i, mistake in enumerate(mistakes):
             p = mistake["probabilities"][mistake["predicted"]]
+            caption = f"{mistake['true']} → {mistake['predicted']} ({p:.0%})"
             try:
-                columns[i % 6].image(thumbnail(mistake["path"], 160), width="stretch",
-                                     caption=f"{mistake['true']} → {mistake['predicted']} ({p:.0%})")
+                picture = (_mistake_heatmap(entry.id, str(entry.model_path), mistake["path"]) if heatmaps
+                           else thumbnail(mistake["path"], 160))
+                columns[i % 6].image(picture, width="stretch", caption=caption)
             except ImageError:
                 columns[i % 6].caption(f"{Path(mistake['path']).name}: unreadable")
         if not mistakes:

@@ -41,7 +41,9 @@ def main():
         "3. **Train** — each level in the background; reload or leave the page, training goes on.\n"
         "4. **Curves & comparison** — watch overfitting appear (level 2, level 1 without augmentation) and "
         "be cured; see the mistakes each model makes.\n"
-        "5. **Predict** — upload your own photo and see every level's answer side by side.")
+        "5. **How little data** — accuracy against the number of training photos per class, level by level.\n"
+        "6. **Predict** — upload your own photo and see every level's answer side by side, and where each "
+        "one looks.")
 
 
 ensure_app_shell()

@@ -7,9 +7,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core.explain import legend, overlay
 from core.model_store import ModelError
 from core.predictor import predict_every_level
-from pages.common import current_summary, ensure_app_shell, latest_models, level_label, page_header, predictor_for
+from pages.common import (current_summary, ensure_app_shell, explainer_for, latest_models, level_label, page_header,
+                          predictor_for)
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 
@@ -22,6 +24,19 @@ def predictors():
         except (ModelError, OSError) as exc:
             loaded[level] = exc
     return loaded
+
+
+def explainers(loaded: dict) -> dict:
+    """Grad-CAM for each level whose model loaded; a model that cannot be explained gets its error."""
+    found = {}
+    for level, predictor in loaded.items():
+        if isinstance(predictor, Exception):
+            continue
+        try:
+            found[level] = explainer_for(predictor)
+        except ModelError as exc:
+            found[level] = exc
+    return found
 
 
 def probability_chart(probs: dict):
@@ -70,7 +85,21 @@ def result_ui(result, levels):
                 best = max(probs, key=probs.get)
                 st.markdown(f"### {best} · {probs[best]:.0%}")
                 st.altair_chart(probability_chart(probs), width="stretch")
-        st.caption(f"Server time: {result.server_ms:.0f} ms for decoding and {len(result.per_level)} model(s).")
+                if level in result.heatmaps:
+                    st.image(overlay(result.image, result.heatmaps[level], max_side=360), width="stretch",
+                             caption=f"Where it looks for “{best}”")
+                elif level in result.explain_errors:
+                    st.caption(f"No heatmap: {result.explain_errors[level]}")
+        what = " and heatmap" if result.heatmaps else ""
+        st.caption(f"Server time: {result.server_ms:.0f} ms for decoding and {len(result.per_level)} model(s){what}.")
+
+
+def legend_ui():
+    left, right = st.columns([1, 3])
+    left.image(legend(256, 14), width="stretch")
+    right.caption("**Where it looks** (Grad-CAM): dark = ignored, yellow = where the decision comes from. "
+                  "Each heatmap is scaled to its own strongest point, on the same colour scale; with mirror "
+                  "averaging, both views count.")
 
 
 def main():
@@ -83,11 +112,16 @@ def main():
     st.caption("Models: " + " · ".join(f"{level_label(l)}: `{e.id}`" for l, e in models.items()))
     loaded = predictors()
     inputs = inputs_ui(summary)
+    show_heatmaps = st.toggle("Where it looks", key="where_it_looks",
+                              help="Overlay each level's Grad-CAM heatmap on the photo: the places its answer comes from.")
     if not inputs:
         st.info("Add a photo above to get predictions.")
         return
+    if show_heatmaps:
+        legend_ui()
+    found = explainers(loaded) if show_heatmaps else None
     for name, data in inputs:
-        result_ui(predict_every_level(data, name, loaded), list(loaded))
+        result_ui(predict_every_level(data, name, loaded, explainers=found), list(loaded))
 
 
 ensure_app_shell()

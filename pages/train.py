@@ -8,7 +8,9 @@ import streamlit as st
 from core import jobs, workspace
 from core.augment import PRESET_LABELS, preset
 from core.backbones import BACKBONES, DEFAULT_BACKBONE
+from core.errors import ConfigError
 from core.estimate import estimate
+from core.imagenet import class_names, default_grouping
 from core.levels import LEVELS, Level, all_levels, format_duration
 from core.model_store import ModelStore
 from core.training import TrainConfig
@@ -42,6 +44,10 @@ def job_ui():
     job = jobs.current_job()
     if job is None:
         st.caption("No training job has run yet.")
+        return
+    if job.get("kind") == "curve":
+        if job["state"] in jobs.ACTIVE_STATES:
+            st.caption(f":material/hourglass_top: A {jobs.job_title(job)} is being measured: see **How little data**.")
         return
     config = job["config"]
     key = config["level"]
@@ -90,6 +96,41 @@ def job_ui():
     st.session_state["was_active"] = active
 
 
+def imagenet_classes_ui(level: Level, summary) -> dict[str, list[int]] | None:
+    """Which ImageNet classes make up each class of the data set; None until every class has some."""
+    built_in = default_grouping(summary.classes)
+    try:
+        names = class_names(download=False)
+    except ConfigError as exc:
+        if built_in:
+            st.caption(f"ImageNet classes: the built-in grouping for {' and '.join(summary.classes)}.")
+            return built_in
+        st.info(f"Level {level.key} sums ImageNet's classes into yours, so it needs to know which ImageNet classes "
+                f"make up each of your classes. {exc}")
+        if st.button("Download ImageNet's class names (35 kB)", key=f"imagenet_names_{level.key}"):
+            try:
+                with st.spinner("Downloading…"):
+                    class_names(download=True)
+                st.rerun()
+            except ConfigError as failure:
+                st.error(str(failure))
+        return None
+    title = "ImageNet classes that make up each class" + (" (built in for these classes)" if built_in else "")
+    grouping = {}
+    with st.expander(title, expanded=built_in is None):
+        for name in summary.classes:
+            grouping[name] = st.multiselect(
+                f"**{name}**", list(range(1000)), default=(built_in or {}).get(name, []), key=f"imagenet_{level.key}_{name}",
+                format_func=lambda i: f"{i} {names[i].replace('_', ' ')}", placeholder="Type to search ImageNet classes")
+    if built_in and grouping == built_in:
+        counts = ", ".join(f"{name}: {len(indices)} ImageNet classes" for name, indices in built_in.items())
+        st.caption(f"ImageNet classes: built in ({counts}).")
+    if not all(grouping.values()):
+        st.info(f"Pick at least one ImageNet class for each class to build level {level.key}.")
+        return None
+    return grouping
+
+
 def level_card_ui(level: Level, summary, busy: bool):
     augment, preset_name = workspace.augment_settings()
     key = level.key
@@ -99,36 +140,43 @@ def level_card_ui(level: Level, summary, busy: bool):
         c1, c2, c3 = st.columns(3)
         backbone = None
         if level.needs_backbone:
-            backbone = c1.selectbox("Backbone", list(BACKBONES), index=list(BACKBONES).index(DEFAULT_BACKBONE),
+            offered = [k for k, b in BACKBONES.items() if b.classifier or not level.uses_imagenet_classes]
+            backbone = c1.selectbox("Backbone", offered, index=offered.index(DEFAULT_BACKBONE),
                                     format_func=lambda k: BACKBONES[k].label, key=f"bb{key}")
-        epochs = c2.number_input("Epochs", 1, 200, value=level.epochs, key=f"ep{key}", help=level.epochs_note)
-        batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=16, key=f"bs{key}")
-        rates = sorted({*LEARNING_RATES, level.learning_rate})
-        lr = c1.select_slider("Learning rate", rates, value=level.learning_rate, format_func=lambda v: f"{v:g}",
-                              key=f"lr{key}", help=f"{level.optimizer_label}, {level.schedule} schedule.")
-        dropout = c2.slider("Dropout", 0.0, 0.8, 0.5, 0.05, key=f"do{key}")
-        use_aug = False
+        settings = dict(level=key, backbone=backbone, data_dir=str(summary.root))
+        if level.trains:
+            epochs = c2.number_input("Epochs", 1, 200, value=level.epochs, key=f"ep{key}", help=level.epochs_note)
+            batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=16, key=f"bs{key}")
+            rates = sorted({*LEARNING_RATES, level.learning_rate})
+            lr = c1.select_slider("Learning rate", rates, value=level.learning_rate, format_func=lambda v: f"{v:g}",
+                                  key=f"lr{key}", help=f"{level.optimizer_label}, {level.schedule} schedule.")
+            dropout = c2.slider("Dropout", 0.0, 0.8, 0.5, 0.05, key=f"do{key}")
+            settings.update(epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr), dropout=float(dropout))
+        else:
+            c2.caption("Nothing to train: no epochs, no learning rate. The network is used as it was trained on ImageNet.")
         if level.can_augment:
             use_aug = c3.toggle("Augmentation", value=True, key=f"aug{key}", help="Uses the Augmentation lab's settings.")
             label = PRESET_LABELS.get(preset_name, "custom settings")
             st.caption(f"Augmentation: {label if use_aug else 'off'} — change it in the **Augmentation lab**.")
-        else:
+            settings["augment"] = augment if use_aug else preset("none")
+        elif level.trains:
             c3.caption("No augmentation: features are computed once, which is what makes this level cheap.")
-        flip_average = st.toggle(
+        blocked = None
+        if level.uses_imagenet_classes:
+            settings["imagenet_classes"] = imagenet_classes_ui(level, summary)
+            if settings["imagenet_classes"] is None:
+                blocked = "no ImageNet classes"
+        settings["flip_average"] = st.toggle(
             "Average each prediction with the mirror image", value=True, key=f"flip{key}",
             help="The saved model looks at each photo and its left-right mirror and averages the two answers: "
                  "steadier on borderline photos, at twice the prediction cost. Turn it off if mirroring can "
                  "change the class (left/right arrows, text).")
-        config = TrainConfig(level=key, backbone=backbone, epochs=int(epochs), batch_size=int(batch),
-                             learning_rate=float(lr), dropout=float(dropout),
-                             augment=(augment if use_aug else preset("none")) if level.can_augment else None,
-                             data_dir=str(summary.root), flip_average=flip_average)
+        config = TrainConfig(**settings)
         counts = summary.counts()
         n_train, n_val = sum(counts["train"].values()), sum(counts["validation"].values())
         guess = estimate(config, n_train, n_val)
         st.caption(f":material/timer: Estimated time on this machine: **{format_duration(guess.seconds)}** "
                    f"({guess.detail}). {level.tutorial_note()}")
-        blocked = None
         if level.requires is not None:
             resolved = config.resolved()
             if ModelStore().start_for(level.requires, resolved.backbone, summary.classes, resolved.image_size) is None:

@@ -13,7 +13,7 @@ from core.training import TrainConfig, train
 from tests.helpers import jpeg_bytes, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["overview", "data", "augment", "train", "curves", "predict"]
+PAGES = ["overview", "data", "augment", "train", "curves", "efficiency", "predict"]
 
 
 @pytest.fixture
@@ -120,6 +120,7 @@ def test_augmentation_change_redraws_the_grid(app_env):
     assert config.rotation == 90 and preset_name == "custom"  # the training page will use this
 
 
+@pytest.mark.slow
 def test_training_job_starts_reports_and_lands_a_model(app_env):
     at = page("train")
     assert_clean(at)
@@ -148,3 +149,60 @@ def test_curves_page_compares_runs(trained):
     assert len(at.multiselect[0].value) == 2
     assert at.dataframe, "the runs table"
     assert any("Confusion matrix" in m.value for m in at.markdown)
+
+
+def test_predict_where_it_looks_overlays_every_levels_heatmap(trained):
+    at = page("predict")
+    good = jpeg_bytes(make_image("squares", np.random.default_rng(3), size=96))
+    at.file_uploader[0].set_value(("square.jpg", good, "image/jpeg")).run()
+    assert len(at.get("image")) == 1  # the photo alone
+    at.toggle(key="where_it_looks").set_value(True).run()
+    assert_clean(at)
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert sum(c.startswith("Where it looks for") for c in captions) == 2  # one heatmap per level
+    assert any("yellow = where the decision comes from" in c.value for c in at.caption)
+    assert [c.value for c in at.caption if "Server time" in c.value][0].endswith("2 model(s) and heatmap.")
+
+
+def test_level0_card_without_a_built_in_grouping_asks_for_one(app_env):
+    at = page("train")
+    assert_clean(at)
+    assert at.button(key="start0").disabled  # circles and squares: no ImageNet grouping is built in
+    assert any("which ImageNet classes make up each of your classes" in i.value for i in at.info)
+    assert any(b.label.startswith("Download ImageNet's class names") for b in at.button)
+    assert not [n for n in at.number_input if n.key == "ep0"]  # nothing to train: no epochs
+
+
+def test_level0_card_with_cats_and_dogs_uses_the_built_in_grouping(tmp_path, monkeypatch):
+    from tests.helpers import make_dataset
+
+    data = make_dataset(tmp_path / "pets", classes=("circles", "squares"))
+    for split in ("train", "validation"):
+        (data / split / "circles").rename(data / split / "cats")
+        (data / split / "squares").rename(data / split / "dogs")
+    monkeypatch.setenv("LITTLE_DATA_DATA_DIR", str(data))
+    at = page("train")
+    assert_clean(at)
+    assert not at.button(key="start0").disabled
+    assert any("built-in grouping for cats and dogs" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_efficiency_page_measures_a_curve_in_the_background(app_env, monkeypatch):
+    monkeypatch.setenv("LITTLE_DATA_WEIGHTS_MOBILENET_V2", "none")  # the worker inherits it: random weights
+    at = page("efficiency")
+    assert_clean(at)
+    assert any("No curve measured yet" in i.value for i in at.info)
+    at.multiselect(key="curve_sizes").set_value([5, 10]).run()
+    at.number_input(key="curve_seeds").set_value(1).run()
+    assert any("2 point(s), about" in c.value for c in at.caption)
+    at.button(key="curve_start").click().run()
+    assert_clean(at)
+    job = jobs.current_job()
+    assert job["kind"] == "curve" and job["config"]["sizes"] == [5, 10]
+    final = jobs.wait_for(job["id"], timeout=300)
+    assert final["state"] == "succeeded", final.get("error")
+    at = page("efficiency")
+    assert_clean(at)
+    assert at.get("vega_lite_chart") and at.dataframe  # the chart and its numbers
+    assert list(at.dataframe[0].value["images per class"]) == [5, 10]

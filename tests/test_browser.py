@@ -10,13 +10,14 @@ from core.training import TrainConfig, train
 from tests.browser import ARTIFACTS, CHROMIUM, browser_page, streamlit_server
 from tests.helpers import jpeg_bytes, make_image
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed")]
 
 PAGES = {"": "Little Data", "data": "Data", "augment": "Augmentation lab", "train": "Train",
-         "curves": "Curves & comparison", "predict": "Predict"}
+         "curves": "Curves & comparison", "efficiency": "How little data is enough", "predict": "Predict"}
 # What each page shows once its script has finished, so screenshots are of the finished page.
 READY = {"": "How to use it", "data": "Samples", "augment": "augmented variants", "train": "Start level 3",
-         "curves": "Where each model goes wrong", "predict": "Add a photo above"}
+         "curves": "Where each model goes wrong", "efficiency": "Measure the curve", "predict": "Add a photo above"}
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ def card(classes=("a", "b")) -> ModelCard:
     return ModelCard(level=1, classes=list(classes), image_size=(32, 32))
 
 
+@pytest.mark.slow
 def test_worker_killed_while_saving_keeps_the_previous_model(tmp_path):
     store = ModelStore(tmp_path / "models")
     first = store.save(make_level1_model(2, (32, 32)), card())

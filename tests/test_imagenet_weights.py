@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +28,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_imagenet_weights_come_through_keras_cache(shared, tmp_path):
     cache = shared / "weights" / "keras_cache" / "models"
     keras_home = tmp_path / "keras_home"

@@ -27,6 +27,7 @@ def wait_until(predicate, timeout=120):
     raise TimeoutError
 
 
+@pytest.mark.slow
 def test_job_runs_reports_progress_and_lands_a_model(dataset):
     status = jobs.start_job(tiny(dataset))
     final = jobs.wait_for(status["id"], timeout=300)
@@ -41,6 +42,7 @@ def test_job_runs_reports_progress_and_lands_a_model(dataset):
     assert jobs.current_job()["id"] == status["id"]
 
 
+@pytest.mark.slow
 def test_second_job_is_told_to_wait(dataset):
     first = jobs.start_job(tiny(dataset, epochs=30))
     try:
@@ -52,6 +54,7 @@ def test_second_job_is_told_to_wait(dataset):
     assert ModelStore().list().models == []
 
 
+@pytest.mark.slow
 def test_two_sessions_starting_at_once_get_one_job(dataset):
     outcomes = []
 
@@ -72,6 +75,7 @@ def test_two_sessions_starting_at_once_get_one_job(dataset):
     jobs.wait_for(started[0], timeout=300)
 
 
+@pytest.mark.slow
 def test_killed_worker_is_reported_failed_and_a_new_job_can_start(dataset):
     status = jobs.start_job(tiny(dataset, epochs=30))
     running = wait_until(lambda: (s := jobs.read_job(status["id"])) and jobs.progress_of(s).batch and s)
@@ -84,6 +88,7 @@ def test_killed_worker_is_reported_failed_and_a_new_job_can_start(dataset):
     assert jobs.wait_for(again["id"], timeout=300)["state"] == "succeeded"
 
 
+@pytest.mark.slow
 def test_bad_config_fails_with_the_reason(tmp_path):
     status = jobs.start_job(TrainConfig(level=1, epochs=1, data_dir=str(tmp_path / "nowhere")))
     final = jobs.wait_for(status["id"], timeout=120)

@@ -33,7 +33,7 @@ def test_importing_the_registry_loads_neither_keras_nor_tensorflow():
 def test_every_level_is_complete(level):
     assert level.label == f"Level {level.key} · {level.short_name}" and len(level.story) > 80
     assert callable(level.trainer())
-    assert level.optimizer in OPTIMIZERS and level.epochs >= 1 and level.learning_rate > 0
+    assert level.optimizer in OPTIMIZERS and level.epochs >= 0 and level.learning_rate > 0
     assert level.requires is None or level.requires in LEVELS
     assert level.tutorial_accuracy is None or level.tutorial_note().startswith("The tutorial reported")
     config = TrainConfig(level=level.key).resolved()
@@ -88,7 +88,7 @@ def test_registering_twice_or_an_unknown_prerequisite_is_refused(pixel_level):
         register_level(replace(pixel_level, key=10, requires=42))
     with pytest.raises(ConfigError, match="optimizer"):
         replace(pixel_level, optimizer="lbfgs")
-    with pytest.raises(ConfigError, match="Unknown level 11; choose from 1, 2, 3, 9"):
+    with pytest.raises(ConfigError, match="Unknown level 11; choose from 0, 1, 2, 3, 9"):
         get_level(11)
 
 

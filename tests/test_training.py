@@ -28,6 +28,7 @@ def shapes(dataset_factory):
     return dataset_factory(n_train=24, n_val=10)
 
 
+@pytest.mark.slow
 def test_three_levels_end_to_end(shapes, tiny_backbone):
     """Level 1, then levels 2 and 3 on a tiny backbone that learns in seconds (a real Keras one with random
     weights gives constant features at 32x32; see test_levels_2_and_3_on_every_backbone for those)."""
@@ -86,6 +87,7 @@ def test_with_augmentation_augments_in_training_only():
     assert with_augmentation(model, None) is model
 
 
+@pytest.mark.slow
 def test_level2_features_are_cached(shapes):
     first = train(tiny_config(shapes, 2, epochs=1))
     second = train(tiny_config(shapes, 2, epochs=1))
@@ -165,7 +167,7 @@ def test_three_classes_use_softmax(dataset_factory):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(level=99), "Unknown level 99; choose from 1, 2, 3"), (dict(level=1, epochs=0), "epochs must be at least 1"),
+    (dict(level=99), "Unknown level 99; choose from 0, 1, 2, 3"), (dict(level=1, epochs=0), "epochs must be at least 1"),
     (dict(level=1, batch_size=0), "batch_size"), (dict(level=1, learning_rate=-1.0), "learning_rate must be positive"),
     (dict(level=1, image_size=(8, 8)), "at least 32x32"), (dict(level=1, dropout=1.0), "dropout"),
     (dict(level=1, schedule="linear"), "schedule must be one of cosine, constant")])
@@ -186,6 +188,7 @@ def test_defaults_come_from_the_level_registry(level):
         preset("aggressive") if level.can_augment else preset("none"))
 
 
+@pytest.mark.slow
 def test_level2_on_real_photos_with_genuine_weights(shared, monkeypatch):
     """mobilenet_025's real ImageNet weights on 40 cats and 40 dogs: bottleneck features work."""
     monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(shared))
@@ -198,6 +201,7 @@ def test_level2_on_real_photos_with_genuine_weights(shared, monkeypatch):
     assert card.metrics.val_accuracy >= 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["vgg16", "mobilenet_v2", "mobilenet_025"])
 def test_levels_2_and_3_on_every_backbone(shapes, backbone):
     """Random weights at 32x32: the whole path (features, cache, head, fine-tuning, save) per backbone."""

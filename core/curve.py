@@ -1,0 +1,249 @@
+"""How little data is enough: accuracy against the number of training images per class.
+
+Each point trains a level on a seeded random subset of train/ (`core.datasets.training_subset`: the
+same photos for every level at a given size and seed) and scores it on the whole validation split.
+
+Level 2 takes a fast path: the bottleneck features of every training and validation photo (and of
+the validation photos' mirror images) are computed once, and each point trains only the small head
+on its subset's rows, with level 2's own hyperparameters, then scores the head the way the saved
+model would (averaged with the mirror view where `flip_average` is on). Other levels are ordinary
+training runs on the subset, saved in a store of their own so they never become "the latest model".
+Results are kept in a JSON file per data set, level and backbone, and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core import settings
+from core.atomic_files import atomic_write_json
+from core.errors import ConfigError
+from core.levels import get_level
+from core.progress import PHASE, TrainEvent
+
+DEFAULT_SIZES = (5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    level: int
+    images_per_class: int
+    seed: int
+    accuracy: float
+    seconds: float
+
+
+@dataclass
+class CurveConfig:
+    """One data-efficiency curve: which levels, sizes and seeds, on which data and backbone."""
+
+    levels: list[int] = field(default_factory=lambda: [2])
+    sizes: list[int] = field(default_factory=lambda: list(DEFAULT_SIZES))
+    seeds: int = 3
+    backbone: str | None = None
+    weights: str | None = None
+    data_dir: str | None = None
+    flip_average: bool = True
+
+    def __post_init__(self):
+        for key in self.levels:
+            if not get_level(key).trains:
+                raise ConfigError(f"Level {key} trains nothing, so it has no data-efficiency curve: "
+                                  "its accuracy is the same for any number of training images.")
+        if not self.sizes or min(self.sizes) < 1:
+            raise ConfigError(f"sizes must be positive numbers of images per class, got {self.sizes}.")
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be at least 1, got {self.seeds}.")
+        self.levels, self.sizes = sorted(set(self.levels)), sorted(set(self.sizes))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CurveConfig":
+        return cls(**data)
+
+
+def results_path(fingerprint: str, level: int, backbone: str | None, cache_dir=None) -> Path:
+    root = Path(cache_dir) if cache_dir else settings.home_dir() / "curves"
+    return root / f"{fingerprint}-level{level}-{backbone or 'scratch'}.json"
+
+
+def load_points(fingerprint: str, level: int, backbone: str | None, cache_dir=None) -> list[CurvePoint]:
+    """The points measured so far for this data set, level and backbone (none if unreadable)."""
+    try:
+        data = json.loads(results_path(fingerprint, level, backbone, cache_dir).read_text())
+        return [CurvePoint(**p) for p in data["points"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _save_point(point: CurvePoint, fingerprint: str, backbone: str | None, cache_dir=None) -> None:
+    points = {(p.images_per_class, p.seed): p for p in load_points(fingerprint, point.level, backbone, cache_dir)}
+    points[(point.images_per_class, point.seed)] = point
+    atomic_write_json(results_path(fingerprint, point.level, backbone, cache_dir),
+                      {"level": point.level, "backbone": backbone, "fingerprint": fingerprint,
+                       "points": [asdict(p) for _, p in sorted(points.items())]})
+
+
+def plan(config: CurveConfig, summary) -> list[tuple[int, int, int]]:
+    """The (level, images per class, seed) points to run; sizes above the smallest class are dropped."""
+    smallest = min(summary.counts()["train"].values())
+    return [(level, size, seed) for level in config.levels for size in config.sizes if size <= smallest
+            for seed in range(config.seeds)]
+
+
+def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) -> dict[int, float]:
+    """Level -> rough seconds for all its points on this machine, before starting."""
+    from core.estimate import REFERENCE_GFLOPS, estimate, machine_gflops, network_gflops
+    from core.training import TrainConfig
+
+    speed = REFERENCE_GFLOPS / (gflops or machine_gflops())
+    counts = summary.counts()
+    n_train, n_val, k = sum(counts["train"].values()), sum(counts["validation"].values()), len(summary.classes)
+    total: dict[int, float] = {}
+    for key, size, _ in plan(config, summary):
+        level = get_level(key)
+        train_config = TrainConfig(level=key, backbone=config.backbone, flip_average=config.flip_average)
+        if _uses_features(key):  # only the head trains per point
+            seconds = level.cost.head_epoch * train_config.resolved().epochs * k * size / 100 * speed
+        else:
+            seconds = sum(estimate(TrainConfig(level=needed, backbone=config.backbone), k * size, n_val, gflops).seconds
+                          for needed in (level.requires, key) if needed is not None)
+        total[key] = total.get(key, 0.0) + seconds
+    for key in total:
+        if _uses_features(key):  # the features of every photo, once (validation twice: mirrored too)
+            config_2 = TrainConfig(level=key, backbone=config.backbone).resolved()
+            total[key] += (n_train + 2 * n_val) * get_level(key).cost.extract * network_gflops(config_2) * speed
+    return total
+
+
+def _uses_features(key: int) -> bool:
+    """Levels that train a small head on cached features take the fast path (level 2)."""
+    from core.levels import FeatureCost
+
+    return isinstance(get_level(key).cost, FeatureCost)
+
+
+def run_curve(config: CurveConfig, report: Callable[[TrainEvent], None] | None = None,
+              should_cancel: Callable[[], bool] | None = None, cache_dir=None) -> dict[int, list[CurvePoint]]:
+    """Measures every point of the curve; returns level -> points (also kept on disk as they come)."""
+    from core.datasets import resolve_data_dir, summarize
+
+    report = report or (lambda event: None)
+    should_cancel = should_cancel or (lambda: False)
+    folder, source = resolve_data_dir(config.data_dir)
+    summary = summarize(folder, source=source)
+    todo = plan(config, summary)
+    if not todo:
+        raise ConfigError(f"Every size asked for is above the smallest class's {min(summary.counts()['train'].values())} "
+                          "training images.")
+    results: dict[int, list[CurvePoint]] = {level: [] for level in config.levels}
+    heads = {key: _HeadCurve(config, key, summary, report, should_cancel)
+             for key in config.levels if _uses_features(key)}
+    for done, (level, size, seed) in enumerate(todo):
+        if should_cancel():
+            break
+        report(TrainEvent(PHASE, phase="curve", done=done, total=len(todo),
+                          message=f"Level {level}: {size} images per class, seed {seed} (point {done + 1} of {len(todo)})"))
+        t0 = time.monotonic()
+        if level in heads:
+            accuracy = heads[level].point(size, seed)
+        else:
+            accuracy = _train_point(config, summary, level, size, seed, should_cancel)
+        if accuracy is None:  # cancelled mid-point
+            break
+        point = CurvePoint(level, size, seed, accuracy, round(time.monotonic() - t0, 3))
+        results[level].append(point)
+        _save_point(point, summary.fingerprint, _backbone(config, level), cache_dir)
+    report(TrainEvent(PHASE, phase="curve", done=sum(map(len, results.values())), total=len(todo),
+                      message="Curve finished" if not should_cancel() else "Curve cancelled"))
+    return results
+
+
+def _backbone(config: CurveConfig, level: int) -> str | None:
+    from core.backbones import DEFAULT_BACKBONE
+
+    return (config.backbone or DEFAULT_BACKBONE) if get_level(level).needs_backbone else None
+
+
+def _train_point(config: CurveConfig, summary, level: int, size: int, seed: int, should_cancel) -> float | None:
+    """An ordinary run on the subset (level 3 first trains the level-2 model it starts from)."""
+    from core.training import TrainConfig, train
+
+    store = settings.home_dir() / "curves" / "models"
+    common = dict(backbone=config.backbone, weights=config.weights, data_dir=str(summary.root),
+                  models_dir=str(store), train_per_class=size, subset_seed=seed, flip_average=config.flip_average)
+    required = get_level(level).requires
+    if required is not None:
+        if train(TrainConfig(level=required, **common), should_cancel=should_cancel).cancelled:
+            return None
+    result = train(TrainConfig(level=level, **common), should_cancel=should_cancel)
+    return None if result.cancelled else result.entry.val_accuracy
+
+
+class _HeadCurve:
+    """A feature level's points from features computed once: only the head is trained per point."""
+
+    def __init__(self, config: CurveConfig, key: int, summary, report, should_cancel):
+        from core.backbones import get_backbone, resolve_weights
+        from core.datasets import decode_split
+        from core.models import make_feature_extractor
+        from core.recipes import extract_features, feature_cache_path
+        from core.training import TrainConfig
+
+        self.summary = summary
+        self.config = TrainConfig(level=key, backbone=config.backbone, weights=config.weights,
+                                  data_dir=str(summary.root)).resolved()
+        backbone = get_backbone(self.config.backbone)
+        weights = resolve_weights(backbone, self.config.weights)
+        size = self.config.image_size
+        extractor = make_feature_extractor(backbone, weights, size)
+
+        def progress(phase, message):
+            return lambda done, total: report(TrainEvent(PHASE, phase=phase, message=message, done=done, total=total))
+
+        def features(decoded, split, mirror=False):
+            path = feature_cache_path(None, summary.fingerprint, self.config.backbone, weights.key, size, split, mirror)
+            what = f"{split} features" + (" (mirror images)" if mirror else "")
+            return extract_features(extractor, decoded, path, should_cancel, progress(f"extract-{split}",
+                                                                                      f"Extracting {what}"), mirror)[0]
+
+        train = decode_split(summary, "train", size, progress("decode-train", "Decoding training photos"))
+        val = decode_split(summary, "validation", size, progress("decode-validation", "Decoding validation photos"))
+        self.features, self.labels = features(train, "train"), np.asarray(train.labels)
+        self.row_of = {path: i for i, path in enumerate(train.paths)}
+        self.val_views = [features(val, "validation")] + ([features(val, "validation", mirror=True)]
+                                                           if config.flip_average else [])
+        self.val_labels = np.asarray(val.labels)
+        self.num_classes = len(summary.classes)
+
+    def point(self, per_class: int, seed: int) -> float:
+        """Trains a head on the subset's rows with the level's hyperparameters; its validation accuracy."""
+        import keras
+        import tensorflow as tf
+
+        from core.datasets import training_subset, without_autotune
+        from core.models import loss_for, make_head
+        from core.predictor import to_probabilities
+        from core.training import make_optimizer
+
+        subset = training_subset(self.summary, per_class, seed)  # the very photos levels 1 and 3 get
+        rows = np.asarray([self.row_of[str(p)] for p, _ in subset.files["train"] if str(p) in self.row_of])
+        config = self.config
+        keras.utils.set_random_seed(config.seed + seed)
+        head = make_head(self.features.shape[1:], self.num_classes, config.dropout)
+        head.compile(optimizer=make_optimizer(config, -(-len(rows) // config.batch_size)),
+                     loss=loss_for(self.num_classes), metrics=["accuracy"])
+        data = without_autotune(tf.data.Dataset.from_tensor_slices((self.features[rows], self.labels[rows]))
+                                .shuffle(len(rows), seed=config.seed + seed).batch(config.batch_size))
+        head.fit(data, epochs=config.epochs, verbose=0, shuffle=False)
+        outputs = np.mean([head.predict(view, batch_size=256, verbose=0) for view in self.val_views], axis=0)
+        predicted = to_probabilities(outputs, self.num_classes).argmax(axis=1)
+        return float(np.mean(predicted == self.val_labels))

@@ -1,0 +1,78 @@
+"""Which ImageNet classes should level 0 count as cats and as dogs? Decided on the training photos.
+
+Runs MobileNetV2's ImageNet classifier once over the training split (never the validation split,
+which would make level 0's reported accuracy a tuned number) and scores each candidate grouping,
+one view and mirror-averaged, as level 0 would.
+
+Usage: python scripts/level0_grouping.py [--data-dir DIR] [--out bench-out/level0_grouping.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core import imagenet  # noqa: E402
+
+WILD_CATS = list(range(286, 294))  # cougar, lynx, leopard, snow leopard, jaguar, lion, tiger, cheetah
+WOLVES_AND_FOXES = list(range(269, 281))  # timber wolf ... grey fox (wolves, coyote, dingo, dhole, foxes)
+CANDIDATES = {
+    "domestic cats vs dog breeds (built in)": {"cats": imagenet.CATS, "dogs": imagenet.DOGS},
+    "+ wild cats": {"cats": imagenet.CATS + WILD_CATS, "dogs": imagenet.DOGS},
+    "+ wolves and foxes": {"cats": imagenet.CATS, "dogs": imagenet.DOGS + WOLVES_AND_FOXES},
+    "+ both": {"cats": imagenet.CATS + WILD_CATS, "dogs": imagenet.DOGS + WOLVES_AND_FOXES},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "level0_grouping.json")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from core.backbones import build_base, get_backbone, resolve_weights
+    from core.datasets import decode_split, resolve_data_dir, summarize
+    from core.models import preprocessing_layer
+
+    folder, _ = resolve_data_dir(args.data_dir)
+    summary = summarize(folder)
+    if sorted(summary.classes) != ["cats", "dogs"]:
+        raise SystemExit(f"This compares cat and dog groupings; the data set's classes are {summary.classes}.")
+    backbone = get_backbone("mobilenet_v2")
+    weights = resolve_weights(backbone, None, with_classifier=True)
+    classifier = build_base(backbone, weights, with_classifier=True)
+    preprocess = preprocessing_layer(backbone.preprocessing)
+    forward = tf.function(lambda x: classifier(preprocess(x), training=False))
+    train = decode_split(summary, "train", backbone.image_size)
+    views = []
+    for mirror in (False, True):
+        chunks = []
+        for start in range(0, len(train), 32):
+            batch = np.asarray(train.images[start:start + 32], np.float32)
+            chunks.append(forward(batch[:, :, ::-1] if mirror else batch).numpy())
+        views.append(np.concatenate(chunks))
+    labels = np.asarray(train.labels)
+    report = {"weights": weights.source, "split": "train", "n": int(len(labels)), "groupings": {}}
+    for name, grouping in CANDIDATES.items():
+        scores = {}
+        for label, probabilities in (("one view", views[0]), ("mirror-averaged", (views[0] + views[1]) / 2)):
+            sums = np.stack([probabilities[:, grouping[c]].sum(axis=1) for c in summary.classes], axis=1)
+            scores[label] = float(np.mean(sums.argmax(axis=1) == labels))
+        report["groupings"][name] = scores
+        print(f"{name:<42} one view {scores['one view']:.2%}   mirror-averaged {scores['mirror-averaged']:.2%}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

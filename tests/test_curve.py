@@ -1,0 +1,96 @@
+"""The data-efficiency curve: identical subsets for every level, level 2's fast path, results kept."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.curve import CurveConfig, estimate_seconds, load_points, plan, run_curve
+from core.datasets import DatasetError, summarize, training_subset
+from core.errors import ConfigError
+from core.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_training_subsets_are_seeded_random_and_stratified(dataset_factory):
+    summary = summarize(dataset_factory(n_train=24, n_val=10))
+    a = training_subset(summary, 5, seed=0)
+    assert a.counts()["train"] == {"circles": 5, "squares": 5}
+    assert a.files["validation"] == summary.files["validation"]  # scored on the whole validation split
+    assert training_subset(summary, 5, seed=0).files == a.files  # same size and seed: same photos
+    assert training_subset(summary, 5, seed=1).files["train"] != a.files["train"]
+    assert [p.name for p, _ in a.files["train"]] != [f"circles.{i}.jpg" for i in range(5)]  # not just the first
+    assert a.fingerprint != training_subset(summary, 5, seed=1).fingerprint != summary.fingerprint
+    with pytest.raises(DatasetError, match="fewer than 25 training images"):
+        training_subset(summary, 25, seed=0)
+
+
+def test_a_level_trained_on_a_subset_sees_exactly_that_subset(dataset_factory):
+    data = dataset_factory(n_train=24, n_val=10)
+    result = train(TrainConfig(level=1, data_dir=str(data), image_size=(32, 32), epochs=1, batch_size=8,
+                               train_per_class=6, subset_seed=2))
+    assert result.entry.card.dataset["counts"]["train"] == {"circles": 6, "squares": 6}
+    assert result.entry.card.dataset["counts"]["validation"] == {"circles": 10, "squares": 10}
+    assert result.entry.card.hyperparameters["train_per_class"] == 6
+
+
+def test_plan_drops_sizes_above_the_smallest_class(dataset_factory):
+    summary = summarize(dataset_factory(n_train=24, n_val=10))
+    config = CurveConfig(levels=[1, 2], sizes=[5, 20, 50], seeds=2)
+    assert plan(config, summary) == [(1, 5, 0), (1, 5, 1), (1, 20, 0), (1, 20, 1),
+                                     (2, 5, 0), (2, 5, 1), (2, 20, 0), (2, 20, 1)]
+    guess = estimate_seconds(config, summary, gflops=220)
+    assert set(guess) == {1, 2} and all(seconds > 0 for seconds in guess.values())
+    with pytest.raises(ConfigError, match="trains nothing"):
+        CurveConfig(levels=[0])
+
+
+def test_level2_curve_trains_heads_on_cached_features_and_keeps_results(dataset_factory, tiny_backbone):
+    data = dataset_factory(n_train=24, n_val=10)
+    config = CurveConfig(levels=[2], sizes=[2, 20], seeds=2, backbone=tiny_backbone.name, weights="none",
+                         data_dir=str(data))
+    events = []
+    results = run_curve(config, report=events.append)
+    points = results[2]
+    assert [(p.images_per_class, p.seed) for p in points] == [(2, 0), (2, 1), (20, 0), (20, 1)]
+    assert all(0 <= p.accuracy <= 1 and p.seconds > 0 for p in points)
+    assert min(p.accuracy for p in points if p.images_per_class == 20) >= 0.8  # enough photos: it learns
+    curve_events = [e for e in events if e.phase == "curve"]
+    assert [e.done for e in curve_events] == [0, 1, 2, 3, 4] and curve_events[-1].total == 4
+    kept = load_points(summarize(data).fingerprint, 2, tiny_backbone.name)
+    assert kept == points
+    # The features were extracted once: a second curve reads them from the cache and is faster.
+    assert any(e.phase.startswith("extract-") for e in events)
+    again = []
+    run_curve(CurveConfig(levels=[2], sizes=[2], seeds=1, backbone=tiny_backbone.name, weights="none",
+                          data_dir=str(data)), report=again.append)
+    assert not any(e.phase.startswith("extract-") for e in again)
+
+
+def test_cancelling_stops_between_points_and_keeps_what_was_measured(dataset_factory, tiny_backbone):
+    data = dataset_factory(n_train=24, n_val=10)
+    calls = {"n": 0}
+
+    def cancel_after_first_point():
+        calls["n"] += 1
+        return bool(load_points(summarize(data).fingerprint, 2, tiny_backbone.name))
+
+    results = run_curve(CurveConfig(levels=[2], sizes=[2, 5, 10], seeds=1, backbone=tiny_backbone.name,
+                                    weights="none", data_dir=str(data)), should_cancel=cancel_after_first_point)
+    assert len(results[2]) == 1
+
+
+@pytest.mark.slow
+def test_cli_curve_json(dataset_factory, tmp_path):
+    data = dataset_factory(n_train=24, n_val=10)
+    out = subprocess.run([sys.executable, "-m", "core", "curve", "--level", "1", "--sizes", "4,8", "--seeds", "1",
+                          "--data-dir", str(data), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "LITTLE_DATA_HOME": str(tmp_path / "home")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Level 1: 2 training runs, about" in out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["level"] == 1 and [p["images_per_class"] for p in result["points"]] == [4, 8]
+    assert set(result["points"][0]) == {"level", "images_per_class", "seed", "accuracy", "seconds"}

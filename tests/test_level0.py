@@ -1,0 +1,86 @@
+"""Level 0: the pretrained ImageNet classifier with its classes grouped into ours, no training."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from core.errors import ConfigError
+from core.imagenet import CATS, DOGS, check_grouping, class_names, default_grouping, parse_grouping
+from core.levels import get_level
+from core.models import ClassGroups
+from core.training import TrainConfig, TrainingError, train
+
+
+def test_class_groups_sum_and_renormalise():
+    probabilities = np.zeros((2, 1000), "float32")
+    probabilities[0, [1, 2]] = 0.3, 0.1  # class a: 0.4
+    probabilities[0, 7] = 0.2  # class b: 0.2; the rest is ignored
+    probabilities[1, 7] = 0.9
+    two = np.asarray(ClassGroups([[1, 2], [7]])(probabilities))
+    np.testing.assert_allclose(two, [[0.2 / 0.6], [1.0]], rtol=1e-6)  # one unit: the second class
+    three = np.asarray(ClassGroups([[1], [2], [7]])(probabilities))
+    np.testing.assert_allclose(three[0], [0.5, 1 / 6, 1 / 3], rtol=1e-6)
+    layer = ClassGroups([[1, 2], [7]], name="class_groups")
+    assert ClassGroups.from_config(layer.get_config()).groups == [[1, 2], [7]]
+    with pytest.raises(ConfigError):
+        ClassGroups([[1], []])
+
+
+def test_built_in_grouping_for_cats_and_dogs_only():
+    assert default_grouping(["cats", "dogs"]) == {"cats": CATS, "dogs": DOGS}
+    assert default_grouping(["Dog", "Cat"]) == {"Dog": DOGS, "Cat": CATS}
+    assert default_grouping(["circles", "squares"]) is None
+    assert default_grouping(["cats", "dogs", "birds"]) is None
+    assert len(DOGS) == 118 and CATS == [281, 282, 283, 284, 285]
+
+
+def test_cli_grouping_syntax_and_checks():
+    assert parse_grouping(["cats=281-283", "dogs=151,153-154"]) == {"cats": [281, 282, 283], "dogs": [151, 153, 154]}
+    with pytest.raises(ConfigError, match="CLASS=INDICES"):
+        parse_grouping(["cats:281"])
+    with pytest.raises(ConfigError, match="Give ImageNet classes for dogs"):
+        check_grouping({"cats": [281]}, ["cats", "dogs"])
+    with pytest.raises(ConfigError, match="given for both cats and dogs"):
+        check_grouping({"cats": [281], "dogs": [281]}, ["cats", "dogs"])
+    with pytest.raises(ConfigError, match="0 to 999"):
+        check_grouping({"cats": [1000], "dogs": [1]}, ["cats", "dogs"])
+
+
+def test_level0_is_registered_as_a_level_that_trains_nothing():
+    level = get_level(0)
+    assert not level.trains and level.uses_imagenet_classes and level.needs_backbone
+    config = TrainConfig(level=0).resolved()
+    assert config.epochs == 0 and config.backbone == "mobilenet_v2" and config.image_size == (224, 224)
+
+
+def test_level0_without_a_grouping_or_a_classifier_says_what_to_do(dataset):
+    with pytest.raises(TrainingError, match="which ImageNet classes make up each of your classes"):
+        train(TrainConfig(level=0, backbone="mobilenet_v2", weights="none", data_dir=str(dataset)))
+    with pytest.raises(TrainingError, match="needs a backbone with its ImageNet classifier"):
+        train(TrainConfig(level=0, backbone="mobilenet_025", weights="none", data_dir=str(dataset),
+                          imagenet_classes={"circles": [1], "squares": [2]}))
+
+
+def test_class_names_come_from_a_local_copy_or_say_they_are_missing(tmp_path, monkeypatch, shared):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(ConfigError, match="not on this machine"):
+        class_names(download=False)
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    shutil.copy(shared / "weights" / "keras_cache" / "models" / "imagenet_class_index.json", tmp_path / "keras" / "models")
+    names = class_names(download=False)
+    assert len(names) == 1000 and names[281] == "tabby" and names[151] == "Chihuahua"
+
+
+@pytest.mark.slow
+def test_level0_on_real_photos_with_genuine_weights(shared, monkeypatch):
+    """MobileNetV2's own ImageNet classifier, no training, on 40 cats and 40 dogs."""
+    monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(shared))
+    result = train(TrainConfig(level=0, limit_per_class=40, data_dir=str(shared / "datasets" / "cats_vs_dogs")))
+    card = result.entry.card
+    assert card.weights.startswith("file mobilenet_v2_1.0_imagenet_torchvision.weights.h5")
+    assert card.imagenet_classes == {"cats": CATS, "dogs": DOGS} and card.history == {}
+    assert card.hyperparameters["epochs"] == 0 and card.hyperparameters["optimizer"] is None
+    assert card.val_accuracy >= 0.85  # it knows cats and dogs before seeing any of ours
+    assert json.loads(result.entry.card_path.read_text())["imagenet_classes"]["cats"] == CATS
