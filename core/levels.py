@@ -224,7 +224,7 @@ def all_levels() -> list[Level]:
 register_level(Level(
     key=0, short_name="no training", name="Pretrained ImageNet classifier, classes grouped",
     story="No training at all: the pretrained network's own ImageNet classifier, with its 1000 classes "
-          "summed into ours (ImageNet's 118 dog breeds are dogs, its 5 house cats are cats). It shows how "
+          "summed into ours (ImageNet's 118 dog breeds are dogs, its 13 house and wild cats are cats). It shows how "
           "much the network already knows before it has seen a single one of our photos.",
     tutorial_accuracy=None, tutorial_setup="", epochs=0, optimizer="rmsprop", learning_rate=1e-3,
     schedule="constant", augment="none", can_augment=False, image_size=None, needs_backbone=True, requires=None,

@@ -141,7 +141,7 @@ class Run:
 
     config: TrainConfig  # resolved
     summary: DatasetSummary
-    train_data: DecodedSplit
+    train_data: DecodedSplit | None  # None for a level that trains nothing
     val_data: DecodedSplit
     store: ModelStore
     report: Report
@@ -304,7 +304,8 @@ def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
         timings[f"decode_{split}"] = time.monotonic() - t0
         return decoded
 
-    run = Run(config, summary, decode("train"), decode("validation"), ModelStore(config.models_dir), report,
+    train_data = decode("train") if config.spec.trains else None  # level 0 learns nothing from train/
+    run = Run(config, summary, train_data, decode("validation"), ModelStore(config.models_dir), report,
               should_cancel, timings)
     try:
         trained = config.spec.trainer()(run)

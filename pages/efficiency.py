@@ -28,7 +28,7 @@ def curve_frame(summary, levels) -> pd.DataFrame:
 def curve_chart(frame: pd.DataFrame, summary):
     scale = alt.Scale(type="log", domain=[min(frame["images per class"].min(), 5), 1000])
     x = alt.X("images per class:Q", scale=scale, title="training images per class (log scale)")
-    colour = alt.Color("level:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="bottom"))
+    colour = alt.Color("level:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="bottom", labelLimit=400))
     band = alt.Chart(frame).mark_area(opacity=0.18).encode(x=x, y="lowest:Q", y2="highest:Q", color=colour)
     line = alt.Chart(frame).mark_line(point=True).encode(
         x=x, y=alt.Y("accuracy:Q", title="validation accuracy", scale=alt.Scale(zero=False), axis=alt.Axis(format="%")),

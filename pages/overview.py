@@ -11,7 +11,8 @@ def levels_ui():
     levels = all_levels()
     for level, column in zip(levels, st.columns(len(levels))):
         with column.container(border=True):
-            st.subheader(level.label)
+            st.subheader(f"Level {level.key}")
+            st.markdown(f"**{level.short_name.capitalize()}**")
             st.write(level.story)
             entry = latest.get(level.key)
             if entry and entry.val_accuracy is not None:
@@ -28,7 +29,8 @@ def main():
     st.markdown(
         "**Strong image classifiers from very little data**, three ways, with real photos, real pretrained "
         "networks and real training — after François Chollet's 2016 Keras tutorial, which showed that "
-        "2000 pictures of cats and dogs are enough.")
+        "2000 pictures of cats and dogs are enough. Level 0 adds the baseline the tutorial skipped: the "
+        "pretrained network as it is, with no training at all.")
     summary, _, error = current_summary()
     if summary is None:
         st.warning(f"No data set yet. {error} Open the **Data** page to choose one.")

@@ -77,7 +77,8 @@ def result_ui(result, levels):
         columns[0].image(result.image, caption=result.name, width="stretch")
         for column, level in zip(columns[1:], levels):
             with column:
-                st.markdown(f"**{level_label(level)}**")
+                name = level_label(level).partition(" · ")
+                st.markdown(f"**{name[0]}**  \n{name[2]}")
                 if level in result.model_errors:
                     st.warning(f"Model unusable: {result.model_errors[level]}")
                     continue

@@ -21,14 +21,16 @@ sys.path.insert(0, str(ROOT))
 
 from core import imagenet  # noqa: E402
 
+HOUSE_CATS = list(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 WILD_CATS = list(range(286, 294))  # cougar, lynx, leopard, snow leopard, jaguar, lion, tiger, cheetah
 WOLVES_AND_FOXES = list(range(269, 281))  # timber wolf ... grey fox (wolves, coyote, dingo, dhole, foxes)
 CANDIDATES = {
-    "domestic cats vs dog breeds (built in)": {"cats": imagenet.CATS, "dogs": imagenet.DOGS},
-    "+ wild cats": {"cats": imagenet.CATS + WILD_CATS, "dogs": imagenet.DOGS},
-    "+ wolves and foxes": {"cats": imagenet.CATS, "dogs": imagenet.DOGS + WOLVES_AND_FOXES},
-    "+ both": {"cats": imagenet.CATS + WILD_CATS, "dogs": imagenet.DOGS + WOLVES_AND_FOXES},
+    "house cats vs dog breeds": {"cats": HOUSE_CATS, "dogs": imagenet.DOGS},
+    "+ wild cats (built in)": {"cats": HOUSE_CATS + WILD_CATS, "dogs": imagenet.DOGS},
+    "+ wolves and foxes": {"cats": HOUSE_CATS, "dogs": imagenet.DOGS + WOLVES_AND_FOXES},
+    "+ both": {"cats": HOUSE_CATS + WILD_CATS, "dogs": imagenet.DOGS + WOLVES_AND_FOXES},
 }
+assert CANDIDATES["+ wild cats (built in)"]["cats"] == imagenet.CATS
 
 
 def main() -> int:

@@ -71,7 +71,7 @@ def test_predict_upload_and_bad_files(trained):
     errors = [e.value for e in at.error]
     assert len(errors) == 2 and errors[0].startswith("corrupt.jpg: ") and errors[1] == "empty.png: the file is empty."
     headings = [m.value for m in at.markdown]
-    assert "**Level 1 · from scratch**" in headings and "**Level 2 · bottleneck features**" in headings
+    assert "**Level 1**  \nfrom scratch" in headings and "**Level 2**  \nbottleneck features" in headings
     answers = [m.value for m in at.main.markdown if m.value.startswith("### ")]
     assert len(answers) == 2 and all(("circles" in a or "squares" in a) and "%" in a for a in answers)
     assert [c.value for c in at.caption if "Server time" in c.value][0].endswith("for decoding and 2 model(s).")

@@ -70,7 +70,7 @@ def test_upload_a_photo_and_get_predictions(app_server, tmp_path):
         page.wait_for_timeout(800)
         page.screenshot(path=str(ARTIFACTS / "predict-upload.png"), full_page=True)
         body = page.inner_text("body")
-        assert "Level 1 · from scratch" in body and "Level 2 · bottleneck features" in body
+        assert "Level 1\nfrom scratch" in body and "Level 2\nbottleneck features" in body
         assert "corrupt.jpg: " in body and "Traceback" not in body
         assert body.count("Server time") == 1  # the good photo got its predictions; the bad one a message
         assert "circles ·" in body or "squares ·" in body
