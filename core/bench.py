@@ -24,21 +24,25 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def median_ms(call, repeats: int = 10) -> float:
+    """Median milliseconds of `call()`, after one warm-up call."""
+    call()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1000
+
+
 def _latency(predictor, image_path) -> dict:
     """Single-image latency: the model alone, and from file bytes (decode + resize + model)."""
     from core.images import load_array
-    from core.predictor import timed_predict
 
-    array = load_array(image_path, predictor.image_size)
-    model_s = timed_predict(predictor, array)
+    batch = load_array(image_path, predictor.image_size)[None]
     data = Path(image_path).read_bytes()
-    predictor.predict([data])
-    times = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        predictor.predict([data])
-        times.append(time.perf_counter() - t0)
-    return {"model_ms": model_s * 1000, "from_bytes_ms": float(np.median(times)) * 1000}
+    return {"model_ms": median_ms(lambda: predictor.predict_arrays(batch), 20),
+            "from_bytes_ms": median_ms(lambda: predictor.predict([data]))}
 
 
 def _explain_ms(entry, predictor, image_path, repeats: int = 10) -> float | None:
@@ -51,14 +55,8 @@ def _explain_ms(entry, predictor, image_path, repeats: int = 10) -> float | None
         explainer = Explainer(entry, model=predictor.model)
     except ModelError:
         return None
-    array = load_array(image_path, entry.image_size)[None]
-    explainer.explain_arrays(array)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        explainer.explain_arrays(array)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1000
+    batch = load_array(image_path, entry.image_size)[None]
+    return median_ms(lambda: explainer.explain_arrays(batch), repeats)
 
 
 def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | None = None,

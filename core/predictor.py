@@ -90,18 +90,6 @@ class Predictor:
         return results
 
 
-def timed_predict(predictor: Predictor, image: np.ndarray, repeats: int = 20) -> float:
-    """Median seconds for one already-decoded image through the model (after a warm-up)."""
-    batch = image[None]
-    predictor.predict_arrays(batch)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        predictor.predict_arrays(batch)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 @dataclass
 class MultiPrediction:
     """One photo's predictions from several levels' models."""

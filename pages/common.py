@@ -140,6 +140,17 @@ def level_label(key: int) -> str:
         return f"Level {key}"
 
 
+def start_button_ui(label: str, config, key: str, disabled: bool, state_key: str) -> None:
+    """A Start button that launches `config` as a background job, or says which job is in the way."""
+    if st.button(label, type="primary", disabled=disabled, key=key):
+        try:
+            jobs.start_job(config)
+            st.session_state[state_key] = True  # the page refreshes itself once the job ends
+            st.rerun()
+        except jobs.JobBusy as exc:
+            st.warning(str(exc))
+
+
 def page_header(title: str, intro: str):
     st.title(title)
     st.markdown(intro)

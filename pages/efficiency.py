@@ -10,7 +10,7 @@ from core.backbones import DEFAULT_BACKBONE
 from core.curve import DEFAULT_SIZES, CurveConfig, estimate_seconds, load_points, plan
 from core.levels import LEVELS, all_levels, format_duration
 from core.model_store import ModelStore
-from pages.common import current_summary, ensure_app_shell, page_header
+from pages.common import current_summary, ensure_app_shell, page_header, start_button_ui
 
 
 def curve_frame(summary, levels) -> pd.DataFrame:
@@ -93,13 +93,7 @@ def controls_ui(summary, busy: bool):
                + ", ".join(f"level {k}: {format_duration(v)}" for k, v in guess.items())
                + "). Level 2 computes the features once and trains only its small classifier per point; "
                  "levels 1 and 3 train fully at every point.")
-    if st.button("Measure the curve", type="primary", disabled=busy, key="curve_start"):
-        try:
-            jobs.start_job(config)
-            st.session_state["curve_was_active"] = True
-            st.rerun()
-        except jobs.JobBusy as exc:
-            st.warning(str(exc))
+    start_button_ui("Measure the curve", config, "curve_start", busy, "curve_was_active")
 
 
 def main():

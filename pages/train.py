@@ -14,7 +14,7 @@ from core.imagenet import class_names, default_grouping
 from core.levels import LEVELS, Level, all_levels, format_duration
 from core.model_store import ModelStore
 from core.training import TrainConfig
-from pages.common import current_summary, ensure_app_shell, level_label, page_header
+from pages.common import current_summary, ensure_app_shell, level_label, page_header, start_button_ui
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
 
@@ -183,13 +183,7 @@ def level_card_ui(level: Level, summary, busy: bool):
                 what = f" with {BACKBONES[backbone].label}" if backbone else ""
                 blocked = (f"Train level {level.requires}{what} first: this level starts from its trained model.")
                 st.info(blocked)
-        if st.button(f"Start level {key}", type="primary", disabled=busy or blocked is not None, key=f"start{key}"):
-            try:
-                jobs.start_job(config)
-                st.session_state["was_active"] = True
-                st.rerun()
-            except jobs.JobBusy as exc:
-                st.warning(str(exc))
+        start_button_ui(f"Start level {key}", config, f"start{key}", busy or blocked is not None, "was_active")
 
 
 def main():

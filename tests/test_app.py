@@ -206,3 +206,14 @@ def test_efficiency_page_measures_a_curve_in_the_background(app_env, monkeypatch
     assert_clean(at)
     assert at.get("vega_lite_chart") and at.dataframe  # the chart and its numbers
     assert list(at.dataframe[0].value["images per class"]) == [5, 10]
+
+
+def test_mistakes_gallery_shows_heatmaps_on_request(trained):
+    at = page("curves")
+    toggles = [t for t in at.toggle if t.key and t.key.startswith("mistake_heatmaps_")]
+    assert toggles, "a model with mistakes offers their heatmaps"
+    before = len(at.get("image"))
+    toggles[0].set_value(True).run()
+    assert_clean(at)
+    assert len(at.get("image")) == before  # the same photos, now with their heatmaps
+    assert any("where the wrong answer comes from" in c.value for c in at.caption)

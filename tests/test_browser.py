@@ -87,3 +87,19 @@ def test_a_page_url_opened_first_on_a_fresh_server_gets_the_app(tmp_path, datase
         sidebar = page.locator("[data-testid='stSidebar']").inner_text()
         assert "Little Data" in sidebar and "Augmentation lab" in sidebar
         assert "common" not in sidebar.split()
+
+
+def test_where_it_looks_shows_a_heatmap_per_level(app_server, tmp_path):
+    photo = tmp_path / "my_square.jpg"
+    photo.write_bytes(jpeg_bytes(make_image("squares", np.random.default_rng(7), size=200)))
+    with browser_page() as page:
+        open_page(page, app_server, "predict")
+        page.get_by_text("Where it looks", exact=True).first.click()
+        page.wait_for_timeout(1000)
+        page.locator("[data-testid='stFileUploaderDropzone'] input[type='file']").set_input_files(str(photo))
+        page.get_by_text("and heatmap.").first.wait_for(timeout=60_000)
+        page.get_by_text("yellow = where the decision comes from").first.wait_for(timeout=10_000)
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(ARTIFACTS / "predict-heatmaps.png"), full_page=True)
+        assert page.get_by_text("Where it looks for").count() == 2  # levels 1 and 2
+        assert page.locator("[data-testid='stException']").count() == 0
