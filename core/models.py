@@ -146,7 +146,9 @@ def make_grouped_classifier(backbone: Backbone, weights: ResolvedWeights, groups
     for layer in full.layers[full.layers.index(features) + 1:]:  # the top: pooling, the 1000 classes
         x = layer(x)
     outputs = ClassGroups(groups, name="class_groups")(x)
-    return keras.Model(inputs, outputs, name="grouped_imagenet_classifier")
+    model = keras.Model(inputs, outputs, name="grouped_imagenet_classifier")
+    model.trainable = False  # nothing of level 0 is trained, the ImageNet top included
+    return model
 
 
 def make_head(feature_shape, num_classes: int = 2, dropout: float = 0.5, hidden: int = 256) -> keras.Model:

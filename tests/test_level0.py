@@ -82,5 +82,6 @@ def test_level0_on_real_photos_with_genuine_weights(shared, monkeypatch):
     assert card.weights.startswith("file mobilenet_v2_1.0_imagenet_torchvision.weights.h5")
     assert card.imagenet_classes == {"cats": CATS, "dogs": DOGS} and card.history == {}
     assert card.hyperparameters["epochs"] == 0 and card.hyperparameters["optimizer"] is None
+    assert card.params["trainable"] == 0 and card.params["total"] > 3_000_000
     assert card.val_accuracy >= 0.85  # it knows cats and dogs before seeing any of ours
     assert json.loads(result.entry.card_path.read_text())["imagenet_classes"]["cats"] == CATS
