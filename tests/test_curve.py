@@ -94,3 +94,20 @@ def test_cli_curve_json(dataset_factory, tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["level"] == 1 and [p["images_per_class"] for p in result["points"]] == [4, 8]
     assert set(result["points"][0]) == {"level", "images_per_class", "seed", "accuracy", "seconds"}
+
+
+def test_level3_points_first_train_level2_on_the_same_subset(dataset_factory, tiny_backbone):
+    from core import settings
+    from core.model_store import ModelStore
+
+    data = dataset_factory(n_train=24, n_val=10)
+    results = run_curve(CurveConfig(levels=[3], sizes=[8], seeds=1, backbone=tiny_backbone.name, weights="none",
+                                    data_dir=str(data)))
+    assert [(p.level, p.images_per_class) for p in results[3]] == [(3, 8)]
+    store = ModelStore(settings.home_dir() / "curves" / "models")
+    level2, level3 = store.latest(2), store.latest(3)
+    assert level3.card.started_from == level2.id
+    assert level2.card.dataset["counts"]["train"] == level3.card.dataset["counts"]["train"] == {"circles": 8, "squares": 8}
+    assert level2.card.dataset["fingerprint"] == level3.card.dataset["fingerprint"]  # the very same photos
+    assert results[3][0].accuracy == level3.val_accuracy
+    assert ModelStore().list().models == []  # curve runs never become the app's latest models
