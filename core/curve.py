@@ -161,16 +161,17 @@ def run_curve(config: CurveConfig, report: Callable[[TrainEvent], None] | None =
             break
         point = CurvePoint(level, size, seed, accuracy, round(time.monotonic() - t0, 3))
         results[level].append(point)
-        _save_point(point, summary.fingerprint, _backbone(config, level), cache_dir)
+        _save_point(point, summary.fingerprint, backbone_for(level, config.backbone), cache_dir)
     report(TrainEvent(PHASE, phase="curve", done=sum(map(len, results.values())), total=len(todo),
                       message="Curve finished" if not should_cancel() else "Curve cancelled"))
     return results
 
 
-def _backbone(config: CurveConfig, level: int) -> str | None:
-    from core.backbones import DEFAULT_BACKBONE
+def backbone_for(level: int, backbone: str | None = None) -> str | None:
+    """The backbone a level's curve runs on (its results are kept under it): as a training run resolves it."""
+    from core.training import TrainConfig
 
-    return (config.backbone or DEFAULT_BACKBONE) if get_level(level).needs_backbone else None
+    return TrainConfig(level=level, backbone=backbone).resolved().backbone
 
 
 def _train_point(config: CurveConfig, summary, level: int, size: int, seed: int, should_cancel) -> float | None:
@@ -227,22 +228,20 @@ class _HeadCurve:
     def point(self, per_class: int, seed: int) -> float:
         """Trains a head on the subset's rows with the level's hyperparameters; its validation accuracy."""
         import keras
-        import tensorflow as tf
 
-        from core.datasets import training_subset, without_autotune
-        from core.models import loss_for, make_head
+        from core.datasets import training_subset
+        from core.models import make_head
         from core.predictor import to_probabilities
-        from core.training import make_optimizer
+        from core.recipes import feature_dataset
+        from core.training import compile_model
 
         subset = training_subset(self.summary, per_class, seed)  # the very photos levels 1 and 3 get
         rows = np.asarray([self.row_of[str(p)] for p, _ in subset.files["train"] if str(p) in self.row_of])
         config = self.config
         keras.utils.set_random_seed(config.seed + seed)
         head = make_head(self.features.shape[1:], self.num_classes, config.dropout)
-        head.compile(optimizer=make_optimizer(config, -(-len(rows) // config.batch_size)),
-                     loss=loss_for(self.num_classes), metrics=["accuracy"])
-        data = without_autotune(tf.data.Dataset.from_tensor_slices((self.features[rows], self.labels[rows]))
-                                .shuffle(len(rows), seed=config.seed + seed).batch(config.batch_size))
+        compile_model(head, config, self.num_classes, -(-len(rows) // config.batch_size))
+        data = feature_dataset(self.features[rows], self.labels[rows], config.batch_size, shuffle_seed=config.seed + seed)
         head.fit(data, epochs=config.epochs, verbose=0, shuffle=False)
         outputs = np.mean([head.predict(view, batch_size=256, verbose=0) for view in self.val_views], axis=0)
         predicted = to_probabilities(outputs, self.num_classes).argmax(axis=1)

@@ -35,8 +35,6 @@ def train_small_convnet(run: Run) -> Trained:
 
 def train_bottleneck_classifier(run: Run) -> Trained:
     """Level 2: a frozen pretrained network's features, computed once and cached; a small head on them."""
-    import tensorflow as tf
-
     from core.models import attach_head, make_feature_extractor, make_head
 
     config = run.config
@@ -60,11 +58,9 @@ def train_bottleneck_classifier(run: Run) -> Trained:
 
     head = make_head(features["train"].shape[1:], run.num_classes, config.dropout)
     run.compile(head)
-    train_ds = without_autotune(tf.data.Dataset.from_tensor_slices((features["train"], run.train_data.labels))
-                                .shuffle(len(run.train_data), seed=config.seed).batch(config.batch_size))
-    val_ds = without_autotune(tf.data.Dataset.from_tensor_slices((features["validation"], run.val_data.labels))
-                              .batch(256))
-    history, cancelled = run.fit(head, train_ds, val_ds)
+    history, cancelled = run.fit(head, feature_dataset(features["train"], run.train_data.labels, config.batch_size,
+                                                       shuffle_seed=config.seed),
+                                 feature_dataset(features["validation"], run.val_data.labels, 256))
     return Trained(attach_head(extractor, head), history, cancelled,
                    {"weights": weights.source, "weights_key": weights.key, "backbone_flops": count_flops(extractor)})
 
@@ -94,6 +90,16 @@ def train_fine_tuning(run: Run) -> Trained:
     return Trained(model, history, cancelled,
                    {"weights": start.card.weights, "weights_key": start.card.weights_key, "started_from": start.id,
                     "backbone_flops": count_flops(model.get_layer(backbone.name))})
+
+
+def feature_dataset(features: np.ndarray, labels, batch_size: int, shuffle_seed: int | None = None):
+    """(features, labels) as a batched `tf.data.Dataset`, shuffled each epoch when a seed is given."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((features, labels))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(features), seed=shuffle_seed)
+    return without_autotune(ds.batch(batch_size))
 
 
 def feature_cache_path(cache_dir, fingerprint: str, backbone: str, weights_key: str, image_size, split: str,

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.augment import AugmentConfig, preset
 from core.backbones import DEFAULT_BACKBONE, get_backbone
-from core.cards import ModelCard
+from core.cards import Metrics, ModelCard
 from core.datasets import (DatasetSummary, DecodedSplit, decode_split, first_per_class, resolve_data_dir, summarize,
                            training_subset)
 from core.errors import ConfigError, LittleDataError, describe
@@ -160,10 +160,7 @@ class Run:
 
     def compile(self, model) -> None:
         """Compiles `model` with the level's optimizer, the configured rate and schedule, and its loss."""
-        from core.models import loss_for
-
-        model.compile(optimizer=make_optimizer(self.config, self.steps_per_epoch()), loss=loss_for(self.num_classes),
-                      metrics=["accuracy"])
+        compile_model(model, self.config, self.num_classes, self.steps_per_epoch())
 
     def train_dataset(self):
         """The training split as a shuffled `tf.data.Dataset` of (float32 pixels 0-255, labels)."""
@@ -191,6 +188,13 @@ class Run:
                   shuffle=False)  # the tf.data pipeline shuffles
         self.timings["fit"] = time.monotonic() - t0
         return callback.history, callback.cancelled
+
+
+def compile_model(model, config: TrainConfig, num_classes: int, steps_per_epoch: int) -> None:
+    """Compiles `model` as `config`'s level trains: its optimizer, rate and schedule, the loss for the classes."""
+    from core.models import loss_for
+
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss_for(num_classes), metrics=["accuracy"])
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int):
@@ -345,7 +349,6 @@ def _versions() -> dict[str, str]:
 def make_card(config: TrainConfig, summary: DatasetSummary, model, trained: Trained, val_accuracy: float,
               seconds: float, timings: dict[str, float]) -> ModelCard:
     """The card of a finished run (the store adds id, file name and creation time)."""
-    from core.cards import Metrics
     from core.models import count_params, single_view
 
     history = trained.history

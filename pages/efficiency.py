@@ -6,8 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core import jobs
-from core.backbones import DEFAULT_BACKBONE
-from core.curve import DEFAULT_SIZES, CurveConfig, estimate_seconds, load_points, plan
+from core.curve import DEFAULT_SIZES, CurveConfig, backbone_for, estimate_seconds, load_points, plan
 from core.levels import LEVELS, all_levels, format_duration
 from core.model_store import ModelStore
 from pages.common import current_summary, ensure_app_shell, page_header, start_button_ui
@@ -17,7 +16,7 @@ def curve_frame(summary, levels) -> pd.DataFrame:
     """One row per level and size: mean, lowest and highest accuracy over seeds."""
     rows = []
     for level in levels:
-        points = load_points(summary.fingerprint, level.key, DEFAULT_BACKBONE if level.needs_backbone else None)
+        points = load_points(summary.fingerprint, level.key, backbone_for(level.key))
         for size in sorted({p.images_per_class for p in points}):
             accuracies = [p.accuracy for p in points if p.images_per_class == size]
             rows.append({"level": level.label, "images per class": size, "accuracy": float(np.mean(accuracies)),
