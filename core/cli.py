@@ -6,6 +6,7 @@
     python -m core evaluate level2 --json     # accuracy on the validation split
     python -m core predict level3 cat.jpg
     python -m core explain level3 cat.jpg -o where.png   # Grad-CAM heatmap
+    python -m core export level2 --format onnx -o cats.zip   # to run without Little Data
     python -m core bench                      # every level, Markdown + JSON report
 
 Training jobs started from the app run in `python -m core.worker JOB_DIR`, which is not a command here.
@@ -118,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score single views instead of averaging each photo with its mirror, as saved models do")
     p.add_argument("--json", action="store_true", help='last line: {"level": N, "points": [...]} (a list of '
                                                        "them for several levels)")
+
+    p = sub.add_parser("export", help="a model to take away: .keras, SavedModel, LiteRT (tflite) or ONNX, "
+                                      "with labels.txt and a usage README")
+    _common(p)
+    p.add_argument("model", help=_model_refs())
+    p.add_argument("--format", required=True, choices=("keras", "saved_model", "tflite", "onnx"))
+    p.add_argument("--quantize", choices=("int8",), help="tflite only: int8 weights and activations, calibrated "
+                                                          "on training photos of the data set")
+    p.add_argument("-o", "--output", help="output folder, or a .zip (default: MODEL_ID-FORMAT.zip)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (path, bytes, seconds, ...)")
 
     p = sub.add_parser("models", help="list the model store")
     _common(p)
@@ -336,6 +347,24 @@ def cmd_curve(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from core.export import calibration_photos, check_format, export_model, export_name
+    from core.model_store import ModelStore
+
+    check_format(args.format, args.quantize)
+    entry = ModelStore(args.models_dir).resolve(args.model)
+    calibration = calibration_photos(entry, args.data_dir) if args.quantize else None
+    output = args.output or export_name(entry, args.format, args.quantize)
+    info = export_model(entry, args.format, output, quantize=args.quantize, calibration=calibration)
+    if args.json:
+        print(json.dumps({"path": str(output), **asdict(info)}))
+    else:
+        print(f"Wrote {output}: {info.model_file} ({info.bytes / 2**20:.1f} MB, {info.seconds:.1f} s), labels.txt, "
+              f"README.md. Input: float32 [N, {info.image_size[0]}, {info.image_size[1]}, 3] pixels 0-255; "
+              f"output: probabilities of {', '.join(info.classes)}.")
+    return 0
+
+
 def cmd_models(args) -> int:
     from core.model_store import ModelStore
 
@@ -364,7 +393,8 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"data": cmd_data, "augment": cmd_augment, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "explain": cmd_explain, "curve": cmd_curve, "models": cmd_models,
+            "predict": cmd_predict, "explain": cmd_explain, "curve": cmd_curve, "export": cmd_export,
+            "models": cmd_models,
             "bench": cmd_bench}
 
 

@@ -24,7 +24,7 @@ def test_class_groups_sum_and_renormalise():
     np.testing.assert_allclose(three[0], [0.5, 1 / 6, 1 / 3], rtol=1e-6)
     layer = ClassGroups([[1, 2], [7]], name="class_groups")
     assert ClassGroups.from_config(layer.get_config()).groups == [[1, 2], [7]]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError, match="non-empty"):
         ClassGroups([[1], []])
 
 

@@ -1,0 +1,83 @@
+"""Little Data's own Keras layers, in one file that needs nothing but Keras and NumPy.
+
+Saved models hold these layers by their registered names (`little_data>...`). The file is
+self-contained on purpose: a `.keras` export ships a copy of it, so a user can load the model
+with `import little_data_layers` and no other code of ours.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+
+@keras.saving.register_keras_serializable(package="little_data")
+class CaffePreprocess(layers.Layer):
+    """VGG's preprocessing: RGB to BGR, then subtract the ImageNet channel means (no scaling)."""
+
+    MEAN_BGR = (103.939, 116.779, 123.68)
+
+    def call(self, inputs):
+        bgr = keras.ops.flip(inputs, axis=-1)
+        return bgr - keras.ops.convert_to_tensor(self.MEAN_BGR, dtype=inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(package="little_data")
+class HorizontalFlip(layers.Layer):
+    """Mirrors images left to right, every time: a fixed view for test-time averaging."""
+
+    def call(self, inputs):
+        return keras.ops.flip(inputs, axis=-2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="little_data")
+class ClassGroups(layers.Layer):
+    """ImageNet probabilities [N, 1000] -> the data set's classes, each the sum over its ImageNet group.
+
+    The sums are renormalised over the groups (probability spent on other ImageNet classes is
+    ignored). Two classes give one unit, the second class's probability, as the other levels do.
+
+    Args:
+        groups: for each class of the data set, in order, its ImageNet class indices.
+    """
+
+    def __init__(self, groups: list[list[int]], **kwargs):
+        super().__init__(**kwargs)
+        if len(groups) < 2 or not all(groups):
+            raise ValueError(f"ClassGroups needs at least two non-empty groups, got {groups}.")
+        self.groups = [[int(i) for i in group] for group in groups]
+        membership = np.zeros((1000, len(groups)), "float32")
+        for column, group in enumerate(self.groups):
+            membership[group, column] = 1.0
+        self.membership = membership
+
+    def call(self, probabilities):
+        sums = keras.ops.matmul(probabilities, keras.ops.convert_to_tensor(self.membership))
+        shares = sums / keras.ops.maximum(keras.ops.sum(sums, axis=-1, keepdims=True), 1e-12)
+        return shares[:, 1:2] if len(self.groups) == 2 else shares
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1 if len(self.groups) == 2 else len(self.groups))
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="little_data")
+class ClassProbabilities(layers.Layer):
+    """A classifier's output as one probability per class: one sigmoid unit p becomes [1 - p, p].
+
+    Exported models end with it, so every format answers the same way, in `labels.txt` order.
+    """
+
+    def call(self, outputs):
+        if outputs.shape[-1] == 1:
+            return keras.ops.concatenate([1.0 - outputs, outputs], axis=-1)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 2 if input_shape[-1] == 1 else input_shape[-1])
