@@ -51,6 +51,7 @@ class ExportInfo:
     classes: list[str]
     image_size: tuple[int, int]  # (height, width)
     quantize: str | None = None
+    quantize_note: str | None = None  # how the quantization differs from int8 weights and activations
     flip_average: bool = True
     val_accuracy: float | None = None
     bytes: int = 0  # size of the model file or folder
@@ -119,7 +120,7 @@ def export_model(entry: ModelEntry, fmt: str, output: str | Path, quantize: str 
         folder = Path(tmp) / "export"
         folder.mkdir()
         target = folder / name
-        extra = []
+        extra, quantize_note = [], None
         if fmt == "keras":
             wrapped.save(target)
             shutil.copyfile(Path(__file__).with_name("layers.py"), folder / LAYERS_FILE)
@@ -129,11 +130,17 @@ def export_model(entry: ModelEntry, fmt: str, output: str | Path, quantize: str 
         elif fmt == "onnx":
             wrapped.export(str(target), format="onnx", verbose=False)
         else:
-            wrapped.export(str(target), format="litert", verbose=False, **_litert_options(quantize, calibration))
+            full_integer = not _has_class_groups(model)
+            wrapped.export(str(target), format="litert", verbose=False,
+                           **_litert_options(quantize, calibration, full_integer))
+            if quantize and not full_integer:
+                quantize_note = ("int8 weights, float activations: level 0's class-group sums divide by a total "
+                                 "that int8 activations can round to zero")
         seconds = time.perf_counter() - start
         info = ExportInfo(format=fmt, model_file=name, model_id=entry.id, level=entry.level,
                           classes=list(entry.classes), image_size=tuple(entry.image_size), quantize=quantize,
-                          flip_average=bool(entry.card.flip_average), val_accuracy=entry.val_accuracy,
+                          quantize_note=quantize_note, flip_average=bool(entry.card.flip_average),
+                          val_accuracy=entry.val_accuracy,
                           bytes=_size(target), seconds=round(seconds, 2), extra_files=extra)
         (folder / "labels.txt").write_text("\n".join(entry.classes) + "\n")
         (folder / "README.md").write_text(usage_readme(info))
@@ -185,10 +192,27 @@ def calibration_photos(entry: ModelEntry, data_dir: str | Path | None = None, co
     return [load_array(path, entry.image_size) for path in paths]
 
 
-def _litert_options(quantize: str | None, calibration) -> dict:
+def _has_class_groups(model) -> bool:
+    from core.layers import ClassGroups
+
+    return any(isinstance(layer, ClassGroups) for layer in _all_layers(model))
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def _litert_options(quantize: str | None, calibration, full_integer: bool = True) -> dict:
+    """The LiteRT converter's options: none for float; int8 weights, and int8 activations when `full_integer`."""
     if not quantize:
         return {}
     import tensorflow as tf
+
+    if not full_integer:
+        return {"optimizations": [tf.lite.Optimize.DEFAULT]}  # dynamic range: weights only
 
     photos = [np.asarray(p, dtype=np.float32)[None] for p in calibration]
     if not photos:
@@ -324,8 +348,11 @@ def usage_readme(info: ExportInfo) -> str:
     height, width = info.image_size
     snippet = _SNIPPETS[info.format].format(height=height, width=width)
     accuracy = f"{info.val_accuracy:.2%} on its validation photos" if info.val_accuracy is not None else "not measured"
-    quant = (" Weights and activations are int8 (input and output stay float32); expect a slightly "
-             "different probability than the float model." if info.quantize else "")
+    quant = ""
+    if info.quantize:
+        how = info.quantize_note or "int8 weights and activations"
+        quant = (f" Quantized: {how} (input and output stay float32); expect slightly different "
+                 "probabilities than the float model.")
     mirror = ("It predicts the mean of the photo and its mirror image (done inside)."
               if info.flip_average else "It predicts on the photo as given (no mirror averaging).")
     return f"""# Little Data model: level {info.level}, {info.format}{' ' + info.quantize if info.quantize else ''}

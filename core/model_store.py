@@ -110,11 +110,12 @@ class ModelStore:
         """The newest model of a level, or None."""
         return self.latest_per_level().get(level)
 
-    def latest_per_level(self) -> dict[int, ModelEntry]:
-        """level -> its newest model, by level (cards only; nothing is loaded)."""
+    def latest_per_level(self, classes: list[str] | None = None) -> dict[int, ModelEntry]:
+        """level -> its newest model, by level (cards only; nothing is loaded); only of `classes` if given."""
         latest: dict[int, ModelEntry] = {}
         for entry in self.list().models:
-            latest.setdefault(entry.level, entry)
+            if classes is None or entry.classes == list(classes):
+                latest.setdefault(entry.level, entry)
         return dict(sorted(latest.items()))
 
     def start_for(self, level: int, backbone: str | None, classes: list[str],

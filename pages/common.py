@@ -101,8 +101,9 @@ def explainer_for(predictor):
 
 
 def latest_models():
-    """level -> its newest model in the store."""
-    return ModelStore().latest_per_level()
+    """level -> its newest model in the store for the active data set's classes (any, without a data set)."""
+    summary = current_summary()[0]
+    return ModelStore().latest_per_level(summary.classes if summary else None)
 
 
 def sidebar_ui():

@@ -6,11 +6,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.datasets import decode_split
+from core.dataset_builder import editable
+from core.datasets import DatasetError, decode_split
 from core.evaluation import evaluate
+from core.export import FORMATS, export_name
 from core.images import ImageError, thumbnail
 from core.model_store import ModelError, ModelStore
-from pages.common import current_summary, ensure_app_shell, explainer_for, page_header, predictor_for
+from pages.common import (current_summary, ensure_app_shell, explainer_for, latest_models, page_header,
+                          predictor_for)
 
 
 def run_label(entry) -> str:
@@ -81,10 +84,101 @@ def _mistake_heatmap(model_id: str, model_path: str, photo: str):
     return overlay(explanation.image, explanation.heatmap, max_side=240)
 
 
+FORMAT_LABELS = {"keras": ".keras", "saved_model": "SavedModel", "tflite": "LiteRT (.tflite)",
+                 "tflite-int8": "LiteRT int8", "onnx": "ONNX"}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _export_zip(model_id: str, model_path: str, fmt: str, data_root: str | None):
+    from core.export import calibration_photos, export_zip_bytes
+
+    entry = ModelStore(Path(model_path).parent).get(model_id)
+    fmt, _, quantize = fmt.partition("-")
+    calibration = calibration_photos(entry, data_root) if quantize else None
+    data, info = export_zip_bytes(entry, fmt, quantize=quantize or None, calibration=calibration,
+                                  model=predictor_for(entry).model)
+    return data, info.bytes
+
+
+def export_ui(entry, summary):
+    """Download buttons: the model in each format, with labels.txt and a usage README."""
+    with st.expander(":material/download: Take this model away (Keras, SavedModel, LiteRT, ONNX)"):
+        st.caption("Each download is a zip: the model, `labels.txt`, and a README with a 10-line snippet for its "
+                   "runtime. The model takes raw RGB pixels (0-255) at "
+                   f"{entry.image_size[1]}x{entry.image_size[0]} and does its own preprocessing"
+                   f"{' and mirror averaging' if entry.card.flip_average else ''}: nothing of Little Data is needed.")
+        formats = list(FORMATS) + (["tflite-int8"] if summary is not None and summary.classes == entry.classes else [])
+        fmt = st.segmented_control("Format", formats, format_func=FORMAT_LABELS.get, key=f"export_format_{entry.id}")
+        if fmt is None:
+            return
+        base, _, quantize = fmt.partition("-")
+        try:
+            with st.spinner(f"Converting to {FORMAT_LABELS[fmt]}…"):
+                data, size = _export_zip(entry.id, str(entry.model_path), fmt,
+                                         str(summary.root) if summary is not None else None)
+        except (ModelError, DatasetError) as exc:
+            st.error(f"Cannot export: {exc}")
+            return
+        st.download_button(f"Download {FORMAT_LABELS[fmt]} ({size / 2**20:.1f} MB model, zipped)", data,
+                           file_name=export_name(entry, base, quantize or None), mime="application/zip",
+                           icon=":material/download:", key=f"export_download_{entry.id}_{fmt}")
+
+
+def out_of_date_ui(entry, summary) -> None:
+    """Says when the data set changed after this model was trained (photos corrected, added or removed)."""
+    dataset = entry.card.dataset or {}
+    hyper = entry.card.hyperparameters or {}
+    if hyper.get("limit_per_class") or hyper.get("train_per_class"):
+        return  # trained on a subset: its fingerprint is the subset's
+    if dataset.get("root") == str(summary.root) and dataset.get("fingerprint") not in (None, summary.fingerprint):
+        st.warning("The data set has changed since this model was trained (photos were moved, removed or added): "
+                   "its accuracy and curves describe the old photos. Train it again on the **Train** page to "
+                   "bring it up to date.", icon=":material/update:")
+
+
+def corrections_ui(entry, summary, mistake, container, fixer) -> None:
+    """'Move to class X' and 'Remove from the data set' for one mistaken photo."""
+    path = Path(mistake["path"])
+    with container.popover("Fix the label", icon=":material/edit:", width="stretch"):
+        st.caption(f"`{path.name}`, labelled **{mistake['true']}**")
+        for other in summary.classes:
+            if other != mistake["true"] and st.button(f"Move to {other}", key=f"move_{entry.id}_{path}_{other}",
+                                                      icon=":material/drive_file_move:"):
+                _apply(lambda: fixer.move(path, other))
+        if st.button("Remove from the data set", key=f"remove_{entry.id}_{path}", icon=":material/delete:"):
+            _apply(lambda: fixer.remove(path))
+
+
+def _apply(change) -> None:
+    try:
+        done = change()
+        st.session_state["last_correction"] = done.description
+    except DatasetError as exc:
+        st.session_state["last_correction"] = f"not done: {exc}"
+    st.rerun()
+
+
+def undo_ui(fixer) -> None:
+    message = st.session_state.pop("last_correction", "")
+    if message.startswith("not done"):
+        st.error(message)
+    last = fixer.last_change()
+    if last is None:
+        return
+    left, right = st.columns([4, 1])
+    left.info(f"Last change to the data set: {last.description}.", icon=":material/history:")
+    if right.button("Undo", icon=":material/undo:", key="undo_correction"):
+        fixer.undo()
+        st.session_state["last_correction"] = f"undone: {last.description}"
+        st.rerun()
+
+
 def diagnostics_ui(entry, summary):
+    export_ui(entry, summary)
     if summary.classes != entry.classes:
         st.warning(f"This model was trained on classes {entry.classes}; the active data set has {summary.classes}.")
         return
+    out_of_date_ui(entry, summary)
     try:
         result, mistakes = _evaluation(entry.id, str(entry.model_path), str(summary.root), summary.fingerprint)
     except ModelError as exc:
@@ -101,6 +195,13 @@ def diagnostics_ui(entry, summary):
         st.altair_chart((heat + text).properties(height=260), width="stretch")
     with right:
         st.markdown(f"**Mistakes** ({len(mistakes)} shown, most confident first)")
+        fixer = editable(summary.root)
+        if fixer is not None:
+            st.caption("A wrong label? **Fix the label** moves the photo to its class or out of the data set "
+                       "(with undo).")
+            undo_ui(fixer)
+        elif mistakes:
+            st.caption("This data set is not one the app built or unpacked, so its photos are not edited here.")
         heatmaps = mistakes and st.toggle("Where it looks", key=f"mistake_heatmaps_{entry.id}",
                                           help="Overlay the model's Grad-CAM heatmap for the class it wrongly chose.")
         if heatmaps:
@@ -113,6 +214,8 @@ def diagnostics_ui(entry, summary):
                 picture = (_mistake_heatmap(entry.id, str(entry.model_path), mistake["path"]) if heatmaps
                            else thumbnail(mistake["path"], 160))
                 columns[i % 6].image(picture, width="stretch", caption=caption)
+                if fixer is not None:
+                    corrections_ui(entry, summary, mistake, columns[i % 6], fixer)
             except ImageError:
                 columns[i % 6].caption(f"{Path(mistake['path']).name}: unreadable")
         if not mistakes:
@@ -132,7 +235,7 @@ def main():
         st.info("No trained models yet: train one on the **Train** page.")
         return
     labels = {run_label(e): e for e in entries}
-    latest = ModelStore().latest_per_level().values()
+    latest = latest_models().values()
     chosen = st.multiselect("Runs", list(labels), default=[run_label(e) for e in latest])
     chosen_entries = [labels[c] for c in chosen]
     if not chosen_entries:

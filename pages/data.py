@@ -1,11 +1,13 @@
 """Data: which data set is in use, what is in it, and how to bring another."""
 
+import time
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core import settings, workspace
+from core.dataset_builder import MAX_PHOTOS_PER_CLASS, BuiltDataset, built_datasets
 from core.datasets import DatasetError, download_default_dataset, sample_paths, summarize
 from core.images import ImageError, thumbnail
 from pages.common import current_summary, ensure_app_shell, page_header
@@ -56,7 +58,10 @@ def thumbnails_ui(summary):
 
 def sources_ui(summary):
     st.subheader("Use another data set")
-    tab_default, tab_folder, tab_zip = st.tabs(["Cats vs dogs (default)", "A folder on this machine", "Upload a zip"])
+    tab_new, tab_default, tab_folder, tab_zip = st.tabs(["Build your own", "Cats vs dogs (default)",
+                                                         "A folder on this machine", "Upload a zip"])
+    with tab_new:
+        create_ui()
     with tab_default:
         shared = settings.shared_dir()
         st.markdown("The tutorial's photos: 1000 cats and 1000 dogs to train, validation photos to check.")
@@ -94,6 +99,155 @@ def sources_ui(summary):
                 st.error(f"{upload.name} cannot be used: {exc}")
 
 
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+
+
+def create_ui():
+    """A new data set: a name and two or more classes; photos are added afterwards."""
+    st.markdown("Name your classes, then add photos to each: files or camera shots. A share of each class's "
+                "photos is kept aside for validation, automatically.")
+    with st.form("new_dataset", border=False):
+        name = st.text_input("Name", placeholder="My houseplants")
+        classes = st.text_area("Classes, one per line (two or more)", placeholder="healthy\nthirsty", height=100)
+        fraction = st.slider("Kept for validation", 0.1, 0.4, 0.2, 0.05,
+                             help="This share of each class's photos is only used to check models, never to train them.")
+        if st.form_submit_button("Create data set", type="primary", icon=":material/add:"):
+            try:
+                built = BuiltDataset.create(name, classes.splitlines(), validation_fraction=fraction)
+                workspace.set_active_data_dir(built.root)
+                st.rerun()
+            except DatasetError as exc:
+                st.error(str(exc))
+    others = built_datasets()
+    if others:
+        choice = st.selectbox("Or open one built before", [None] + others, format_func=lambda d: "…" if d is None else
+                              f"{d.name} ({', '.join(d.classes)})", key="open_built")
+        if choice is not None and st.button("Open it"):
+            workspace.set_active_data_dir(choice.root)
+            st.rerun()
+
+
+def _nonce(key: str) -> int:
+    return st.session_state.setdefault(key, 0)
+
+
+def _bump(key: str) -> None:
+    st.session_state[key] = _nonce(key) + 1  # a new widget key empties the uploader / camera
+
+
+def _report(report, class_name: str) -> None:
+    if report.added:
+        st.session_state["builder_message"] = ("success", f"Added {len(report.added)} photo(s) to {class_name}.")
+    if report.skipped:
+        lines = "\n".join(f"- **{name}**: {reason}" for name, reason in report.skipped)
+        st.session_state["builder_skipped"] = f"{len(report.skipped)} photo(s) not added:\n{lines}"
+
+
+def builder_ui(built: BuiltDataset):
+    """Add photos by upload or camera, see counts, move or delete photos, undo, download."""
+    st.subheader(f":material/construction: {built.name}")
+    counts = built.counts()
+    table = pd.DataFrame(counts).T
+    table["total"] = table.sum(axis=1)
+    left, right = st.columns([2, 3])
+    with left:
+        st.dataframe(table, width="stretch")
+        st.caption(f"Validation: {built.validation_fraction:.0%} of each class, chosen at random (seeded) as photos "
+                   "arrive; photos already placed never move. At most "
+                   f"{MAX_PHOTOS_PER_CLASS} photos per class, {settings.MAX_UPLOAD_BYTES // 2**20} MB per photo.")
+        for problem in built.problems():
+            st.warning(problem, icon=":material/add_a_photo:")
+    with right:
+        kind, message = st.session_state.pop("builder_message", (None, None))
+        if message:
+            getattr(st, kind)(message)
+        skipped = st.session_state.pop("builder_skipped", None)
+        if skipped:
+            st.error(skipped, icon=":material/broken_image:")
+        class_name = st.segmented_control("Add photos to", built.classes, default=built.classes[0], key="builder_class")
+        if class_name is None:
+            class_name = built.classes[0]
+        tab_files, tab_camera = st.tabs([":material/upload: Upload", ":material/photo_camera: Camera"])
+        with tab_files:
+            files = st.file_uploader(f"Photos of {class_name}", type=IMAGE_TYPES, accept_multiple_files=True,
+                                     key=f"builder_files_{_nonce('builder_files')}")
+            if files and st.button(f"Add {len(files)} photo(s) to {class_name}", type="primary",
+                                   icon=":material/add_photo_alternate:"):
+                with st.spinner("Checking and storing the photos…"):
+                    report = built.add_photos(class_name, [(f.name, f.getvalue()) for f in files])
+                _report(report, class_name)
+                _bump("builder_files")
+                st.rerun()
+        with tab_camera:
+            shot = st.camera_input(f"A shot of {class_name}: each one is added at once",
+                                   key=f"builder_camera_{_nonce('builder_camera')}")
+            if shot is not None:
+                report = built.add_photos(class_name, [(f"camera-{time.strftime('%H%M%S')}.jpg", shot.getvalue())])
+                _report(report, class_name)
+                _bump("builder_camera")
+                st.rerun()
+    photos_ui(built)
+    with st.expander("Classes, split and download"):
+        c1, c2 = st.columns(2)
+        with c1:
+            new_class = st.text_input("Add a class", key="builder_new_class")
+            if st.button("Add class", disabled=not new_class.strip()):
+                try:
+                    built.add_class(new_class)
+                    st.rerun()
+                except DatasetError as exc:
+                    st.error(str(exc))
+            fraction = st.slider("Kept for validation", 0.1, 0.4, built.validation_fraction, 0.05, key="builder_fraction")
+            if fraction != built.validation_fraction and st.button("Apply (moves the fewest photos)"):
+                built.set_validation_fraction(fraction)
+                st.rerun()
+        with c2:
+            st.caption("The photos as a zip in the layout the zip upload accepts (`train/<class>/`, "
+                       "`validation/<class>/`).")
+            if st.button("Prepare the zip", icon=":material/folder_zip:"):
+                st.session_state["builder_zip"] = (str(built.root), built.zip_bytes())
+            prepared = st.session_state.get("builder_zip")
+            if prepared and prepared[0] == str(built.root):
+                st.download_button(f"Download ({len(prepared[1]) / 2**20:.1f} MB)", prepared[1],
+                                   file_name=f"{built.root.name}.zip", mime="application/zip",
+                                   icon=":material/download:")
+
+
+def photos_ui(built: BuiltDataset, per_class: int = 18):
+    """Each class's newest photos, with move and delete; the last change can be undone."""
+    last = built.last_change()
+    if last is not None:
+        left, right = st.columns([5, 1])
+        left.caption(f":material/history: Last change: {last.description}.")
+        if right.button("Undo", icon=":material/undo:", key="builder_undo"):
+            built.undo()
+            st.rerun()
+    tabs = st.tabs([f"{c} ({sum(n.values())})" for c, n in built.counts().items()])
+    for tab, class_name in zip(tabs, built.classes):
+        with tab:
+            photos = sorted([(p, s) for s in ("train", "validation") for p in built.photos(class_name, s)],
+                            key=lambda item: item[0].stat().st_mtime, reverse=True)
+            if not photos:
+                st.caption("No photos yet.")
+                continue
+            if len(photos) > per_class:
+                st.caption(f"The newest {per_class} of {len(photos)}.")
+            columns = st.columns(6)
+            for i, (path, split) in enumerate(photos[:per_class]):
+                column = columns[i % 6]
+                image = _thumb(str(path), path.stat().st_mtime)
+                if image is not None:
+                    column.image(image, width="stretch", caption=f"{split} · {path.name[:8]}")
+                with column.popover("Edit", icon=":material/edit:", width="stretch"):
+                    for other in built.classes:
+                        if other != class_name and st.button(f"Move to {other}", key=f"bmove_{path}_{other}"):
+                            built.move(path, other)
+                            st.rerun()
+                    if st.button("Delete", key=f"bdelete_{path}", icon=":material/delete:"):
+                        built.remove(path)
+                        st.rerun()
+
+
 def download_ui():
     bar = st.progress(0.0, text=f"Downloading {settings.dataset_url()} …")
 
@@ -114,6 +268,17 @@ def main():
     page_header("Data", "The photos every level learns from. Training uses `train/`; `validation/` is only looked at, "
                         "to tell how well a model does on pictures it never learned from.")
     summary, folder, error = current_summary()
+    active = workspace.active_data_dir()
+    if active and BuiltDataset.is_built(active):
+        try:
+            builder_ui(BuiltDataset(active))
+        except DatasetError as exc:
+            st.error(str(exc))
+        if summary is not None:
+            st.success(f"Ready to train: {len(summary.classes)} classes. Fingerprint `{summary.fingerprint}`.",
+                       icon=":material/check_circle:")
+        sources_ui(summary)
+        return
     if summary is None:
         if folder is None:
             st.info("No data set is available yet. Download the tutorial's cats vs dogs below (needs internet), "

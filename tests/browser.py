@@ -57,13 +57,19 @@ def streamlit_server(env: dict, port: int | None = None):
             process.kill()
 
 
+# Chromium's built-in fake camera (a moving test pattern), allowed without a prompt.
+FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
 @contextmanager
-def browser_page(viewport=(1400, 1000)):
+def browser_page(viewport=(1400, 1000), extra_args=(), permissions=None):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + list(extra_args))
+        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
+                                      permissions=permissions or [], accept_downloads=True)
+        page = context.new_page()
         try:
             yield page
         finally:
