@@ -91,6 +91,8 @@ def current_job(jobs_dir=None) -> dict | None:
 def job_title(status: dict) -> str:
     """'level-2 training' or 'data-efficiency curve (levels 1, 2)', for messages."""
     config = status.get("config", {})
+    if status.get("kind") == "sequence":
+        return f"first models (levels {', '.join(str(step['level']) for step in config['steps'])})"
     if status.get("kind") == "curve":
         return f"data-efficiency curve (level{'s' if len(config['levels']) > 1 else ''} " \
                f"{', '.join(map(str, config['levels']))})"
@@ -98,7 +100,10 @@ def job_title(status: dict) -> str:
 
 
 def start_job(config, jobs_dir=None, env: dict | None = None) -> dict:
-    """Launches a worker for `config` (a `TrainConfig`, or a `core.curve.CurveConfig`); returns its first status.
+    """Launches a worker for `config`; returns its first status.
+
+    `config` is a `TrainConfig`, a `core.curve.CurveConfig`, or a list of `TrainConfig`s trained one
+    after the other in the same worker (the quick start: TensorFlow and the decoded photos load once).
 
     Raises:
         JobBusy: a job is already starting or running.
@@ -115,8 +120,13 @@ def start_job(config, jobs_dir=None, env: dict | None = None) -> dict:
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         job_dir = root / job_id
         job_dir.mkdir()
+        if isinstance(config, (list, tuple)):
+            kind, config_dict = "sequence", {"steps": [step.to_dict() for step in config]}
+        else:
+            kind = "curve" if isinstance(config, CurveConfig) else "train"
+            config_dict = config.to_dict()
         status = {"id": job_id, "state": "starting", "created": time.time(), "updated": time.time(),
-                  "kind": "curve" if isinstance(config, CurveConfig) else "train", "config": config.to_dict(),
+                  "kind": kind, "config": config_dict,
                   "message": "Starting the training worker"}
         atomic_write_json(job_dir / "status.json", status)
         log = open(job_dir / "worker.log", "ab")
@@ -189,6 +199,21 @@ def run_worker(job_dir: Path) -> int:
                 status.update(state="cancelled" if should_cancel() else "succeeded",
                               message="Cancelled; the points measured so far are kept." if should_cancel()
                               else "Curve measured.", seconds=time.monotonic() - started)
+            elif status.get("kind") == "sequence":
+                status["model_ids"] = []
+                steps = status["config"]["steps"]
+                for number, step in enumerate(steps, start=1):
+                    status.update(step=number, steps=len(steps))
+                    result = train(TrainConfig.from_dict(step), report=report, should_cancel=should_cancel)
+                    if result.cancelled:
+                        break
+                    status["model_ids"].append(result.entry.id)
+                    status["first_model_seconds"] = status.get("first_model_seconds") or time.monotonic() - started
+                    atomic_write_json(status_path, status)
+                done = len(status["model_ids"]) == len(steps)
+                status.update(state="succeeded" if done else "cancelled", seconds=time.monotonic() - started,
+                              message=f"Saved {', '.join(status['model_ids'])}" if done else
+                              "Cancelled; the models finished before are kept.")
             else:
                 result = train(TrainConfig.from_dict(status["config"]), report=report, should_cancel=should_cancel)
                 if result.cancelled:

@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-from core.levels import all_levels
-from pages.common import current_summary, ensure_app_shell, latest_models
+from core import jobs, workspace
+from core.levels import all_levels, get_level
+from core.quickstart import QUICK_LEVEL, first_models, sample_photo
+from pages.common import current_summary, ensure_app_shell, latest_models, level_label
 
 
 def levels_ui():
@@ -24,6 +26,52 @@ def levels_ui():
             st.caption(level.tutorial_note())
 
 
+def quick_start_ui(summary):
+    """One button: level 2 (and level 0) in the background, then Predict on a validation photo."""
+    job_id = st.session_state.get("quick_start_job")
+    if job_id is None and QUICK_LEVEL in latest_models():
+        return
+    configs = first_models(summary, workspace.active_data_dir())
+    names = " and ".join(level_label(c.level) for c in configs)
+    with st.container(border=True):
+        st.markdown("#### :material/bolt: A first model in about a minute")
+        if job_id is None:
+            st.markdown(f"Trains {names} on **{len(summary.classes)} classes** in the background, then opens "
+                        "**Predict** on one of the validation photos. "
+                        f"{get_level(QUICK_LEVEL).short_name.capitalize()}: the network has already seen "
+                        "ImageNet's 1.2 million photos; only a small classifier on top learns your classes.")
+            if st.button("Train my first model", type="primary", icon=":material/rocket_launch:"):
+                try:
+                    st.session_state["quick_start_job"] = jobs.start_job(configs)["id"]
+                    st.rerun()
+                except jobs.JobBusy as exc:
+                    st.warning(str(exc))
+        else:
+            quick_start_progress_ui(job_id, summary)
+
+
+@st.fragment(run_every=1.0)
+def quick_start_progress_ui(job_id: str, summary):
+    status = jobs.read_job(job_id)
+    if status is None:
+        st.session_state.pop("quick_start_job", None)
+        return
+    state = status.get("state")
+    if state in jobs.ACTIVE_STATES:
+        progress = jobs.progress_of(status)
+        step = f"Step {status.get('step', 1)} of {status.get('steps', len(status['config']['steps']))}: "
+        st.progress(progress.fraction or 0.0, text=step + (progress.message or status.get("message", "Starting…")))
+        if st.button("Cancel", key="quick_start_cancel"):
+            jobs.cancel_job(job_id)
+    elif state == "succeeded":
+        st.session_state.pop("quick_start_job", None)
+        st.session_state["sample"] = str(sample_photo(summary))
+        st.switch_page("pages/predict.py")
+    else:
+        st.session_state.pop("quick_start_job", None)
+        st.error(status.get("error") or status.get("message") or f"The quick start ended: {state}.")
+
+
 def main():
     st.title("Little Data")
     st.markdown(
@@ -34,6 +82,8 @@ def main():
     summary, _, error = current_summary()
     if summary is None:
         st.warning(f"No data set yet. {error} Open the **Data** page to choose one.")
+    else:
+        quick_start_ui(summary)
     levels_ui()
     st.markdown("#### How to use it")
     st.markdown(

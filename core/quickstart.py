@@ -1,0 +1,29 @@
+"""The quick start: a first result within a minute, from one button on the Overview.
+
+It trains level 2 (a pretrained network's features and a small classifier: the best accuracy per
+second) and, where the data set's classes have a built-in ImageNet grouping, level 0 (no training),
+in one background job; the app then opens Predict on a validation photo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.datasets import DatasetSummary, sample_paths
+from core.imagenet import default_grouping
+from core.training import TrainConfig
+
+QUICK_LEVEL = 2
+
+
+def first_models(summary: DatasetSummary, data_dir: str | Path | None = None) -> list[TrainConfig]:
+    """What the quick start trains for this data set, in order, each with its level's defaults."""
+    configs = [TrainConfig(level=QUICK_LEVEL, data_dir=str(data_dir) if data_dir else None)]
+    if default_grouping(summary.classes) is not None:
+        configs.append(TrainConfig(level=0, data_dir=str(data_dir) if data_dir else None))
+    return configs
+
+
+def sample_photo(summary: DatasetSummary, seed: int = 0) -> Path:
+    """One validation photo to show the first prediction on."""
+    return sample_paths(summary, split="validation", per_class=1, seed=seed)[0]
