@@ -50,6 +50,11 @@ def evaluate(predictor: Predictor, decoded: DecodedSplit, batch_size: int = 64) 
                       confusion.tolist(), probs, labels, list(decoded.paths))
 
 
+def accuracy_of_outputs(outputs: np.ndarray, labels, num_classes: int) -> float:
+    """The share of right answers among a model's raw outputs (sigmoid units or softmax rows)."""
+    return float(np.mean(to_probabilities(outputs, num_classes).argmax(axis=1) == np.asarray(labels)))
+
+
 def accuracy(model, decoded: DecodedSplit, num_classes: int, batch_size: int = 16) -> float:
     """The share of `decoded` images that a (not yet saved) Keras `model` classifies right.
 
@@ -57,4 +62,4 @@ def accuracy(model, decoded: DecodedSplit, num_classes: int, batch_size: int = 1
     fast as 32 with a smaller memory peak (see the README).
     """
     outputs = model.predict(make_tf_dataset(decoded, batch_size), verbose=0)
-    return float(np.mean(to_probabilities(outputs, num_classes).argmax(axis=1) == decoded.labels))
+    return accuracy_of_outputs(outputs, decoded.labels, num_classes)

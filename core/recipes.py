@@ -52,6 +52,14 @@ def train_bottleneck_classifier(run: Run) -> Trained:
             progress=lambda done, total, split=split: run.phase(f"extract-{split}", f"Extracting {split} features",
                                                                 done, total))
         extracted += 0 if cached else len(decoded)
+    if config.flip_average:  # the mirror images' features score the saved (mirror-averaged) model cheaply
+        path = feature_cache_path(config.cache_dir, run.summary.fingerprint, config.backbone, weights.key,
+                                  config.image_size, "validation", mirror=True)
+        features["mirrored"], cached = extract_features(
+            extractor, run.val_data, path, should_cancel=run.should_cancel, mirror=True,
+            progress=lambda done, total: run.phase("extract-mirrored", "Extracting the validation photos' mirror "
+                                                   "images' features", done, total))
+        extracted += 0 if cached else len(run.val_data)
     run.timings["extract"] = time.monotonic() - t0
     if extracted:
         run.timings["extract_images_per_s"] = extracted / max(run.timings["extract"], 1e-9)
@@ -61,8 +69,11 @@ def train_bottleneck_classifier(run: Run) -> Trained:
     history, cancelled = run.fit(head, feature_dataset(features["train"], run.train_data.labels, config.batch_size,
                                                        shuffle_seed=config.seed),
                                  feature_dataset(features["validation"], run.val_data.labels, 256))
+    views = [head.predict(features[name], batch_size=256, verbose=0)
+             for name in ("validation", "mirrored") if name in features]
     return Trained(attach_head(extractor, head), history, cancelled,
-                   {"weights": weights.source, "weights_key": weights.key, "backbone_flops": count_flops(extractor)})
+                   {"weights": weights.source, "weights_key": weights.key, "backbone_flops": count_flops(extractor)},
+                   val_outputs=views)
 
 
 def train_fine_tuning(run: Run) -> Trained:
@@ -164,4 +175,42 @@ def build_grouped_classifier(run: Run) -> Trained:
     model = make_grouped_classifier(backbone, weights, [grouping[c] for c in classes], config.image_size)
     return Trained(model, {}, card_fields={"weights": weights.source, "weights_key": weights.key,
                                            "backbone_flops": count_flops(model.get_layer(backbone.name)),
-                                           "imagenet_classes": grouping})
+                                           "imagenet_classes": grouping},
+                   val_outputs=_grouped_outputs_from_features(run, model, backbone))
+
+
+def _grouped_outputs_from_features(run: Run, model, backbone) -> list[np.ndarray] | None:
+    """Level 0's validation outputs (photo, mirror image) from level 2's cached features, if any.
+
+    Level 2 caches the base's pooled features of the same photos; level 0's ImageNet top on them
+    gives its outputs without running the network again (the quick start trains both). They are
+    used only when the full network agrees on a few photos, so other weights are never mixed in.
+    """
+    import keras
+
+    config = run.config
+    try:
+        notop = resolve_weights(backbone, config.weights)
+    except Exception:  # noqa: BLE001 - no cached features to use; the full network will be run
+        return None
+    paths = [feature_cache_path(config.cache_dir, run.summary.fingerprint, config.backbone, notop.key,
+                                config.image_size, "validation", mirror=mirror) for mirror in (False, True)]
+    try:
+        features = [np.load(path) for path in paths if path.exists()]
+    except (OSError, ValueError):
+        return None
+    if len(features) != 2 or any(len(f) != len(run.val_data) for f in features):
+        return None
+    top = model.layers[model.layers.index(model.get_layer(backbone.name)) + 1:]
+
+    def apply_top(x):
+        for layer in top:
+            if not isinstance(layer, keras.layers.GlobalAveragePooling2D):  # the features are pooled already
+                x = layer(x)
+        return np.asarray(x)
+
+    views = [apply_top(f) for f in features]
+    photos = np.asarray(run.val_data.images[:4], np.float32)
+    if not np.allclose(model.predict(photos, verbose=0), views[0][:4], atol=1e-4):
+        return None
+    return views

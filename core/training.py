@@ -123,12 +123,16 @@ class Trained:
         history: per-epoch metrics, Keras names ("loss", "accuracy", "val_loss", "val_accuracy").
         cancelled: the run stopped early because `should_cancel()` turned true.
         card_fields: extra model-card fields (weights, weights_key, started_from, backbone_flops).
+        val_outputs: the model's outputs on the validation photos, one array per view (the photo,
+            then its mirror image), when the train function has them already (level 2, from cached
+            features); `train` then scores the final model from them instead of running it again.
     """
 
     model: object
     history: dict[str, list[float]]
     cancelled: bool = False
     card_fields: dict = field(default_factory=dict)
+    val_outputs: list | None = None
 
 
 class Cancelled(Exception):
@@ -325,9 +329,14 @@ def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
     run.phase("evaluate", "Scoring the final model on the validation photos"
               + (" and their mirror images" if config.flip_average else ""))
     t0 = time.monotonic()
-    from core.evaluation import accuracy
+    from core.evaluation import accuracy, accuracy_of_outputs
 
-    val_accuracy = accuracy(model, run.val_data, run.num_classes)
+    views = (trained.val_outputs or [])[:2 if config.flip_average else 1]
+    if len(views) == (2 if config.flip_average else 1):
+        # The same arithmetic as the saved model (the mean of both views), without running the network again.
+        val_accuracy = accuracy_of_outputs(np.mean(views, axis=0), run.val_data.labels, run.num_classes)
+    else:
+        val_accuracy = accuracy(model, run.val_data, run.num_classes)
     timings["evaluate"] = time.monotonic() - t0
     seconds = time.monotonic() - started
     run.phase("save", "Saving the model")

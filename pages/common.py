@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import streamlit as st
@@ -14,8 +15,29 @@ from core.model_store import ModelStore
 PAGE_CONFIG = {"page_title": "Little Data", "page_icon": ":material/pets:", "layout": "wide"}
 
 
+def keep_keras_state_between_reruns() -> None:
+    """Stops Streamlit from calling `keras.backend.clear_session()` after every script run.
+
+    Streamlit (`script_runner._clean_problem_modules`) clears Keras' session whenever Keras is
+    imported: that empties TensorFlow's kernel caches and runs a full garbage collection after each
+    rerun, each widget click and each tick of a progress fragment. Our models are cached across
+    reruns (`st.cache_resource`), so the clearing only costs: measured, 40% of the server's CPU
+    while a progress bar polls, and a first call per model per rerun several times slower than the
+    next. Matplotlib's figures, the other thing it cleans, are still closed.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    def clean_problem_modules_but_keras() -> None:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close("all")
+
+    script_runner._clean_problem_modules = clean_problem_modules_but_keras
+
+
 def run_app() -> None:
     """The app shell: navigation over the pages, the sidebar, then the chosen page."""
+    keep_keras_state_between_reruns()
     pages = [
         st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
         st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),

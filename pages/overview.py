@@ -1,11 +1,12 @@
 """Overview: what the app shows, and where each level stands."""
 
+import numpy as np
 import streamlit as st
 
 from core import jobs, workspace
 from core.levels import all_levels, get_level
 from core.quickstart import QUICK_LEVEL, first_models, sample_photo
-from pages.common import current_summary, ensure_app_shell, latest_models, level_label
+from pages.common import current_summary, ensure_app_shell, latest_models, level_label, predictor_for
 
 
 def levels_ui():
@@ -43,11 +44,19 @@ def quick_start_ui(summary):
             if st.button("Train my first model", type="primary", icon=":material/rocket_launch:"):
                 try:
                     st.session_state["quick_start_job"] = jobs.start_job(configs)["id"]
+                    warm_up_in_background()
                     st.rerun()
                 except jobs.JobBusy as exc:
                     st.warning(str(exc))
         else:
             quick_start_progress_ui(job_id, summary)
+
+
+def warm_up_in_background():
+    """Imports TensorFlow in this server process while the worker trains, so Predict opens warm."""
+    import threading
+
+    threading.Thread(target=lambda: __import__("keras"), daemon=True, name="warm-up").start()
 
 
 @st.fragment(run_every=1.0)
@@ -63,6 +72,8 @@ def quick_start_progress_ui(job_id: str, summary):
         st.progress(progress.fraction or 0.0, text=step + (progress.message or status.get("message", "Starting…")))
         if st.button("Cancel", key="quick_start_cancel"):
             jobs.cancel_job(job_id)
+        for model_id in status.get("model_ids", []):  # load each finished model now, not when Predict opens
+            load_finished_model(model_id)
     elif state == "succeeded":
         st.session_state.pop("quick_start_job", None)
         st.session_state["sample"] = str(sample_photo(summary))
@@ -70,6 +81,18 @@ def quick_start_progress_ui(job_id: str, summary):
     else:
         st.session_state.pop("quick_start_job", None)
         st.error(status.get("error") or status.get("message") or f"The quick start ended: {state}.")
+
+
+def load_finished_model(model_id: str) -> None:
+    from core.model_store import ModelError, ModelStore
+
+    try:
+        predictor = predictor_for(ModelStore().get(model_id))
+        if not getattr(predictor, "warmed_up", False):  # the first call traces the model: do it now
+            predictor.predict_arrays(np.zeros((1, *predictor.image_size, 3), np.uint8))
+            predictor.warmed_up = True
+    except (ModelError, OSError):
+        pass  # Predict will say what is wrong with it
 
 
 def main():
