@@ -10,6 +10,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from core.augment import affine_rows
+
 FILL_MODES = ("nearest", "reflect", "constant", "wrap")
 
 
@@ -68,16 +70,9 @@ class RandomAffine(keras.layers.Layer):
             flip = ops.where(keras.random.uniform((batch,), seed=self.seed_generator) < 0.5, -1.0, 1.0)
         else:
             flip = one
-        cos, sin = ops.cos(angle), ops.sin(angle)
-        # A = rotation @ shear @ zoom @ flip, acting on (x, y) measured from the centre.
-        a00 = cos * zoom_x * flip
-        a01 = (cos * shear - sin) * zoom_y
-        a10 = sin * zoom_x * flip
-        a11 = (sin * shear + cos) * zoom_y
-        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-        a02 = cx + shift_x - (a00 * cx + a01 * cy)
-        a12 = cy + shift_y - (a10 * cx + a11 * cy)
-        return ops.stack([a00, a01, a02, a10, a11, a12, zero, zero], axis=1)
+        rows = affine_rows(ops.cos(angle), ops.sin(angle), shear, zoom_x, zoom_y, shift_x, shift_y, flip,
+                           height, width)
+        return ops.stack([*rows, zero, zero], axis=1)
 
     def call(self, images, training=None):
         if not training:

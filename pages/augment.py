@@ -6,19 +6,26 @@ from pathlib import Path
 import streamlit as st
 
 from core import workspace
-from core.augment import PRESET_LABELS, PRESETS, AugmentConfig, augmented_variants
+from core.augment import PRESET_LABELS, PRESETS, AugmentConfig, preview_variants
 from core.images import ImageError, load_array
 from pages.common import current_summary, ensure_app_shell, page_header
 
-SIZE = (224, 224)
+# Variants are drawn at about the size they are shown at (a third of the page's right-hand column
+# on a wide screen, at 2x pixel density), squashed square as training squashes photos.
+SIZE = (320, 320)
 FIELDS = ["rotation", "width_shift", "height_shift", "shear", "zoom", "horizontal_flip", "brightness", "contrast",
           "fill_mode"]
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _picture(image_bytes: bytes):
+    return load_array(image_bytes, SIZE)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def _variants(image_bytes: bytes, config_items: tuple, n: int, seed: int):
-    image = load_array(image_bytes, SIZE)
-    return augmented_variants(image, AugmentConfig(**dict(config_items)), n=n, seed=seed)
+    """NumPy and Pillow, the same transforms as training's layers: no TensorFlow, milliseconds."""
+    return preview_variants(_picture(image_bytes), AugmentConfig(**dict(config_items)), n=n, seed=seed)
 
 
 def _apply_to_widgets(config: AugmentConfig):
@@ -96,13 +103,15 @@ def main():
             return
         try:
             variants = _variants(image_bytes, tuple(sorted(config.to_dict().items())), int(n), int(seed))
-            original = load_array(image_bytes, SIZE)
+            original = _picture(image_bytes)
         except ImageError as exc:
             st.error(str(exc))
             return
         columns_count = 4 if n in (4, 8, 12, 16) else 3
         st.image(original, caption=f"Original: {name}", width=220)
         st.markdown(f"**{n} augmented variants**" + (" (no augmentation: all identical)" if config.is_identity else ""))
+        st.caption(f"Drawn at {SIZE[1]}x{SIZE[0]} with the training layers' transforms; training itself sees "
+                   "them at each level's input size.")
         for row in range(math.ceil(n / columns_count)):
             columns = st.columns(columns_count)
             for column, image in zip(columns, variants[row * columns_count:(row + 1) * columns_count]):

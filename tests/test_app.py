@@ -217,3 +217,18 @@ def test_mistakes_gallery_shows_heatmaps_on_request(trained):
     assert_clean(at)
     assert len(at.get("image")) == before  # the same photos, now with their heatmaps
     assert any("where the wrong answer comes from" in c.value for c in at.caption)
+
+
+def test_the_app_keeps_keras_state_between_reruns(app_env, monkeypatch):
+    """Streamlit clears Keras' session after every script run unless the app stops it (see pages.common)."""
+    import keras
+    from streamlit.runtime.scriptrunner import script_runner
+
+    page("overview")
+    cleared = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: cleared.append(1))
+    script_runner._clean_problem_modules()  # what Streamlit calls after each run, as the app left it
+    assert cleared == []
+    import streamlit.config
+
+    assert streamlit.config.get_option("runner.postScriptGC") is False  # .streamlit/config.toml

@@ -129,3 +129,60 @@ def test_pixel_values_alone_need_no_resampling():
     assert "random_affine" not in names(AugmentConfig(brightness=0.2, contrast=0.2))
     assert names(AugmentConfig(horizontal_flip=True)) == ["random_affine"]
     assert not AugmentConfig(brightness=0.2).is_geometric and AugmentConfig(zoom=0.1).is_geometric
+
+
+# --- The lab's preview: the same transforms in NumPy and Pillow ------------------------------
+
+def _photo(height=60, width=80):
+    rng = np.random.default_rng(1)
+    base = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
+    return np.clip(base + rng.integers(-20, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fill_mode", ["nearest", "reflect", "constant", "wrap"])
+def test_preview_warps_as_the_training_layer_does(fill_mode):
+    """Pillow's warp with `affine_rows` equals keras.ops.image.affine_transform, to one grey level."""
+    from keras import ops
+
+    from core.augment import affine_rows, render_affine
+
+    image = _photo()
+    rng = np.random.default_rng(0)
+    for flip in (1.0, -1.0):
+        angle = rng.uniform(-0.6, 0.6)
+        rows = affine_rows(np.cos(angle), np.sin(angle), rng.uniform(-0.3, 0.3), 1.2, 0.85, 7.0, -5.0, flip, 60, 80)
+        expected = np.asarray(ops.image.affine_transform(image[None].astype("float32"),
+                                                         np.array([[*rows, 0, 0]], "float32"),
+                                                         interpolation="bilinear", fill_mode=fill_mode))[0]
+        difference = np.abs(render_affine(image, rows, fill_mode).astype("float32") - expected)
+        if fill_mode == "wrap":  # TensorFlow blends seam pixels with its fill value 0; Pillow with the wrapped pixel
+            assert np.median(difference) <= 1.0 and np.mean(difference <= 1.01) > 0.9
+        else:
+            assert difference.max() < 1.01  # Pillow rounds to integers; TensorFlow keeps floats
+
+
+def test_preview_variants_are_seeded_and_bounded():
+    from core.augment import preview_variants
+
+    image = _photo()
+    config = PRESETS["aggressive"]
+    first, again = preview_variants(image, config, 9, seed=3), preview_variants(image, config, 9, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    other = preview_variants(image, config, 9, seed=4)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+    assert len({v.tobytes() for v in first}) == 9 and all(v.shape == image.shape and v.dtype == np.uint8 for v in first)
+    assert all(np.array_equal(v, image) for v in preview_variants(image, AugmentConfig(), 4))
+    bright = preview_variants(image, AugmentConfig(brightness=0.3), 6, seed=0)
+    shifts = [float(np.median(v.astype(int) - image.astype(int))) for v in bright]
+    assert max(abs(s) for s in shifts) <= 0.3 * 255 + 1 and len(set(shifts)) > 1  # one shift per picture
+
+
+def test_the_preview_needs_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from core.augment import PRESETS, preview_variants; "
+            "preview_variants(np.zeros((64, 64, 3), np.uint8), PRESETS['aggressive'], 9); "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "False"], done.stderr
