@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from core import settings
 from core.errors import ConfigError, LittleDataError
 
@@ -45,7 +47,8 @@ class Backbone:
         name: registry key and the base model's layer name.
         label: human-readable name.
         image_size: default (height, width).
-        preprocessing: "vgg" (caffe-style BGR mean subtraction) or "tf" (scale to [-1, 1]).
+        preprocessing: "vgg" (caffe-style BGR mean subtraction), "tf" (scale to [-1, 1]), "lite"
+            ((x - 127) / 128, EfficientNet-Lite's), "unit" ([0, 1]) or "raw" (the network scales itself).
         top_block: layer-name prefixes unfrozen by level 3.
         pooling: "flatten" keeps the feature map (small maps), "avg" pools it (large maps).
         local_files: file names searched for in `settings.weights_dirs()` before Keras downloads.
@@ -91,9 +94,35 @@ def _mobilenet_v2_classifier(keras, weights, shape):
     return keras.applications.MobileNetV2(include_top=True, weights=weights, input_shape=shape, alpha=1.0)
 
 
+def _efficientnet_lite2(keras, weights, shape):
+    from core.efficientnet_lite import build_efficientnet_lite2
+
+    return build_efficientnet_lite2(keras, weights, shape)
+
+
+def _efficientnet_lite2_classifier(keras, weights, shape):
+    from core.efficientnet_lite import build_efficientnet_lite2
+
+    return build_efficientnet_lite2(keras, weights, shape, include_top=True)
+
+
+def _efficientnet_v2b0(keras, weights, shape, include_top=False):
+    return keras.applications.EfficientNetV2B0(include_top=include_top, weights=weights, input_shape=shape,
+                                               include_preprocessing=True)
+
+
+def _convnext_tiny(keras, weights, shape, include_top=False):
+    return keras.applications.ConvNeXtTiny(include_top=include_top, weights=weights, input_shape=shape,
+                                           include_preprocessing=True)
+
+
 def _mobilenet_025(keras, weights, shape):
     return keras.applications.MobileNet(include_top=False, weights=weights, input_shape=shape, alpha=0.25)
 
+
+# EfficientNet-Lite2's layer names (core.efficientnet_lite imports Keras only inside its builder).
+LITE2_FEATURE_LAYER = "head_relu"
+LITE2_TOP_BLOCK = tuple(f"block{n:02d}_" for n in range(15, 21)) + ("head_",)
 
 BACKBONES: dict[str, Backbone] = {}
 DEFAULT_BACKBONE = "mobilenet_v2"
@@ -130,6 +159,17 @@ register_backbone(Backbone(
     "mobilenet_025", "MobileNet v1 (alpha 0.25), quick demo", (224, 224), "tf",
     ("conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"), "avg",
     ("mobilenet_2_5_224_tf_no_top.h5",), _mobilenet_025, flops=81_548_544))
+register_backbone(Backbone(  # top block: the 9x9 stage (blocks 15-20) and the head convolution
+    "efficientnet_lite2", "EfficientNet-Lite2", (260, 260), "lite", LITE2_TOP_BLOCK, "avg",
+    ("efficientnet_lite2_imagenet_torch_layout.npz",), _efficientnet_lite2, flops=1_716_912_544,
+    classifier=ImageNetClassifier(_efficientnet_lite2_classifier, LITE2_FEATURE_LAYER,
+                                  ("efficientnet_lite2_imagenet_torch_layout.npz",))))
+register_backbone(Backbone(  # Keras' own; weights="imagenet" downloads them (preprocessing is inside the network)
+    "efficientnet_v2b0", "EfficientNetV2-B0", (224, 224), "raw", ("block6", "top_"), "avg",
+    ("efficientnetv2-b0_notop.h5",), _efficientnet_v2b0, flops=1_433_612_352))
+register_backbone(Backbone(
+    "convnext_tiny", "ConvNeXt-Tiny", (224, 224), "raw", ("convnext_tiny_stage_3",), "avg",
+    ("convnext_tiny_notop.h5",), _convnext_tiny, flops=8_909_526_528))
 
 
 @dataclass(frozen=True)
@@ -274,8 +314,9 @@ def count_flops(model) -> int:
             kh, kw = layer.kernel_size
             c_in = layer.input.shape[-1]
             total += 2 * h * w * c_out * kh * kw * c_in // layer.groups
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2 * layer.input.shape[-1] * layer.units
+        elif isinstance(layer, keras.layers.Dense):  # on a feature map (ConvNeXt's 1x1s), once per position
+            positions = int(np.prod(layer.input.shape[1:-1])) if len(layer.input.shape) > 2 else 1
+            total += 2 * positions * layer.input.shape[-1] * layer.units
     return int(total)
 
 

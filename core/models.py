@@ -20,7 +20,11 @@ def preprocessing_layer(kind: str) -> layers.Layer:
         return layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")
     if kind == "unit":
         return layers.Rescaling(1 / 255.0, name="preprocess")
-    raise ConfigError(f"Unknown preprocessing {kind!r}; use vgg, tf or unit.")
+    if kind == "lite":  # EfficientNet-Lite's (x - 127) / 128
+        return layers.Rescaling(1 / 128.0, offset=-127.0 / 128.0, name="preprocess")
+    if kind == "raw":  # the network scales its own input (Keras' EfficientNetV2, ConvNeXt)
+        return layers.Identity(name="preprocess")
+    raise ConfigError(f"Unknown preprocessing {kind!r}; use vgg, tf, lite, unit or raw.")
 
 
 def output_layer(num_classes: int, name: str = "predictions") -> layers.Layer:
