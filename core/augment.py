@@ -6,8 +6,8 @@ composes them into a single transform about the image centre; brightness and con
 Keras' `RandomBrightness` and `RandomContrast`.
 
 `preview_variants` draws the same transforms with NumPy and Pillow, at any resolution, for the
-Augmentation lab: no TensorFlow to import, and a grid of 9 in milliseconds. `affine_rows` is the
-one formula both use.
+Augmentation lab: no TensorFlow to import, and a grid of 9 in milliseconds. `core.affine.affine_rows`
+is the one formula both use.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
+from core.affine import affine_rows
 from core.errors import ConfigError
 
 
@@ -150,22 +151,6 @@ def augmented_variants(image: np.ndarray, config: AugmentConfig, n: int = 9, see
     batch = np.repeat(image[None].astype("float32"), n, axis=0)
     out = np.asarray(augmenter(batch, training=True))
     return [np.clip(v, 0, 255).round().astype(np.uint8) for v in out]
-
-
-def affine_rows(cos, sin, shear, zoom_x, zoom_y, shift_x, shift_y, flip, height, width):
-    """The affine map from output to input pixel indices, as its six coefficients (a00, a01, a02, a10, a11, a12).
-
-    A = rotation @ shear @ zoom @ flip, about the image centre, then the shift. Plain arithmetic, so
-    it takes floats, NumPy arrays or Keras tensors (`RandomAffine` calls it on a batch).
-    """
-    a00 = cos * zoom_x * flip
-    a01 = (cos * shear - sin) * zoom_y
-    a10 = sin * zoom_x * flip
-    a11 = (sin * shear + cos) * zoom_y
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-    a02 = cx + shift_x - (a00 * cx + a01 * cy)
-    a12 = cy + shift_y - (a10 * cx + a11 * cy)
-    return a00, a01, a02, a10, a11, a12
 
 
 # TensorFlow's fill modes as NumPy padding: its "reflect" repeats the edge pixel (d c b a | a b c d).

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from core.augment import affine_rows
+from core.affine import affine_rows
 
 FILL_MODES = ("nearest", "reflect", "constant", "wrap")
 

@@ -144,7 +144,8 @@ def test_preview_warps_as_the_training_layer_does(fill_mode):
     """Pillow's warp with `affine_rows` equals keras.ops.image.affine_transform, to one grey level."""
     from keras import ops
 
-    from core.augment import affine_rows, render_affine
+    from core.affine import affine_rows
+    from core.augment import render_affine
 
     image = _photo()
     rng = np.random.default_rng(0)
