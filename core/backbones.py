@@ -305,7 +305,12 @@ def count_flops(model) -> int:
 
     total = 0
     for layer in _leaf_layers(model):
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        if isinstance(layer, keras.layers.SeparableConv2D):  # depthwise k x k, then pointwise 1 x 1
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            c_in = layer.input.shape[-1]
+            total += 2 * h * w * c_in * layer.depth_multiplier * (kh * kw + c_out)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
             _, h, w, c = layer.output.shape
             kh, kw = layer.kernel_size
             total += 2 * h * w * c * kh * kw

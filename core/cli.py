@@ -23,7 +23,7 @@ import numpy as np
 
 from core.backbones import BACKBONES, DEFAULT_BACKBONE
 from core.errors import LittleDataError
-from core.levels import LEVELS, OPTIMIZERS, SCHEDULES, all_levels
+from core.levels import LEVELS, OPTIMIZERS, SCHEDULES, SMALL_CONVNETS, all_levels
 
 
 def _per_level(describe) -> str:
@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", help=f"augmentation preset: {', '.join(PRESETS)} (default: "
                                      f"{_per_level(lambda l: l.augment if l.can_augment else 'none')})")
     p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--arch", choices=sorted({a for l in all_levels() for a in l.archs}),
+                   help="; ".join(f"{name}: {net.description}, {net.image_size[0]}px"
+                                  for name, net in SMALL_CONVNETS.items())
+                        + " (" + ", ".join(f"level {l.key}, default {l.archs[0]}" for l in all_levels() if l.archs) + ")")
     p.add_argument("--schedule", choices=SCHEDULES,
                    help=f"learning-rate schedule (default: {_per_level(lambda l: l.schedule)})")
     p.add_argument("--image-size", type=int, help="square image side (default: the level's, or the backbone's)")
@@ -216,7 +220,7 @@ def cmd_train(args) -> int:
                          augment=preset(args.augment) if args.augment else None, dropout=args.dropout,
                          image_size=size, seed=args.seed, data_dir=args.data_dir, models_dir=args.models_dir,
                          limit_per_class=args.limit_per_class, schedule=args.schedule,
-                         flip_average=args.flip_average,
+                         flip_average=args.flip_average, arch=args.arch,
                          imagenet_classes=parse_grouping(args.imagenet_classes) if args.imagenet_classes else None)
     bar = ProgressBar()
     result = train(config, report=bar)

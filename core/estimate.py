@@ -67,9 +67,13 @@ def network_gflops(config) -> float:
     """GFLOPs of one forward pass of the run's network at its image size (`config` resolved)."""
     from core.backbones import get_backbone
 
+    from core.levels import SMALL_CONVNETS
+
     level = config.spec
     h, w = config.image_size
-    if not level.needs_backbone:
+    if getattr(config, "arch", None):
+        native, gflops = SMALL_CONVNETS[config.arch].image_size, SMALL_CONVNETS[config.arch].gflops
+    elif not level.needs_backbone:
         native, gflops = level.image_size, level.gflops
     else:
         backbone = get_backbone(config.backbone)

@@ -90,13 +90,15 @@ def _interpolation(pixels: int, first: float, spacing: float, cells: int) -> np.
 
 
 def feature_layer_name(network, backbone: str | None) -> str:
-    """The layer whose output Grad-CAM weighs: the backbone, else the last convolution."""
+    """The layer whose output Grad-CAM weighs: the backbone, else the last convolution or nested
+    convolutional network (level 1's residual trunk) at the top level."""
     import keras
 
     names = [layer.name for layer in network.layers]
     if backbone and backbone in names:
         return backbone
-    convolutions = [layer.name for layer in network.layers if isinstance(layer, keras.layers.Conv2D)]
+    convolutions = [layer.name for layer in network.layers if isinstance(layer, keras.layers.Conv2D)
+                    or (isinstance(layer, keras.Model) and len(layer.output.shape) == 4)]
     if not convolutions:
         raise ModelError(f"{network.name} has no convolutional layer to explain.")
     return convolutions[-1]

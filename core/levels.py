@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from core.errors import ConfigError
 
@@ -23,6 +23,20 @@ from core.errors import ConfigError
 OPTIMIZERS = {"rmsprop": "RMSprop", "sgd": "SGD(momentum=0.9)", "adam": "Adam"}
 SCHEDULES = ("cosine", "constant")
 
+
+class SmallConvnet(NamedTuple):
+    """A network level 1 can train from scratch (`--arch`); its factory is in `core.models`."""
+
+    description: str
+    image_size: tuple[int, int]  # its default input size
+    gflops: float  # one forward pass at `image_size` (`count_flops`; checked by a test)
+
+
+SMALL_CONVNETS = {
+    "tutorial": SmallConvnet("the tutorial's small convnet (3 conv blocks, 1.2 M weights)", (150, 150), 0.1784),
+    "xception": SmallConvnet("a small Xception-like residual convnet (Deep Learning with Python, 3rd ed.; "
+                             "0.7 M weights)", (180, 180), 0.7661),
+}
 
 @dataclass(frozen=True)
 class Estimate:
@@ -133,6 +147,8 @@ class Level:
         epochs_note: why the default epoch count, for help texts.
         uses_imagenet_classes: the level maps ImageNet's classes onto the data set's (see
             `core.imagenet`), and needs a backbone with an ImageNet classifier.
+        archs: the networks it can train from scratch (keys of `SMALL_CONVNETS`), the default first;
+            empty for levels built on a backbone.
     """
 
     key: int
@@ -155,6 +171,7 @@ class Level:
     gflops: float | None = None
     epochs_note: str = ""
     uses_imagenet_classes: bool = False
+    archs: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -240,7 +257,7 @@ register_level(Level(
     epochs=70, optimizer="rmsprop", learning_rate=1e-3, schedule="cosine", augment="tutorial_train",
     can_augment=True, image_size=(150, 150), needs_backbone=False, requires=None,
     cost=EndToEndCost(train=0.029, evaluate=0.007), gflops=0.1784,
-    train="core.recipes:train_small_convnet",
+    train="core.recipes:train_small_convnet", archs=("tutorial", "xception"),
     epochs_note="70 rather than the tutorial's 50: its learning rate decays to the end, and it was still improving at 50."))
 
 register_level(Level(

@@ -64,6 +64,41 @@ def make_level1_model(num_classes: int = 2, image_size=(150, 150), dropout: floa
     return keras.Model(inputs, outputs, name="level1_small_convnet")
 
 
+def make_small_xception(num_classes: int = 2, image_size=(180, 180), dropout: float = 0.5) -> keras.Model:
+    """Level 1's modern option: the small Xception-like convnet of Deep Learning with Python (3rd ed., ch. 9).
+
+    A 5x5 stem, then five residual blocks (32 to 512 filters) of batch normalisation, ReLU and two
+    separable 3x3 convolutions, each halving the map with max pooling while a strided 1x1
+    convolution carries the residual; global pooling, dropout, output. About 0.7 M weights.
+    The blocks form one nested network ("residual_trunk") so the top level stays a chain, which
+    Grad-CAM re-runs layer by layer and taps at the trunk's output.
+    """
+    _check_dropout(dropout)
+    trunk_input = keras.Input((*image_size, 3), name="scaled")
+    x = layers.Conv2D(32, 5, use_bias=False, name="stem")(trunk_input)
+    for size in (32, 64, 128, 256, 512):
+        residual = x
+        for i in (1, 2):
+            x = layers.BatchNormalization(name=f"block{size}_bn{i}")(x)
+            x = layers.Activation("relu", name=f"block{size}_relu{i}")(x)
+            x = layers.SeparableConv2D(size, 3, padding="same", use_bias=False, name=f"block{size}_sepconv{i}")(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"block{size}_pool")(x)
+        residual = layers.Conv2D(size, 1, strides=2, padding="same", use_bias=False, name=f"block{size}_shortcut")(residual)
+        x = layers.Add(name=f"block{size}_add")([x, residual])
+    trunk = keras.Model(trunk_input, x, name="residual_trunk")
+    inputs, x = _raw_input(tuple(image_size))
+    x = preprocessing_layer("unit")(x)
+    x = trunk(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = output_layer(num_classes)(x)
+    return keras.Model(inputs, outputs, name="level1_small_xception")
+
+
+#: Level 1's networks: name -> factory (`TrainConfig.arch`; sizes in `core.levels.SMALL_CONVNETS`).
+SMALL_CONVNET_FACTORIES = {"tutorial": make_level1_model, "xception": make_small_xception}
+
+
 def make_feature_extractor(backbone: Backbone, weights: ResolvedWeights, image_size=None) -> keras.Model:
     """Raw image -> bottleneck features: the frozen base, pooled when its map is large."""
     image_size = tuple(image_size or backbone.image_size)

@@ -22,11 +22,11 @@ from core.training import Cancelled, Run, Trained, TrainingError, with_augmentat
 
 
 def train_small_convnet(run: Run) -> Trained:
-    """Level 1: the tutorial's small convnet from random weights, with augmentation and dropout."""
-    from core.models import make_level1_model
+    """Level 1: a small convnet from random weights (the tutorial's, or `arch`), with augmentation and dropout."""
+    from core.models import SMALL_CONVNET_FACTORIES
 
     config = run.config
-    model = make_level1_model(run.num_classes, config.image_size, config.dropout)
+    model = SMALL_CONVNET_FACTORIES[config.arch or "tutorial"](run.num_classes, config.image_size, config.dropout)
     trainee = with_augmentation(model, run.augmenter())
     run.compile(trainee)
     history, cancelled = run.fit(trainee, run.train_dataset(), run.val_dataset())

@@ -21,7 +21,7 @@ from core.cards import Metrics, ModelCard
 from core.datasets import (DatasetSummary, DecodedSplit, decode_split, first_per_class, resolve_data_dir, summarize,
                            training_subset)
 from core.errors import ConfigError, LittleDataError, describe
-from core.levels import SCHEDULES, Level, get_level
+from core.levels import SCHEDULES, SMALL_CONVNETS, Level, all_levels, get_level
 from core.model_store import ModelEntry, ModelStore
 from core.progress import BATCH, DONE, EPOCH, FAILED, PHASE, TRAIN_PHASE, TrainEvent
 
@@ -55,6 +55,7 @@ class TrainConfig:
     schedule: str | None = None  # "cosine" or "constant"
     flip_average: bool = True  # the saved model averages over the image and its mirror
     imagenet_classes: dict[str, list[int]] | None = None  # level 0: class -> ImageNet indices
+    arch: str | None = None  # level 1's network: a key of core.levels.SMALL_CONVNETS (default "tutorial")
 
     def __post_init__(self):
         trains = get_level(self.level).trains  # an unknown level fails here, listing the known ones
@@ -70,6 +71,11 @@ class TrainConfig:
             self.augment = AugmentConfig.from_dict(self.augment)
         if self.schedule not in (None, *SCHEDULES):
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
+        if self.arch is not None and self.arch not in self.spec.archs:
+            offered = [level.key for level in all_levels() if level.archs]
+            raise ConfigError(f"Level {self.level} has no network {self.arch!r} to choose"
+                              + (f"; level {self.level} offers {', '.join(self.spec.archs)}." if self.spec.archs else
+                                 f" (levels {', '.join(map(str, offered))} do; this one uses --backbone)."))
         if self.image_size is not None:
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
             if min(self.image_size) < 32:
@@ -87,10 +93,12 @@ class TrainConfig:
             augment = self.augment if self.augment is not None else preset(level.augment)
         else:
             augment = preset("none")  # cached features see each photo once: nothing to augment
-        size = self.image_size or level.image_size or get_backbone(backbone).image_size
+        arch = self.arch or (level.archs[0] if level.archs else None)
+        size = (self.image_size or (SMALL_CONVNETS[arch].image_size if arch else None) or level.image_size
+                or get_backbone(backbone).image_size)
         return replace(self, backbone=backbone, epochs=(self.epochs or level.epochs) if level.trains else 0,
                        learning_rate=self.learning_rate or level.learning_rate, augment=augment,
-                       image_size=tuple(size), schedule=self.schedule or level.schedule)
+                       image_size=tuple(size), schedule=self.schedule or level.schedule, arch=arch)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -376,7 +384,7 @@ def make_card(config: TrainConfig, summary: DatasetSummary, model, trained: Trai
         hyperparameters={"epochs": config.epochs, "epochs_run": len(val_acc), "batch_size": config.batch_size,
                          "learning_rate": config.learning_rate, "schedule": config.schedule,
                          "dropout": config.dropout, "seed": config.seed,
-                         "optimizer": level.optimizer_label if level.trains else None,
+                         "optimizer": level.optimizer_label if level.trains else None, "arch": config.arch,
                          "limit_per_class": config.limit_per_class, "train_per_class": config.train_per_class,
                          "subset_seed": config.subset_seed if config.train_per_class else None},
         dataset={"fingerprint": summary.fingerprint, "root": str(summary.root), "source": summary.source,

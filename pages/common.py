@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import jobs, workspace
+from core.dataset_builder import BuiltDataset
 from core.datasets import DatasetError, resolve_data_dir, summarize
 from core.levels import all_levels, get_level
 from core.model_store import ModelStore
@@ -138,6 +139,8 @@ def sidebar_ui():
             n_val = sum(counts.get("validation", {}).values())
             st.caption(f"**Data:** {Path(summary.root).name} · {len(summary.classes)} classes · "
                        f"{n_train} train / {n_val} validation")
+        elif folder is not None and BuiltDataset.is_built(folder):  # built in the app, not trainable yet
+            st.caption(f"**Data:** {Path(folder).name} — being built: see the Data page")
         else:
             st.caption("**Data:** none yet — see the Data page")
         latest = latest_models()

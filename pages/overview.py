@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from core import jobs, workspace
+from core.dataset_builder import BuiltDataset
 from core.levels import all_levels, get_level
 from core.quickstart import QUICK_LEVEL, first_models, sample_photo
 from pages.common import current_summary, ensure_app_shell, latest_models, level_label, predictor_for
@@ -23,7 +24,7 @@ def levels_ui():
                          if level.tutorial_accuracy is not None else None)
                 st.metric("Validation accuracy (latest model)", f"{entry.val_accuracy:.1%}", delta=delta)
             else:
-                st.metric("Validation accuracy", "not trained yet")
+                st.metric("Validation accuracy (not trained yet)", "—")
             st.caption(level.tutorial_note())
 
 
@@ -102,16 +103,20 @@ def main():
         "networks and real training — after François Chollet's 2016 Keras tutorial, which showed that "
         "2000 pictures of cats and dogs are enough. Level 0 adds the baseline the tutorial skipped: the "
         "pretrained network as it is, with no training at all.")
-    summary, _, error = current_summary()
-    if summary is None:
+    summary, folder, error = current_summary()
+    if summary is None and folder is not None and BuiltDataset.is_built(folder):
+        problems = BuiltDataset(folder).problems()
+        st.info(f"Your data set is still being built: {' '.join(problems) or error} Add photos on the **Data** page.",
+                icon=":material/construction:")
+    elif summary is None:
         st.warning(f"No data set yet. {error} Open the **Data** page to choose one.")
     else:
         quick_start_ui(summary)
     levels_ui()
     st.markdown("#### How to use it")
     st.markdown(
-        "1. **Data** — check the photos (or bring your own: a folder or a zip of `train/<class>/`, "
-        "`validation/<class>/`).\n"
+        "1. **Data** — check the photos, or bring your own: build a data set from uploads and camera shots, "
+        "or use a folder or a zip of `train/<class>/`, `validation/<class>/`.\n"
         "2. **Augmentation lab** — one picture, many variants: the random transformations that fight overfitting.\n"
         "3. **Train** — each level in the background; reload or leave the page, training goes on.\n"
         "4. **Curves & comparison** — watch overfitting appear (level 2, level 1 without augmentation) and "

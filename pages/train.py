@@ -11,7 +11,7 @@ from core.backbones import BACKBONES, DEFAULT_BACKBONE
 from core.errors import ConfigError
 from core.estimate import estimate
 from core.imagenet import class_names, default_grouping
-from core.levels import LEVELS, Level, all_levels, format_duration
+from core.levels import LEVELS, SMALL_CONVNETS, Level, all_levels, format_duration
 from core.model_store import ModelStore
 from core.training import TrainConfig
 from pages.common import current_summary, ensure_app_shell, level_label, page_header, start_button_ui
@@ -144,6 +144,11 @@ def level_card_ui(level: Level, summary, busy: bool):
             backbone = c1.selectbox("Backbone", offered, index=offered.index(DEFAULT_BACKBONE),
                                     format_func=lambda k: BACKBONES[k].label, key=f"bb{key}")
         settings = dict(level=key, backbone=backbone, data_dir=str(summary.root))
+        if level.archs:
+            settings["arch"] = c1.selectbox(
+                "Network", level.archs, key=f"arch{key}",
+                format_func=lambda a: f"{a}: {SMALL_CONVNETS[a].image_size[0]}px, {SMALL_CONVNETS[a].gflops:.2f} GFLOP",
+                help="; ".join(f"**{a}**: {SMALL_CONVNETS[a].description}" for a in level.archs))
         if level.trains:
             epochs = c2.number_input("Epochs", 1, 200, value=level.epochs, key=f"ep{key}", help=level.epochs_note)
             batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=16, key=f"bs{key}")
