@@ -106,13 +106,13 @@ def _efficientnet_lite2_classifier(keras, weights, shape):
     return build_efficientnet_lite2(keras, weights, shape, include_top=True)
 
 
-def _efficientnet_v2b0(keras, weights, shape, include_top=False):
-    return keras.applications.EfficientNetV2B0(include_top=include_top, weights=weights, input_shape=shape,
+def _efficientnet_v2b0(keras, weights, shape):
+    return keras.applications.EfficientNetV2B0(include_top=False, weights=weights, input_shape=shape,
                                                include_preprocessing=True)
 
 
-def _convnext_tiny(keras, weights, shape, include_top=False):
-    return keras.applications.ConvNeXtTiny(include_top=include_top, weights=weights, input_shape=shape,
+def _convnext_tiny(keras, weights, shape):
+    return keras.applications.ConvNeXtTiny(include_top=False, weights=weights, input_shape=shape,
                                            include_preprocessing=True)
 
 

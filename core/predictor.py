@@ -66,6 +66,13 @@ class Predictor:
         self._forward = tf.function(lambda x: self.model(x, training=False),
                                     input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)])
 
+    def warm_up(self) -> None:
+        """Traces the model's function now (once), so the first real prediction is as fast as the next."""
+        if not getattr(self, "_warm", False):
+            h, w = self.image_size
+            self.predict_arrays(np.zeros((1, h, w, 3), np.uint8))
+            self._warm = True
+
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] at the model's size -> probabilities [N, C]."""
         outputs = self._forward(np.asarray(images, dtype=np.float32)).numpy()

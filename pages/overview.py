@@ -1,6 +1,5 @@
 """Overview: what the app shows, and where each level stands."""
 
-import numpy as np
 import streamlit as st
 
 from core import jobs, workspace
@@ -88,10 +87,7 @@ def load_finished_model(model_id: str) -> None:
     from core.model_store import ModelError, ModelStore
 
     try:
-        predictor = predictor_for(ModelStore().get(model_id))
-        if not getattr(predictor, "warmed_up", False):  # the first call traces the model: do it now
-            predictor.predict_arrays(np.zeros((1, *predictor.image_size, 3), np.uint8))
-            predictor.warmed_up = True
+        predictor_for(ModelStore().get(model_id)).warm_up()
     except (ModelError, OSError):
         pass  # Predict will say what is wrong with it
 

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         accuracy = (f"{row['int8_accuracy']:.2%} (float {row['float_accuracy']:.2%})" if "int8_accuracy" in row else "")
         print(f"| {row['level']} | {row['format']} | {row['mb']} | {row['convert_s']} | {row['max_abs_diff']:.1e} | "
               f"{row['latency_ms']} | {accuracy} |")
-    print(f"\nKeras predictor (Little Data's own, tf.function), 1 photo: "
+    print("\nKeras predictor (Little Data's own, tf.function), 1 photo: "
           + ", ".join(f"level {r['level']} {r['keras_predictor_ms']} ms" for r in rows if r["format"] == "keras"))
     return 0
 

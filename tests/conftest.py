@@ -40,6 +40,13 @@ def dataset(dataset_factory) -> Path:
 
 
 @pytest.fixture
+def app_env(dataset, monkeypatch):
+    """The synthetic data set as the app's data set (pages read LITTLE_DATA_DATA_DIR)."""
+    monkeypatch.setenv("LITTLE_DATA_DATA_DIR", str(dataset))
+    return dataset
+
+
+@pytest.fixture
 def shared() -> Path:
     if not (SHARED / "datasets" / "cats_vs_dogs").is_dir():
         pytest.skip("../shared (real photos and weights) is not present beside the project")

@@ -16,12 +16,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["overview", "data", "augment", "train", "curves", "efficiency", "predict"]
 
 
-@pytest.fixture
-def app_env(dataset, monkeypatch):
-    monkeypatch.setenv("LITTLE_DATA_DATA_DIR", str(dataset))
-    return dataset
-
-
 def page(name: str) -> AppTest:
     """A page run inside the real app shell (navigation and sidebar included)."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)

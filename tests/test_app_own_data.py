@@ -8,7 +8,7 @@ from core.dataset_builder import BuiltDataset, built_datasets
 from core.model_store import ModelStore
 from core.training import TrainConfig, train
 from tests.helpers import jpeg_bytes, make_image
-from tests.test_app import app_env, assert_clean, page  # noqa: F401 - app_env is a fixture
+from tests.test_app import assert_clean, page
 
 
 def shots(cls: str, n: int, seed: int):
