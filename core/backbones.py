@@ -304,7 +304,7 @@ def count_flops(model) -> int:
     import keras
 
     total = 0
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         if isinstance(layer, keras.layers.SeparableConv2D):  # depthwise k x k, then pointwise 1 x 1
             _, h, w, c_out = layer.output.shape
             kh, kw = layer.kernel_size
@@ -325,9 +325,10 @@ def count_flops(model) -> int:
     return int(total)
 
 
-def _leaf_layers(model):
+def leaf_layers(model):
+    """Every layer of `model`, nested networks opened up."""
     for layer in model.layers:
         if hasattr(layer, "layers") and layer.layers:
-            yield from _leaf_layers(layer)
+            yield from leaf_layers(layer)
         else:
             yield layer

@@ -193,16 +193,10 @@ def calibration_photos(entry: ModelEntry, data_dir: str | Path | None = None, co
 
 
 def _has_class_groups(model) -> bool:
+    from core.backbones import leaf_layers
     from core.layers import ClassGroups
 
-    return any(isinstance(layer, ClassGroups) for layer in _all_layers(model))
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+    return any(isinstance(layer, ClassGroups) for layer in leaf_layers(model))
 
 
 def _litert_options(quantize: str | None, calibration, full_integer: bool = True) -> dict:

@@ -10,8 +10,12 @@ import streamlit as st
 from core import jobs, workspace
 from core.dataset_builder import BuiltDataset
 from core.datasets import DatasetError, resolve_data_dir, summarize
+from core.images import IMAGE_EXTENSIONS
 from core.levels import all_levels, get_level
 from core.model_store import ModelStore
+
+# What the photo uploaders accept: the formats core.images decodes.
+IMAGE_TYPES = [extension.lstrip(".") for extension in IMAGE_EXTENSIONS]
 
 PAGE_CONFIG = {"page_title": "Little Data", "page_icon": ":material/pets:", "layout": "wide"}
 

@@ -10,7 +10,7 @@ from core import settings, workspace
 from core.dataset_builder import MAX_PHOTOS_PER_CLASS, BuiltDataset, built_datasets
 from core.datasets import DatasetError, download_default_dataset, sample_paths, summarize
 from core.images import ImageError, thumbnail
-from pages.common import current_summary, ensure_app_shell, page_header
+from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, page_header
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -97,9 +97,6 @@ def sources_ui(summary):
                 st.rerun()
             except DatasetError as exc:
                 st.error(f"{upload.name} cannot be used: {exc}")
-
-
-IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 
 
 def create_ui():

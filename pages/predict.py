@@ -10,10 +10,9 @@ import streamlit as st
 from core.explain import legend, overlay
 from core.model_store import ModelError
 from core.predictor import predict_every_level
-from pages.common import (current_summary, ensure_app_shell, explainer_for, latest_models, level_label, page_header,
-                          predictor_for)
+from pages.common import (IMAGE_TYPES, current_summary, ensure_app_shell, explainer_for, latest_models, level_label,
+                          page_header, predictor_for)
 
-IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 
 
 def predictors():
