@@ -208,7 +208,6 @@ def run_worker(job_dir: Path) -> int:
                     if result.cancelled:
                         break
                     status["model_ids"].append(result.entry.id)
-                    status["first_model_seconds"] = status.get("first_model_seconds") or time.monotonic() - started
                     atomic_write_json(status_path, status)
                 done = len(status["model_ids"]) == len(steps)
                 status.update(state="succeeded" if done else "cancelled", seconds=time.monotonic() - started,

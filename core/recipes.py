@@ -44,22 +44,19 @@ def train_bottleneck_classifier(run: Run) -> Trained:
     extractor = make_feature_extractor(backbone, weights, config.image_size)
     t0 = time.monotonic()
     features, extracted = {}, 0
-    for split, decoded in (("train", run.train_data), ("validation", run.val_data)):
+    # The validation photos' mirror images too, when saved models average both views: their features
+    # score the saved model without running the network again.
+    parts = [("train", run.train_data, False), ("validation", run.val_data, False)]
+    parts += [("mirrored", run.val_data, True)] if config.flip_average else []
+    for name, decoded, mirror in parts:
+        split = "validation" if mirror else name
         path = feature_cache_path(config.cache_dir, run.summary.fingerprint, config.backbone, weights.key,
-                                  config.image_size, split)
-        features[split], cached = extract_features(
-            extractor, decoded, path, should_cancel=run.should_cancel,
-            progress=lambda done, total, split=split: run.phase(f"extract-{split}", f"Extracting {split} features",
-                                                                done, total))
+                                  config.image_size, split, mirror=mirror)
+        features[name], cached = extract_features(
+            extractor, decoded, path, should_cancel=run.should_cancel, mirror=mirror,
+            progress=lambda done, total, name=name: run.phase(f"extract-{name}", f"Extracting {name} features",
+                                                              done, total))
         extracted += 0 if cached else len(decoded)
-    if config.flip_average:  # the mirror images' features score the saved (mirror-averaged) model cheaply
-        path = feature_cache_path(config.cache_dir, run.summary.fingerprint, config.backbone, weights.key,
-                                  config.image_size, "validation", mirror=True)
-        features["mirrored"], cached = extract_features(
-            extractor, run.val_data, path, should_cancel=run.should_cancel, mirror=True,
-            progress=lambda done, total: run.phase("extract-mirrored", "Extracting the validation photos' mirror "
-                                                   "images' features", done, total))
-        extracted += 0 if cached else len(run.val_data)
     run.timings["extract"] = time.monotonic() - t0
     if extracted:
         run.timings["extract_images_per_s"] = extracted / max(run.timings["extract"], 1e-9)
