@@ -224,3 +224,27 @@ def test_offline_without_download_explains(monkeypatch):
 def test_explicit_setting_wins(dataset, monkeypatch):
     monkeypatch.setenv("LITTLE_DATA_DATA_DIR", str(dataset))
     assert resolve_data_dir()[0] == dataset
+
+
+def test_decoded_rows_are_read_from_the_cache_file_not_held_in_memory(dataset, tmp_path):
+    import pickle
+
+    from core.datasets import ImageRows
+
+    decoded = decode_split(summarize(dataset), "train", (32, 32), cache_dir=tmp_path / "cache")
+    rows = decoded.images
+    assert isinstance(rows, ImageRows) and rows.shape == (24, 32, 32, 3) and len(rows) == 24
+    every = np.asarray(rows)
+    assert every.dtype == np.uint8 and every.shape == rows.shape
+    assert np.array_equal(rows[3], every[3]) and np.array_equal(rows[-1], every[-1])
+    assert np.array_equal(rows[2:7], every[2:7]) and np.array_equal(rows[::5], every[::5])
+    picks = np.array([9, 2, 3, 4, 17, 2])  # unsorted, repeated, with a run of neighbours
+    assert np.array_equal(rows[picks], every[picks])
+    assert np.array_equal(pickle.loads(pickle.dumps(rows))[5], every[5])
+    with pytest.raises(IndexError):
+        rows[np.array([24])]
+    with open(rows.path, "r+b") as handle:  # a cache cut short is reported, then rebuilt on the next decode
+        handle.truncate(rows.path.stat().st_size - 10)
+    with pytest.raises(DatasetError, match="truncated"):
+        rows[23]
+    assert len(decode_split(summarize(dataset), "train", (32, 32), cache_dir=tmp_path / "cache")) == 24
