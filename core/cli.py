@@ -22,6 +22,7 @@ from dataclasses import asdict
 import numpy as np
 
 from core.backbones import BACKBONES, DEFAULT_BACKBONE
+from core.distribute import DEVICES_HELP
 from core.errors import LittleDataError
 from core.levels import LEVELS, OPTIMIZERS, SCHEDULES, SMALL_CONVNETS, all_levels
 
@@ -89,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="level " + ", ".join(str(l.key) for l in all_levels() if l.uses_imagenet_classes)
                         + ": the ImageNet classes that make up one of your classes, e.g. cats=281-285 "
                           "(repeat for each class; built in for cats vs dogs)")
+    p.add_argument("--devices", default="auto", help="where this process trains: " + DEVICES_HELP)
+    p.add_argument("--workers", type=int, default=1,
+                   help="share one training between N processes or machines (MultiWorkerMirroredStrategy, started "
+                        "with Ray Train; a process started with TF_CONFIG joins that cluster instead)")
+    p.add_argument("--address", help='with --workers: the Ray cluster, "auto" or "ray://HOST:10001" (default: '
+                                     "LITTLE_DATA_RAY_ADDRESS, or a local Ray instance)")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object (model_id, val_accuracy, "
+                                                       "seconds, timings)")
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a model")
     _common(p)
@@ -123,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score single views instead of averaging each photo with its mirror, as saved models do")
     p.add_argument("--json", action="store_true", help='last line: {"level": N, "points": [...]} (a list of '
                                                        "them for several levels)")
+
+    p = sub.add_parser("sweep", help="train every combination of some settings, over seeds, as Ray Tune trials")
+    _common(p)
+    p.add_argument("--level", type=int, required=True, choices=sorted(LEVELS))
+    p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                   help="a setting and the values to try (repeat for several): augment, learning_rate, "
+                        "batch_size, epochs, dropout, backbone, arch, schedule, image_size, train_per_class, ...")
+    p.add_argument("--seeds", type=int, default=1, help="trials per combination, seeds 0..N-1 (default 1)")
+    p.add_argument("--limit-per-class", type=int, help="use at most this many images per class and split")
+    p.add_argument("--address", help='Ray cluster: "auto", "ray://HOST:10001" (default: LITTLE_DATA_RAY_ADDRESS, '
+                                     "or a local Ray instance on this machine)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: a whole machine's, so trials run "
+                                                        "one at a time on it)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 0)")
+    p.add_argument("--json", action="store_true", help='last line: {"trials": [...], "best": {...}, ...}')
 
     p = sub.add_parser("export", help="a model to take away: .keras, SavedModel, LiteRT (tflite) or ONNX, "
                                       "with labels.txt and a usage README")
@@ -220,10 +244,10 @@ def cmd_train(args) -> int:
                          augment=preset(args.augment) if args.augment else None, dropout=args.dropout,
                          image_size=size, seed=args.seed, data_dir=args.data_dir, models_dir=args.models_dir,
                          limit_per_class=args.limit_per_class, schedule=args.schedule,
-                         flip_average=args.flip_average, arch=args.arch,
+                         flip_average=args.flip_average, arch=args.arch, devices=args.devices, workers=args.workers,
                          imagenet_classes=parse_grouping(args.imagenet_classes) if args.imagenet_classes else None)
     bar = ProgressBar()
-    result = train(config, report=bar)
+    result = train(config, report=bar, address=args.address)
     bar.close()
     if result.cancelled:
         print("Cancelled; nothing saved.")
@@ -235,6 +259,10 @@ def cmd_train(args) -> int:
              if m.last_epoch_val_accuracy is not None else "")
     print(f"Saved {result.entry.id}: validation accuracy {m.val_accuracy:.4f}{view}{curve}; "
           f"{result.seconds:.0f}s -> {result.entry.model_path}")
+    if args.json:
+        print(json.dumps({"model_id": result.entry.id, "val_accuracy": m.val_accuracy, "seconds": round(result.seconds, 2),
+                          "timings": card.timings, "model_path": str(result.entry.model_path),
+                          "distribution": card.hyperparameters.get("distribution")}))
     return 0
 
 
@@ -351,6 +379,35 @@ def cmd_curve(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from core.progress import ProgressBar
+    from core.sweep import SweepConfig, parse_grid, run_sweep
+
+    base = {key: value for key, value in (("data_dir", args.data_dir), ("models_dir", args.models_dir),
+                                          ("backbone", args.backbone), ("weights", args.weights),
+                                          ("epochs", args.epochs), ("limit_per_class", args.limit_per_class))
+            if value is not None}
+    config = SweepConfig(level=args.level, grid=parse_grid(args.grid), seeds=args.seeds, base=base,
+                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address)
+    bar = ProgressBar()
+    record = run_sweep(config, report=bar)
+    bar.close()
+    print(f"{len(record['trials'])} trials in {record['seconds']:.0f}s"
+          + (" (cancelled)" if record["cancelled"] else ""))
+    for row in record["groups"]:
+        setting = ", ".join(f"{k}={v}" for k, v in row["config"].items()) or "(defaults)"
+        score = (f"{row['mean']:.4f} mean over {row['runs']} (range {row['min']:.4f}-{row['max']:.4f})"
+                 if row["mean"] is not None else "no finished run")
+        print(f"  {setting}: {score}" + (f", {row['failed']} failed" if row["failed"] else ""))
+    for trial in record["trials"]:
+        if trial["error"] and trial["error"] != "cancelled":
+            print(f"  failed: {', '.join(f'{k}={v}' for k, v in trial['config'].items())} seed {trial['seed']}: "
+                  f"{trial['error']}")
+    if args.json:
+        print(json.dumps({key: record[key] for key in ("trials", "best", "groups", "seconds", "id")}))
+    return 0 if not record["cancelled"] else 130
+
+
 def cmd_export(args) -> int:
     from core.export import calibration_photos, check_format, export_model, export_name
     from core.model_store import ModelStore
@@ -397,7 +454,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"data": cmd_data, "augment": cmd_augment, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "explain": cmd_explain, "curve": cmd_curve, "export": cmd_export,
+            "predict": cmd_predict, "explain": cmd_explain, "curve": cmd_curve, "sweep": cmd_sweep, "export": cmd_export,
             "models": cmd_models,
             "bench": cmd_bench}
 

@@ -157,6 +157,8 @@ class ProgressBar:
         self.bar.update((event.batch if batch else event.done) - self.bar.n)
         if batch:
             self.bar.set_postfix(loss=f"{event.logs.get('loss', 0):.3f}", acc=f"{event.logs.get('accuracy', 0):.3f}")
+        elif event.message and event.phase in ("sweep", "curve"):  # which trial or point, and how it goes
+            self.bar.set_postfix_str(event.message[-70:])
 
     def close(self) -> None:
         if self.bar is not None:

@@ -56,6 +56,8 @@ class TrainConfig:
     flip_average: bool = True  # the saved model averages over the image and its mirror
     imagenet_classes: dict[str, list[int]] | None = None  # level 0: class -> ImageNet indices
     arch: str | None = None  # level 1's network: a key of core.levels.SMALL_CONVNETS (default "tutorial")
+    devices: str = "auto"  # where one process trains: auto, cpu, cpu:N or N GPUs (core.distribute)
+    workers: int = 1  # processes (machines) sharing one training, under MultiWorkerMirroredStrategy
 
     def __post_init__(self):
         trains = get_level(self.level).trains  # an unknown level fails here, listing the known ones
@@ -76,6 +78,13 @@ class TrainConfig:
             raise ConfigError(f"Level {self.level} has no network {self.arch!r} to choose"
                               + (f"; level {self.level} offers {', '.join(self.spec.archs)}." if self.spec.archs else
                                  f" (levels {', '.join(map(str, offered))} do; this one uses --backbone)."))
+        from core.distribute import check_devices
+
+        check_devices(self.devices)
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}.")
+        if self.workers > 1 and not trains:
+            raise ConfigError(f"Level {self.level} trains nothing, so there is nothing to share between workers.")
         if self.image_size is not None:
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
             if min(self.image_size) < 32:
@@ -159,6 +168,7 @@ class Run:
     report: Report
     should_cancel: Callable[[], bool]
     timings: dict[str, float] = field(default_factory=dict)
+    placement: object = None  # a core.distribute.Placement; None: one device
 
     @property
     def num_classes(self) -> int:
@@ -167,24 +177,44 @@ class Run:
     def phase(self, phase: str, message: str = "", done: int | None = None, total: int | None = None) -> None:
         self.report(TrainEvent(PHASE, phase=phase, message=message, done=done, total=total))
 
+    @property
+    def replicas(self) -> int:
+        return self.placement.replicas if self.placement is not None else 1
+
+    @property
+    def global_batch_size(self) -> int:
+        """The batch of one training step: `batch_size` per replica, times the replicas."""
+        return self.config.batch_size * self.replicas
+
     def steps_per_epoch(self) -> int:
-        return -(-len(self.train_data) // self.config.batch_size)
+        return -(-len(self.train_data) // self.global_batch_size)
 
     def compile(self, model) -> None:
         """Compiles `model` with the level's optimizer, the configured rate and schedule, and its loss."""
-        compile_model(model, self.config, self.num_classes, self.steps_per_epoch())
+        compile_model(model, self.config, self.num_classes, self.steps_per_epoch(), replicas=self.replicas)
 
     def train_dataset(self):
         """The training split as a shuffled `tf.data.Dataset` of (float32 pixels 0-255, labels)."""
         from core.datasets import make_tf_dataset
 
-        return make_tf_dataset(self.train_data, self.config.batch_size, shuffle=True, seed=self.config.seed)
+        return self._shardable(make_tf_dataset(self.train_data, self.global_batch_size, shuffle=True,
+                                               seed=self.config.seed))
 
     def val_dataset(self, batch_size: int | None = None):
         """The validation split, in order."""
         from core.datasets import make_tf_dataset
 
-        return make_tf_dataset(self.val_data, batch_size or self.config.batch_size)
+        return self._shardable(make_tf_dataset(self.val_data, batch_size or self.global_batch_size))
+
+    def _shardable(self, ds):
+        """Workers split each batch between them by element (the data is not in files tf.data could split)."""
+        if self.placement is None or self.placement.kind != "multi_worker":
+            return ds
+        import tensorflow as tf
+
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.with_options(options)
 
     def augmenter(self):
         """The configured augmentation as Keras layers, or None."""
@@ -196,24 +226,34 @@ class Run:
         """`model.fit` for the configured epochs with progress events; returns (history, cancelled)."""
         callback = _progress_callback(self.report, self.should_cancel, self.config.epochs, self.steps_per_epoch())
         t0 = time.monotonic()
-        model.fit(train_ds, validation_data=val_ds, epochs=self.config.epochs, callbacks=[callback], verbose=0,
-                  shuffle=False)  # the tf.data pipeline shuffles
+        if self.placement is not None and self.placement.kind == "multi_worker":
+            from core.distribute import distributed_fit
+
+            distributed_fit(model, self.placement.strategy, train_ds, val_ds, self.config.epochs, callback,
+                            self.global_batch_size)
+        else:
+            model.fit(train_ds, validation_data=val_ds, epochs=self.config.epochs, callbacks=[callback], verbose=0,
+                      shuffle=False)  # the tf.data pipeline shuffles
         self.timings["fit"] = time.monotonic() - t0
         return callback.history, callback.cancelled
 
 
-def compile_model(model, config: TrainConfig, num_classes: int, steps_per_epoch: int) -> None:
+def compile_model(model, config: TrainConfig, num_classes: int, steps_per_epoch: int, replicas: int = 1) -> None:
     """Compiles `model` as `config`'s level trains: its optimizer, rate and schedule, the loss for the classes."""
     from core.models import loss_for
 
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss_for(num_classes), metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch, replicas), loss=loss_for(num_classes),
+                  metrics=["accuracy"])
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int):
-    """The level's optimizer at the configured rate, decayed (cosine, to 5%) over the run if asked."""
+def make_optimizer(config: TrainConfig, steps_per_epoch: int, replicas: int = 1):
+    """The level's optimizer at the configured rate, decayed (cosine, to 5%) over the run if asked.
+
+    With several replicas the rate is multiplied by their number, as the global batch is (linear scaling).
+    """
     import keras
 
-    rate = config.learning_rate
+    rate = config.learning_rate * replicas
     if config.schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.05)
     name = config.spec.optimizer
@@ -280,15 +320,25 @@ def with_augmentation(model, augmenter):
 
 
 def train(config: TrainConfig, report: Report | None = None,
-          should_cancel: Callable[[], bool] | None = None) -> TrainResult:
+          should_cancel: Callable[[], bool] | None = None, address: str | None = None) -> TrainResult:
     """Trains one level end to end and saves the model to the store.
+
+    With `config.workers` above 1 the run is spread over that many Ray Train workers (on the Ray
+    cluster at `address`, or a local one; see `core.distribute`), unless this process is already
+    one of them.
 
     Raises:
         LittleDataError: (data, weights, a missing prerequisite...) with a message saying what to do;
             a `failed` event carrying the same message is reported first.
     """
+    from core.distribute import joined_cluster
+
     report = report or (lambda event: None)
     try:
+        if config.workers > 1 and joined_cluster() is None:
+            from core.distribute import train_on_workers
+
+            return train_on_workers(config.resolved(), report, should_cancel or (lambda: False), address)
         return _train(config.resolved(), report, should_cancel or (lambda: False))
     except LittleDataError as exc:
         report(TrainEvent(FAILED, error=describe(exc)))
@@ -321,15 +371,26 @@ def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
         return decoded
 
     train_data = decode("train") if config.spec.trains else None  # level 0 learns nothing from train/
+    from core.distribute import detached, place
+
+    placement = place(config.devices) if config.spec.trains else None
     run = Run(config, summary, train_data, decode("validation"), ModelStore(config.models_dir), report,
-              should_cancel, timings)
+              should_cancel, timings, placement)
     try:
-        trained = config.spec.trainer()(run)
+        if placement is None or placement.kind == "single":
+            trained = config.spec.trainer()(run)
+        else:
+            with placement.strategy.scope():
+                trained = config.spec.trainer()(run)
     except Cancelled:
         trained = Trained(None, {}, cancelled=True)
     if trained.cancelled:
         return TrainResult(None, trained.history, time.monotonic() - started, cancelled=True, timings=timings)
     model = trained.model
+    if placement is not None and placement.kind != "single":
+        model = detached(model)  # scored and saved as a plain model, loadable anywhere
+        if not placement.is_chief:  # the chief scores and saves; the other workers are done
+            return TrainResult(None, trained.history, time.monotonic() - started, timings=timings)
     if config.flip_average:
         from core.models import with_flip_average
 
@@ -348,10 +409,19 @@ def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
     timings["evaluate"] = time.monotonic() - t0
     seconds = time.monotonic() - started
     run.phase("save", "Saving the model")
-    card = make_card(config, summary, model, trained, val_accuracy, seconds, timings)
+    card = make_card(config, summary, model, trained, val_accuracy, seconds, timings, run)
     entry = run.store.save(model, card)
     report(TrainEvent(DONE, model_id=entry.id, metrics=asdict(card.metrics), seconds=seconds))
     return TrainResult(entry, trained.history, seconds, timings=timings)
+
+
+def _distribution_fields(config: TrainConfig, run: Run | None) -> dict:
+    """What the card records about devices and workers: where it trained, the global batch, the scaled rate."""
+    placement = run.placement if run is not None else None
+    if placement is None:
+        return {"distribution": None}
+    return {"distribution": {**placement.describe(), "global_batch_size": run.global_batch_size,
+                             "scaled_learning_rate": config.learning_rate * run.replicas}}
 
 
 def _versions() -> dict[str, str]:
@@ -364,7 +434,7 @@ def _versions() -> dict[str, str]:
 
 
 def make_card(config: TrainConfig, summary: DatasetSummary, model, trained: Trained, val_accuracy: float,
-              seconds: float, timings: dict[str, float]) -> ModelCard:
+              seconds: float, timings: dict[str, float], run: Run | None = None) -> ModelCard:
     """The card of a finished run (the store adds id, file name and creation time)."""
     from core.models import count_params, single_view
 
@@ -386,7 +456,8 @@ def make_card(config: TrainConfig, summary: DatasetSummary, model, trained: Trai
                          "dropout": config.dropout, "seed": config.seed,
                          "optimizer": level.optimizer_label if level.trains else None, "arch": config.arch,
                          "limit_per_class": config.limit_per_class, "train_per_class": config.train_per_class,
-                         "subset_seed": config.subset_seed if config.train_per_class else None},
+                         "subset_seed": config.subset_seed if config.train_per_class else None,
+                         **_distribution_fields(config, run)},
         dataset={"fingerprint": summary.fingerprint, "root": str(summary.root), "source": summary.source,
                  "counts": summary.counts()},
         metrics=metrics, tutorial_accuracy=level.tutorial_accuracy, history=history,

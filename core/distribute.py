@@ -1,0 +1,290 @@
+"""Data-parallel training with `tf.distribute`: several GPUs in one machine, or several machines.
+
+- `--devices auto|cpu|cpu:N|N` places one training process. `auto` mirrors the model over every
+  visible GPU when there are two or more (`MirroredStrategy`) and otherwise trains as usual; `cpu`
+  ignores GPUs; `N` takes the first N GPUs; `cpu:N` splits the CPU into N logical devices, the same
+  arithmetic as N GPUs, to try data parallelism on a laptop (it is not faster).
+- `--workers N` runs one training over N processes, on one machine or many, under
+  `MultiWorkerMirroredStrategy`. Ray Train's `TensorflowTrainer` starts the workers and gives each
+  its `TF_CONFIG`; a process that finds `TF_CONFIG` already set (workers you start yourself, one
+  per machine) joins that cluster directly.
+
+The batch size stays per replica: the global batch is `batch_size x replicas`, and the learning
+rate is multiplied by the number of replicas (the linear scaling rule of Goyal et al., 2017, which
+TensorFlow's distributed-training guides follow). The model card records both, with the devices.
+
+Keras 3's `fit` cannot run under `MultiWorkerMirroredStrategy` (keras-team/keras#20585: it
+reduces scalar metrics along axis 0 and a sample batch it cannot convert), so multi-worker runs use
+`distributed_fit`, a plain custom loop with the same progress events, history and cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+from core.errors import ConfigError
+
+DEVICES_HELP = ("auto (every GPU when there are 2 or more, else as usual), cpu, cpu:N (N replicas on the CPU), "
+                "or N (the first N GPUs)")
+
+
+def check_devices(devices: str) -> str:
+    """`devices` itself if it is one of auto, cpu, cpu:N or N; ConfigError otherwise."""
+    if devices in ("auto", "cpu") or re.fullmatch(r"(cpu:)?[1-9][0-9]*", str(devices)):
+        return str(devices)
+    raise ConfigError(f"devices must be {DEVICES_HELP}; got {devices!r}.")
+
+
+def joined_cluster() -> dict | None:
+    """The `TF_CONFIG` this process was started with (one worker of a multi-worker run), or None."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+        return config if config.get("cluster") else None
+    except ValueError as exc:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({exc}).") from exc
+
+
+@dataclass
+class Placement:
+    """Where one training process runs: its strategy and what the model card records."""
+
+    strategy: object
+    kind: str  # "single", "mirrored" or "multi_worker"
+    replicas: int = 1
+    devices: list[str] = field(default_factory=list)
+    workers: int = 1
+    is_chief: bool = True
+
+    def describe(self) -> dict:
+        return {"strategy": self.kind, "replicas": self.replicas, "devices": self.devices, "workers": self.workers}
+
+
+def place(devices: str = "auto") -> Placement:
+    """The strategy for this process, from `devices` and any `TF_CONFIG` (see the module docstring).
+
+    Raises:
+        ConfigError: more GPUs asked for than are visible, or CPU replicas asked for after
+            TensorFlow has started (logical devices are fixed then: use a fresh process).
+    """
+    import tensorflow as tf
+
+    devices = check_devices(devices)
+    cluster = joined_cluster()
+    if cluster is not None:
+        if devices == "cpu":
+            _hide_gpus()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        task = cluster.get("task", {})
+        workers = sum(len(hosts) for name, hosts in cluster["cluster"].items() if name in ("chief", "worker"))
+        is_chief = task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
+                                                   and "chief" not in cluster["cluster"])
+        local = [d.name for d in tf.config.list_logical_devices("GPU")] or ["CPU:0"]
+        return Placement(strategy, "multi_worker", strategy.num_replicas_in_sync, local, workers, is_chief)
+    if devices == "cpu":
+        _hide_gpus()
+        return Placement(tf.distribute.get_strategy(), "single", 1, ["CPU:0"])
+    if devices.startswith("cpu:"):
+        count = int(devices[4:])
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+        except RuntimeError:
+            if len(tf.config.list_logical_devices("CPU")) != count:
+                raise ConfigError(f"--devices {devices} must be chosen before TensorFlow starts: run it in a fresh "
+                                  "process (the CLI does).") from None
+        names = [f"/cpu:{i}" for i in range(count)]
+        if count == 1:
+            return Placement(tf.distribute.get_strategy(), "single", 1, ["CPU:0"])
+        return Placement(tf.distribute.MirroredStrategy(names), "mirrored", count, names)
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if devices == "auto":
+        count = len(gpus) if len(gpus) >= 2 else 1
+    else:
+        count = int(devices)
+        if count > max(len(gpus), 1) or (count > 1 and count > len(gpus)):
+            raise ConfigError(f"--devices {devices} asks for {count} GPUs; this machine shows {len(gpus)}. "
+                              "Use --devices auto, or see README 'Training on GPUs'.")
+    if count == 1:
+        return Placement(tf.distribute.get_strategy(), "single", 1, gpus[:1] or ["CPU:0"])
+    names = gpus[:count]
+    return Placement(tf.distribute.MirroredStrategy(names), "mirrored", count, names)
+
+
+def _hide_gpus() -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow already started: keep everything on the CPU explicitly instead
+        pass
+
+
+def detached(model):
+    """A copy of `model` with plain (not mirrored) variables and the trained weights, to score and save.
+
+    Call it outside the strategy's scope.
+    """
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def distributed_fit(model, strategy, train_ds, val_ds, epochs: int, callback, global_batch: int):
+    """`model.fit` for `MultiWorkerMirroredStrategy`: the compiled optimizer and loss, in a custom loop.
+
+    Each replica's loss is summed over its examples and divided by the global batch, so the
+    gradients summed across replicas are those of the global batch's mean loss, as one process
+    would compute them. Loss and accuracy are summed across workers for the logs. `callback` is
+    `core.training`'s progress callback; a cancel on any worker stops every worker after the same
+    step, so none is left waiting in a collective.
+    """
+    import keras
+    import tensorflow as tf
+
+    binary = model.loss == "binary_crossentropy"
+    loss_fn = keras.losses.get(model.loss)
+    optimizer = model.optimizer
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
+
+    def stats(logits, labels):
+        if binary:
+            truth = tf.reshape(tf.cast(labels, tf.float32), (-1, 1))
+            per_example = loss_fn(truth, logits)
+            correct = tf.cast(tf.equal(tf.cast(logits[:, 0] > 0.5, tf.int32), tf.cast(labels, tf.int32)), tf.float32)
+        else:
+            per_example = loss_fn(labels, logits)
+            correct = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), tf.cast(labels, tf.int32)),
+                              tf.float32)
+        return per_example, correct
+
+    @tf.function
+    def train_step(batch, stop):
+        def replica_step(images, labels):
+            with tf.GradientTape() as tape:
+                outputs = model(images, training=True)
+                per_example, correct = stats(outputs, labels)
+                loss = tf.reduce_sum(per_example) / global_batch
+                if model.losses:
+                    loss += tf.add_n(model.losses) / strategy.num_replicas_in_sync
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            return tf.stack([tf.reduce_sum(per_example), tf.reduce_sum(correct),
+                             tf.cast(tf.size(labels), tf.float32), stop])
+
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=batch), axis=None)
+
+    predict = tf.function(lambda images: model(images, training=False))
+    callback.set_model(model)
+    model.stop_training = False
+    for epoch in range(epochs):
+        callback.on_epoch_begin(epoch)
+        totals = None
+        for step, batch in enumerate(strategy.experimental_distribute_dataset(train_ds)):
+            stop = 1.0 if model.stop_training else 0.0
+            totals_step = train_step(batch, tf.constant(stop)).numpy()
+            if totals_step[3] > 0:  # some worker was asked to stop: all stop here, together
+                model.stop_training = True
+                break
+            totals = totals_step if totals is None else totals + totals_step
+            callback.on_train_batch_end(step, {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]})
+        if model.stop_training:
+            break
+        val_loss = val_correct = val_count = 0.0
+        for images, labels in val_ds:  # every worker scores the whole validation split: same weights, same result
+            per_example, correct = stats(predict(images), labels)
+            val_loss += float(tf.reduce_sum(per_example))
+            val_correct += float(tf.reduce_sum(correct))
+            val_count += float(tf.size(labels))
+        callback.on_epoch_end(epoch, {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
+                                      "val_loss": val_loss / val_count, "val_accuracy": val_correct / val_count})
+        if model.stop_training:
+            break
+
+
+def train_on_workers(config, report, should_cancel, address: str | None = None):
+    """Runs `config` as one training over `config.workers` Ray Train workers; returns the chief's `TrainResult`.
+
+    Each worker runs `core.training.train` with the `TF_CONFIG` Ray gives it; the chief (rank 0)
+    saves the model and its progress comes back through a relay.
+    """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from core import settings
+    from core.model_store import ModelStore
+    from core.progress import PHASE, TrainEvent
+    from core.ray_support import connect, make_relay, pump
+    from core.sweep import _absolute_paths
+    from core.training import TrainResult
+
+    started = time.monotonic()
+    report(TrainEvent(PHASE, phase="workers", message=f"Starting {config.workers} training workers on Ray"))
+    ray = connect(address)
+    relay = make_relay()
+    gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpu = config.devices != "cpu" and gpus >= config.workers
+    cpus_each = max(1.0, ray.cluster_resources().get("CPU", 1) // config.workers) if address is None else 1.0
+    loop_config = {"config": {**config.to_dict(), **_absolute_paths({k: v for k, v in config.to_dict().items()
+                                                                        if k.endswith("_dir")})},
+                   "relay": relay, "cpus": cpus_each}
+    trainer = TensorflowTrainer(
+        _worker_loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_each, **({"GPU": 1} if use_gpu else {})}),
+        run_config=RunConfig(name=f"train-level{config.level}-{int(time.time())}",
+                             storage_path=str((settings.home_dir() / "ray").resolve())))
+    outcome: dict = {}
+
+    def fit():
+        try:
+            outcome["result"] = trainer.fit()
+        except Exception as exc:  # noqa: BLE001 - re-raised in the calling thread
+            outcome["error"] = exc
+
+    import threading
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    cancelled = pump(relay, thread.is_alive, lambda source, event: report(event), should_cancel)
+    thread.join()
+    if "error" in outcome:
+        from core.training import TrainingError
+
+        error = outcome["error"]
+        cause = getattr(error, "__cause__", None) or error
+        raise TrainingError(f"Training on {config.workers} workers failed: {str(cause).strip().splitlines()[-1]}")
+    metrics = outcome["result"].return_value or {}  # what rank 0's loop returned
+    seconds = time.monotonic() - started
+    if cancelled or metrics.get("cancelled") or not metrics.get("model_id"):
+        return TrainResult(None, metrics.get("history", {}), seconds, cancelled=True)
+    entry = ModelStore(config.models_dir).get(metrics["model_id"])
+    return TrainResult(entry, metrics.get("history", {}), seconds, timings={"workers_total": seconds})
+
+
+def _worker_loop(loop_config: dict) -> dict:
+    """One Ray Train worker: an ordinary `train` under the TF_CONFIG Ray set; rank 0 reports and saves."""
+    import ray.train
+    import tensorflow as tf
+
+    from core.ray_support import RelayClient
+    from core.training import TrainConfig, train
+
+    cpus = int(loop_config.get("cpus") or 1)
+    tf.config.threading.set_intra_op_parallelism_threads(cpus)
+    tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    client = RelayClient(loop_config["relay"], source="chief")
+    rank = ray.train.get_context().get_world_rank()
+    result = train(TrainConfig.from_dict(loop_config["config"]), report=client.report if rank == 0 else None,
+                   should_cancel=client.should_cancel)
+    return {"model_id": result.entry.id if result.entry else None, "cancelled": result.cancelled,
+            "history": result.history, "rank": rank}

@@ -1,0 +1,173 @@
+"""Running work on Ray: connecting, shipping the project to workers, progress back, cancel out.
+
+Sweeps (`core.sweep`), curves run as sweeps and multi-worker training (`core.distribute`) all
+start the same way: `connect(address)` joins a cluster (`"auto"`, `"ray://HOST:10001"`) or starts a
+local Ray instance on this machine (the default), and a `Relay` actor carries `TrainEvent`s from
+the workers to the driver and a cancel request the other way, so a CLI bar or the app's job status
+shows the workers' progress and a cancel stops them, on one machine or many.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+from core import settings
+from core.errors import ConfigError, LittleDataError
+
+# Environment the workers need to find the same data, weights and caches as the driver.
+_FORWARDED_ENV = ("LITTLE_DATA_HOME", "LITTLE_DATA_MODELS_DIR", "LITTLE_DATA_CACHE_DIR", "LITTLE_DATA_DATA_DIR",
+                  "LITTLE_DATA_SHARED_DIR", "LITTLE_DATA_WEIGHTS_DIR", "KERAS_HOME", "TF_CPP_MIN_LOG_LEVEL")
+
+
+class RayUnavailable(LittleDataError):
+    """Ray is not installed or the cluster cannot be reached; the message says what to do."""
+
+
+def address_setting() -> str | None:
+    """The Ray cluster to use when none is given (`LITTLE_DATA_RAY_ADDRESS`); None: a local instance."""
+    return os.environ.get("LITTLE_DATA_RAY_ADDRESS", "").strip() or None
+
+
+def connect(address: str | None = None, num_cpus: int | None = None):
+    """Joins the Ray cluster at `address`, or starts a local one (all this machine's CPUs); returns `ray`.
+
+    A remote cluster gets the project as the job's working directory (without data, models or
+    caches); a local one finds it on PYTHONPATH. Calling it again reuses the connection.
+
+    Raises:
+        RayUnavailable: Ray is not installed, or the address cannot be reached.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayUnavailable("Ray is not installed: pip install -r requirements.txt.") from exc
+    global _local_env
+    address = address or address_setting()
+    if address in ("", "local"):
+        address = None
+    env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["LITTLE_DATA_HOME"] = str(settings.home_dir().resolve())
+    if address is None:
+        env["PYTHONPATH"] = os.pathsep.join([str(settings.PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep)
+        runtime_env = {"env_vars": env}
+    else:
+        runtime_env = {"env_vars": env, "working_dir": str(settings.PROJECT_ROOT),
+                       "excludes": ["var/", "bench-out/", "test-artifacts/", ".git/", "*.keras", "*.npy", "*.rgb"]}
+    if ray.is_initialized():
+        if address is not None or _local_env == env:
+            return ray
+        ray.shutdown()  # a local instance started for other settings (another home): its workers would use those
+    try:
+        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                 runtime_env=runtime_env, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RayUnavailable(f"Cannot reach the Ray cluster at {address!r} ({exc}). Start one with `ray start "
+                             "--head` or leave --address out to use this machine.") from exc
+    _local_env = env if address is None else None
+    return ray
+
+
+_local_env: dict | None = None  # the environment the local Ray instance's workers were started with
+
+
+def cluster_cpus() -> float:
+    """CPUs the connected cluster has in all."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1))
+
+
+def resources_per_trial(cpus: float | None, gpus: float | None) -> dict[str, float]:
+    """A trial's resources: all of one machine's CPUs unless told, so trials run one at a time on it.
+
+    Two trials sharing two cores each take twice as long and fight over memory bandwidth, so on a
+    small machine running them one after another is never slower. Ask for fewer CPUs (or a GPU
+    fraction) to run several at once on a big machine or a cluster.
+    """
+    import ray
+
+    if cpus is not None and not cpus > 0:
+        raise ConfigError(f"CPUs per trial must be positive, got {cpus}.")
+    if gpus is not None and not 0 <= gpus:
+        raise ConfigError(f"GPUs per trial must be 0 or more, got {gpus}.")
+    if cpus is None:
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        cpus = max((node["Resources"].get("CPU", 1) for node in nodes), default=1)
+    resources = {"cpu": float(cpus)}
+    if gpus:
+        resources["gpu"] = float(gpus)
+    return resources
+
+
+def make_relay():
+    """A `Relay` actor: events from workers to the driver, a cancel flag from the driver to workers."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Relay:
+        def __init__(self):
+            self.events, self.cancelled = [], False
+
+        def put(self, source, event):
+            self.events.append((source, event))
+
+        def drain(self):
+            events, self.events = self.events, []
+            return events
+
+        def cancel(self):
+            self.cancelled = True
+
+        def is_cancelled(self):
+            return self.cancelled
+
+    return Relay.remote()
+
+
+class RelayClient:
+    """The worker's side of a relay: `report(event)` and `should_cancel()`, as `core.training.train` takes."""
+
+    def __init__(self, relay, source, poll_seconds: float = 0.5):
+        self.relay, self.source, self.poll_seconds = relay, source, poll_seconds
+        self._checked, self._cancelled = 0.0, False
+
+    def report(self, event) -> None:
+        self.relay.put.remote(self.source, event)  # fire and forget: never slows a training step
+
+    def should_cancel(self) -> bool:
+        import ray
+
+        now = time.monotonic()
+        if not self._cancelled and now - self._checked >= self.poll_seconds:
+            self._checked = now
+            self._cancelled = bool(ray.get(self.relay.is_cancelled.remote()))
+        return self._cancelled
+
+
+def pump(relay, running: Callable[[], bool], on_event: Callable[[object, object], None],
+         should_cancel: Callable[[], bool], on_cancel: Callable[[], None] | None = None,
+         poll_seconds: float = 0.25) -> bool:
+    """Forwards relayed events to `on_event(source, event)` while `running()`; passes a cancel on once.
+
+    Returns:
+        whether a cancel was requested.
+    """
+    import ray
+
+    cancelled = False
+    while True:
+        alive = running()
+        for source, event in ray.get(relay.drain.remote()):
+            on_event(source, event)
+        if not alive:
+            return cancelled
+        if not cancelled and should_cancel():
+            cancelled = True
+            relay.cancel.remote()
+            if on_cancel is not None:
+                on_cancel()
+        time.sleep(poll_seconds)
