@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="random subsets per size (default 3)")
     p.add_argument("--no-flip-average", dest="flip_average", action="store_false",
                    help="score single views instead of averaging each photo with its mirror, as saved models do")
+    p.add_argument("--address", help='run the points as Ray Tune trials: "local" (a Ray instance on this machine), '
+                                     '"auto" or "ray://HOST:10001" (default: LITTLE_DATA_RAY_ADDRESS, else in this '
+                                     "process)")
     p.add_argument("--json", action="store_true", help='last line: {"level": N, "points": [...]} (a list of '
                                                        "them for several levels)")
 
@@ -356,7 +359,7 @@ def cmd_curve(args) -> int:
     levels = [int(x) for x in args.levels.split(",") if x.strip()] if args.levels else [args.level or 2]
     config = CurveConfig(levels=levels, sizes=[int(x) for x in args.sizes.split(",") if x.strip()], seeds=args.seeds,
                          backbone=args.backbone, weights=args.weights, data_dir=args.data_dir,
-                         flip_average=args.flip_average)
+                         flip_average=args.flip_average, address=args.address)
     folder, source = resolve_data_dir(args.data_dir)
     summary = summarize(folder, source=source)
     points = plan(config, summary)

@@ -50,6 +50,7 @@ class CurveConfig:
     weights: str | None = None
     data_dir: str | None = None
     flip_average: bool = True
+    address: str | None = None  # run the points as Ray Tune trials: "local", "auto", "ray://HOST:10001"
 
     def __post_init__(self):
         for key in self.levels:
@@ -145,26 +146,106 @@ def run_curve(config: CurveConfig, report: Callable[[TrainEvent], None] | None =
         raise ConfigError(f"Every size asked for is above the smallest class's {min(summary.counts()['train'].values())} "
                           "training images.")
     results: dict[int, list[CurvePoint]] = {level: [] for level in config.levels}
-    heads = {key: _HeadCurve(config, key, summary, report, should_cancel)
-             for key in config.levels if _uses_features(key)}
-    for done, (level, size, seed) in enumerate(todo):
-        if should_cancel():
-            break
-        report(TrainEvent(PHASE, phase="curve", done=done, total=len(todo),
-                          message=f"Level {level}: {size} images per class, seed {seed} (point {done + 1} of {len(todo)})"))
-        t0 = time.monotonic()
-        if level in heads:
-            accuracy = heads[level].point(size, seed)
-        else:
-            accuracy = _train_point(config, summary, level, size, seed, should_cancel)
-        if accuracy is None:  # cancelled mid-point
-            break
-        point = CurvePoint(level, size, seed, accuracy, round(time.monotonic() - t0, 3))
-        results[level].append(point)
-        _save_point(point, summary.fingerprint, backbone_for(level, config.backbone), cache_dir)
+
+    def keep(point: CurvePoint) -> None:
+        results[point.level].append(point)
+        _save_point(point, summary.fingerprint, backbone_for(point.level, config.backbone), cache_dir)
+
+    from core.ray_support import address_setting
+
+    if config.address or address_setting():
+        cancelled = _run_points_on_ray(config, summary, todo, keep, report, should_cancel)
+    else:
+        cancelled = False
+        for done, (level, size, seed) in enumerate(todo):
+            if should_cancel():
+                cancelled = True
+                break
+            report(TrainEvent(PHASE, phase="curve", done=done, total=len(todo), message=f"Level {level}: {size} images "
+                              f"per class, seed {seed} (point {done + 1} of {len(todo)})"))
+            point = measure_point(config, summary, level, size, seed, report, should_cancel)
+            if point is None:  # cancelled mid-point
+                cancelled = True
+                break
+            keep(point)
     report(TrainEvent(PHASE, phase="curve", done=sum(map(len, results.values())), total=len(todo),
-                      message="Curve finished" if not should_cancel() else "Curve cancelled"))
+                      message="Curve cancelled" if cancelled else "Curve finished"))
     return results
+
+
+_HEADS: dict[str, "_HeadCurve"] = {}  # per process: a feature level's features, loaded once for all its points
+
+
+def measure_point(config: CurveConfig, summary, level: int, size: int, seed: int, report=None,
+                  should_cancel=None) -> CurvePoint | None:
+    """One point of the curve (None if cancelled): a head on cached features, or an ordinary run."""
+    report = report or (lambda event: None)
+    should_cancel = should_cancel or (lambda: False)
+    t0 = time.monotonic()
+    if _uses_features(level):
+        key = json.dumps([summary.fingerprint, level, config.backbone, config.weights, config.flip_average])
+        if key not in _HEADS:
+            _HEADS.clear()  # one data set's features at a time
+            _HEADS[key] = _HeadCurve(config, level, summary, report, should_cancel)
+        accuracy = _HEADS[key].point(size, seed)
+    else:
+        accuracy = _train_point(config, summary, level, size, seed, should_cancel)
+    return None if accuracy is None else CurvePoint(level, size, seed, accuracy, round(time.monotonic() - t0, 3))
+
+
+def _run_points_on_ray(config: CurveConfig, summary, todo, keep, report, should_cancel) -> bool:
+    """The points as Ray Tune trials (one at a time on a small machine; spread over a cluster); True if cancelled."""
+    from ray import tune
+
+    from core.ray_support import connect, make_relay, resources_per_trial, run_tune, trial_error
+
+    report(TrainEvent(PHASE, phase="curve", message=f"Starting Ray for {len(todo)} points", done=0, total=len(todo)))
+    connect(None if config.address == "local" else config.address)
+    relay = make_relay()
+    finished: set[str] = set()
+
+    def on_event(source, event):
+        if event.kind == "done":
+            finished.add(source)
+        report(TrainEvent(PHASE, phase="curve", done=len(finished), total=len(todo),
+                          message=f"{source}: {event.message or event.phase}"))
+
+    function = tune.with_parameters(_point_trial, config=config.to_dict(), data_dir=str(summary.root),
+                                    subset=summary.fingerprint, relay=relay)
+    grid, cancelled = run_tune(function, {"point": tune.grid_search([list(p) for p in todo])},
+                               resources_per_trial(None, None), f"curve-{int(time.time())}", relay, on_event,
+                               should_cancel)
+    for result in grid:
+        level, size, seed = (result.config or {}).get("point", (None, None, None))
+        metrics = result.metrics or {}
+        if result.error is not None:
+            report(TrainEvent(PHASE, phase="curve", message=f"Level {level}, {size} per class, seed {seed} failed: "
+                                                            f"{trial_error(result.error)}"))
+        elif metrics.get("accuracy") is not None:
+            keep(CurvePoint(level, size, seed, metrics["accuracy"], metrics["seconds"]))
+    return cancelled
+
+
+def _point_trial(params: dict, config: dict, data_dir: str, subset: str, relay) -> None:
+    """One curve point as a Tune trial, in a Ray worker."""
+    from ray import tune
+
+    from core.datasets import summarize
+    from core.progress import DONE
+    from core.ray_support import RelayClient
+
+    level, size, seed = params["point"]
+    client = RelayClient(relay, source=f"level {level}, {size} per class, seed {seed}")
+    summary = summarize(data_dir)
+    if summary.fingerprint != subset:
+        raise ConfigError(f"The data set at {data_dir} changed while the curve was running.")
+    point = measure_point(CurveConfig.from_dict(config), summary, level, size, seed, client.report,
+                          client.should_cancel)
+    if point is None:
+        tune.report({"accuracy": None})
+        return
+    client.report(TrainEvent(DONE, message=f"{point.accuracy:.2%}", metrics={"val_accuracy": point.accuracy}))
+    tune.report({"accuracy": point.accuracy, "seconds": point.seconds})
 
 
 def backbone_for(level: int, backbone: str | None = None) -> str | None:

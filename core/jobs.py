@@ -93,6 +93,8 @@ def job_title(status: dict) -> str:
     config = status.get("config", {})
     if status.get("kind") == "sequence":
         return f"first models (levels {', '.join(str(step['level']) for step in config['steps'])})"
+    if status.get("kind") == "sweep":
+        return f"level-{config['level']} sweep"
     if status.get("kind") == "curve":
         return f"data-efficiency curve (level{'s' if len(config['levels']) > 1 else ''} " \
                f"{', '.join(map(str, config['levels']))})"
@@ -102,13 +104,15 @@ def job_title(status: dict) -> str:
 def start_job(config, jobs_dir=None, env: dict | None = None) -> dict:
     """Launches a worker for `config`; returns its first status.
 
-    `config` is a `TrainConfig`, a `core.curve.CurveConfig`, or a list of `TrainConfig`s trained one
-    after the other in the same worker (the quick start: TensorFlow and the decoded photos load once).
+    `config` is a `TrainConfig`, a `core.curve.CurveConfig`, a `core.sweep.SweepConfig`, or a list of
+    `TrainConfig`s trained one after the other in the same worker (the quick start: TensorFlow and the
+    decoded photos load once).
 
     Raises:
         JobBusy: a job is already starting or running.
     """
     from core.curve import CurveConfig
+    from core.sweep import SweepConfig
 
     root = _root(jobs_dir)
     with _locked(root / "launch.lock"):
@@ -123,7 +127,7 @@ def start_job(config, jobs_dir=None, env: dict | None = None) -> dict:
         if isinstance(config, (list, tuple)):
             kind, config_dict = "sequence", {"steps": [step.to_dict() for step in config]}
         else:
-            kind = "curve" if isinstance(config, CurveConfig) else "train"
+            kind = "curve" if isinstance(config, CurveConfig) else "sweep" if isinstance(config, SweepConfig) else "train"
             config_dict = config.to_dict()
         status = {"id": job_id, "state": "starting", "created": time.time(), "updated": time.time(),
                   "kind": kind, "config": config_dict,
@@ -199,6 +203,15 @@ def run_worker(job_dir: Path) -> int:
                 status.update(state="cancelled" if should_cancel() else "succeeded",
                               message="Cancelled; the points measured so far are kept." if should_cancel()
                               else "Curve measured.", seconds=time.monotonic() - started)
+            elif status.get("kind") == "sweep":
+                from core.sweep import SweepConfig, run_sweep
+
+                record = run_sweep(SweepConfig.from_dict(status["config"]), report=report, should_cancel=should_cancel)
+                failed = sum(1 for trial in record["trials"] if trial["error"] not in (None, "cancelled"))
+                status.update(state="cancelled" if record["cancelled"] else "succeeded", sweep_id=record["id"],
+                              seconds=time.monotonic() - started,
+                              message="Cancelled; the finished trials are kept." if record["cancelled"] else
+                              f"{len(record['trials']) - failed} trials finished" + (f", {failed} failed" if failed else ""))
             elif status.get("kind") == "sequence":
                 status["model_ids"] = []
                 steps = status["config"]["steps"]

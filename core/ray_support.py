@@ -171,3 +171,59 @@ def pump(relay, running: Callable[[], bool], on_event: Callable[[object, object]
             if on_cancel is not None:
                 on_cancel()
         time.sleep(poll_seconds)
+
+
+def run_tune(function, param_space: dict, resources: dict, name: str, relay, on_event, should_cancel):
+    """Runs `function` as Ray Tune trials over `param_space`, forwarding relayed events; cancel stops them all.
+
+    Trials reuse their worker processes (TensorFlow loads once per worker) and are never retried:
+    a failure is the trial's result. Returns (Tune's ResultGrid, whether a cancel was requested).
+    """
+    import threading
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables would interleave with our progress
+    from ray import tune
+
+    tuner = tune.Tuner(tune.with_resources(function, resources), param_space=param_space,
+                       tune_config=tune.TuneConfig(reuse_actors=True),
+                       run_config=tune.RunConfig(name=name, storage_path=str((settings.home_dir() / "ray").resolve()),
+                                                 stop=_cancel_stopper(relay), verbose=0,
+                                                 failure_config=tune.FailureConfig(max_failures=0)))
+    outcome: dict = {}
+
+    def fit():
+        try:
+            outcome["grid"] = tuner.fit()
+        except Exception as exc:  # noqa: BLE001 - re-raised in the calling thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    cancelled = pump(relay, thread.is_alive, on_event, should_cancel)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["grid"], cancelled
+
+
+def _cancel_stopper(relay):
+    """A Tune stopper that ends every trial once the relay carries a cancel."""
+    import ray
+    from ray import tune
+
+    class CancelStopper(tune.Stopper):
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            return bool(ray.get(relay.is_cancelled.remote()))
+
+    return CancelStopper()
+
+
+def trial_error(error) -> str:
+    """The message a failed trial's exception carries (Ray wraps it)."""
+    from core.errors import describe
+
+    cause = getattr(error, "cause", None) or getattr(error, "__cause__", None)
+    return describe(cause) if isinstance(cause, Exception) else str(error).strip().splitlines()[-1]

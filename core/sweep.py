@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -24,8 +23,9 @@ import numpy as np
 
 from core import settings
 from core.atomic_files import atomic_write_json
-from core.errors import ConfigError, describe
+from core.errors import ConfigError
 from core.progress import PHASE, TrainEvent
+from core.ray_support import trial_error
 
 # The settings a sweep may vary, and how a value written on the command line becomes one.
 _INT_KEYS = ("epochs", "batch_size", "train_per_class", "limit_per_class", "image_size", "subset_seed")
@@ -165,16 +165,11 @@ def trial_label(params: dict) -> str:
 def run_sweep(config: SweepConfig, report: Callable[[TrainEvent], None] | None = None,
               should_cancel: Callable[[], bool] | None = None, name: str | None = None) -> dict:
     """Runs every trial on Ray Tune and keeps the results; returns the sweep record (see `summarize`)."""
-    import os
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables would interleave with our progress
     from ray import tune
 
-    from core.ray_support import connect, make_relay, pump, resources_per_trial
+    from core.ray_support import connect, make_relay, resources_per_trial, run_tune
 
     report = report or (lambda event: None)
-    should_cancel = should_cancel or (lambda: False)
-    base = _absolute_paths(config.base)
     params = config.trial_params()
     sweep_id = name or time.strftime("sweep-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
     started = time.monotonic()
@@ -185,23 +180,6 @@ def run_sweep(config: SweepConfig, report: Callable[[TrainEvent], None] | None =
     relay = make_relay()
     param_space = {key: tune.grid_search(values) for key, values in config.grid.items()}
     param_space["seed"] = tune.grid_search(list(range(config.seeds)))
-    trainable = tune.with_resources(tune.with_parameters(_run_trial, level=config.level, base=base, relay=relay),
-                                    resources)
-    tuner = tune.Tuner(trainable, param_space=param_space,
-                       tune_config=tune.TuneConfig(reuse_actors=True, metric=None),
-                       run_config=tune.RunConfig(name=sweep_id, storage_path=str((settings.home_dir() / "ray").resolve()),
-                                                 stop=_cancel_stopper(relay), verbose=0,
-                                                 failure_config=tune.FailureConfig(max_failures=0)))
-    outcome: dict = {}
-
-    def fit():
-        try:
-            outcome["grid"] = tuner.fit()
-        except Exception as exc:  # noqa: BLE001 - reported below, the sweep record says why
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=fit, daemon=True)
-    thread.start()
     finished: set[str] = set()
 
     def on_event(source, event):
@@ -210,11 +188,10 @@ def run_sweep(config: SweepConfig, report: Callable[[TrainEvent], None] | None =
         report(TrainEvent(PHASE, phase="sweep", done=len(finished), total=len(params),
                           message=f"{source}: {_event_text(event)}"))
 
-    was_cancelled = pump(relay, thread.is_alive, on_event, should_cancel)
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    trials = [_trial_record(result) for result in outcome["grid"]]
+    function = tune.with_parameters(_run_trial, level=config.level, base=_absolute_paths(config.base), relay=relay)
+    grid, was_cancelled = run_tune(function, param_space, resources, sweep_id, relay, on_event,
+                                   should_cancel or (lambda: False))
+    trials = [_trial_record(result) for result in grid]
     record = summarize(trials)
     record.update(id=sweep_id, level=config.level, config=config.to_dict(), resources=resources,
                   seconds=round(time.monotonic() - started, 2), cancelled=was_cancelled, created=time.time())
@@ -222,21 +199,6 @@ def run_sweep(config: SweepConfig, report: Callable[[TrainEvent], None] | None =
     report(TrainEvent(PHASE, phase="sweep", done=len(trials), total=len(params),
                       message="Sweep cancelled" if was_cancelled else "Sweep finished"))
     return record
-
-
-def _cancel_stopper(relay):
-    """A Tune stopper that ends the whole sweep once the relay carries a cancel."""
-    import ray
-    from ray import tune
-
-    class CancelStopper(tune.Stopper):
-        def __call__(self, trial_id, result):
-            return False
-
-        def stop_all(self):
-            return bool(ray.get(relay.is_cancelled.remote()))
-
-    return CancelStopper()
 
 
 def _event_text(event) -> str:
@@ -262,16 +224,10 @@ def _trial_record(result) -> dict:
     record = {"config": params, "seed": seed, "val_accuracy": metrics.get("val_accuracy"),
               "seconds": metrics.get("seconds"), "model_id": metrics.get("model_id"), "error": None}
     if result.error is not None:
-        record["error"] = _trial_error(result.error)
+        record["error"] = trial_error(result.error)
     elif metrics.get("cancelled") or "val_accuracy" not in metrics:
         record["error"] = "cancelled"
     return record
-
-
-def _trial_error(error) -> str:
-    """The message a failed trial's exception carries (Ray wraps it)."""
-    cause = getattr(error, "cause", None) or getattr(error, "__cause__", None)
-    return describe(cause) if isinstance(cause, Exception) else str(error).strip().splitlines()[-1]
 
 
 def summarize(trials: list[dict]) -> dict:

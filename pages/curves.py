@@ -6,14 +6,19 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core import jobs
+from core.augment import PRESETS
 from core.dataset_builder import editable
 from core.datasets import DatasetError, decode_split
 from core.evaluation import evaluate
 from core.export import FORMATS, export_name
 from core.images import ImageError, thumbnail
+from core.errors import ConfigError
+from core.levels import LEVELS, all_levels
 from core.model_store import ModelError, ModelStore
-from pages.common import (current_summary, ensure_app_shell, explainer_for, latest_models, page_header,
-                          predictor_for)
+from core.sweep import SweepConfig, list_sweeps, parse_grid
+from pages.common import (current_summary, ensure_app_shell, explainer_for, latest_models, level_label, page_header,
+                          predictor_for, start_button_ui)
 
 
 def run_label(entry) -> str:
@@ -222,9 +227,129 @@ def diagnostics_ui(entry, summary):
             st.success("No mistakes on the validation photos.")
 
 
-def main():
-    page_header("Curves & comparison", "Pick runs to overlay their training curves. Dashed: training; solid: "
-                                       "validation. The gap between them is overfitting.")
+def setting_label(config: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in config.items()) or "defaults"
+
+
+def sweep_frame(record: dict) -> pd.DataFrame:
+    """One row per finished trial: its setting, seed and validation accuracy."""
+    return pd.DataFrame([{"setting": setting_label(t["config"]), "seed": t["seed"], "accuracy": t["val_accuracy"],
+                          "seconds": t["seconds"], "model": t["model_id"]}
+                         for t in record["trials"] if t["error"] is None])
+
+
+def sweep_chart(frame: pd.DataFrame, order: list[str]):
+    """Each trial a dot, each setting's mean a tick and its spread over seeds a bar."""
+    y = alt.Y("setting:N", sort=order, title=None, axis=alt.Axis(labelLimit=360))
+    x = alt.X("accuracy:Q", title="validation accuracy", scale=alt.Scale(zero=False), axis=alt.Axis(format="%"))
+    base = alt.Chart(frame)
+    spread = base.mark_rule(strokeWidth=3, opacity=0.35, color="#1c7ed6").encode(
+        y=y, x="min(accuracy):Q", x2="max(accuracy):Q")
+    dots = base.mark_circle(size=70, opacity=0.8, color="#1c7ed6").encode(
+        y=y, x=x, tooltip=["setting", "seed", alt.Tooltip("accuracy:Q", format=".2%"), "seconds", "model"])
+    mean = base.mark_tick(thickness=3, size=22, color="#e8590c").encode(
+        y=y, x="mean(accuracy):Q", tooltip=[alt.Tooltip("mean(accuracy):Q", format=".2%", title="mean")])
+    return alt.layer(spread, dots, mean).properties(height=max(90, 48 * len(order)))
+
+
+@st.fragment(run_every=1.0)
+def sweep_job_ui():
+    job = jobs.current_job()
+    if not job or job.get("kind") != "sweep":
+        return
+    progress = jobs.progress_of(job)
+    if job["state"] in jobs.ACTIVE_STATES:
+        st.progress(progress.fraction or 0.0, text=progress.message or "Starting Ray…")
+        if st.button("Cancel the sweep", icon=":material/stop_circle:", key=f"cancel_{job['id']}"):
+            jobs.cancel_job(job["id"])
+            st.toast("Stopping every trial…")
+        st.session_state["sweep_was_active"] = True
+    else:
+        if job["state"] == "failed":
+            st.error(f"The sweep failed: {job.get('error')}")
+        if st.session_state.pop("sweep_was_active", False):
+            st.rerun(scope="app")  # show the finished sweep
+
+
+def sweep_results_ui(record: dict) -> None:
+    groups = record["groups"]
+    frame = sweep_frame(record)
+    level = level_label(record["level"])
+    st.caption(f"{level} · {len(record['trials'])} trials in {record['seconds']:.0f} s"
+               + (" · cancelled" if record.get("cancelled") else "")
+               + f" · {record['resources'].get('cpu', '?'):g} CPU per trial")
+    if not frame.empty:
+        order = [setting_label(g["config"]) for g in groups if g["mean"] is not None]
+        st.altair_chart(sweep_chart(frame, order), width="stretch")
+    table = pd.DataFrame([{"setting": setting_label(g["config"]), "mean": g["mean"], "lowest": g["min"],
+                           "highest": g["max"], "runs": g["runs"], "failed": g["failed"],
+                           "mean seconds": g["mean_seconds"]} for g in groups])
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        c: st.column_config.NumberColumn(format="percent") for c in ("mean", "lowest", "highest")}
+                 | {"mean seconds": st.column_config.NumberColumn(format="%.0f")})
+    failures = [t for t in record["trials"] if t["error"] not in (None, "cancelled")]
+    if failures:
+        with st.expander(f":material/error: {len(failures)} trial(s) failed"):
+            for trial in failures:
+                st.markdown(f"**{setting_label(trial['config'])}, seed {trial['seed']}**: {trial['error']}")
+    if record.get("best"):
+        best = record["best"]
+        st.caption(f"Best single trial: {setting_label(best['config'])}, seed {best['seed']}: "
+                   f"{best['val_accuracy']:.2%} (model `{best['model_id']}`, in the runs above).")
+
+
+def sweep_form_ui(summary, busy: bool) -> None:
+    trainable = [level.key for level in all_levels() if level.trains]
+    c1, c2, c3 = st.columns([2, 2, 1])
+    level = c1.selectbox("Level", trainable, index=trainable.index(2) if 2 in trainable else 0,
+                         format_func=level_label, key="sweep_level")
+    augments = c2.multiselect("Augmentations", list(PRESETS), key="sweep_augment",
+                              disabled=not LEVELS[level].can_augment,
+                              help="Leave empty to keep the level's own." if LEVELS[level].can_augment else
+                              "This level trains on cached features: nothing to augment.")
+    seeds = c3.number_input("Seeds", 1, 10, value=2, key="sweep_seeds", help="Trials per combination.")
+    c4, c5 = st.columns([3, 1])
+    rates = c4.text_input("Learning rates", placeholder=f"e.g. {LEVELS[level].learning_rate:g}, "
+                                                        f"{LEVELS[level].learning_rate * 3:g}", key="sweep_rates",
+                          help="Comma-separated; empty keeps the level's own.")
+    epochs = c5.number_input("Epochs", 0, 500, value=0, key="sweep_epochs", help="0 keeps the level's own.")
+    items = ([f"augment={','.join(augments)}"] if augments and LEVELS[level].can_augment else []) + (
+        [f"learning_rate={rates}"] if rates.strip() else [])
+    try:
+        config = SweepConfig(level=level, grid=parse_grid(items), seeds=int(seeds),
+                             base={"data_dir": str(summary.root), **({"epochs": int(epochs)} if epochs else {})})
+    except ConfigError as exc:
+        st.error(str(exc))
+        return
+    st.caption(f":material/science: {len(config.trial_params())} trial(s), each an ordinary level-{level} run saved "
+               "with its card. They run on Ray Tune, one at a time on this machine (set LITTLE_DATA_RAY_ADDRESS for a "
+               "cluster).")
+    start_button_ui("Run the sweep", config, "sweep_start", busy, "sweep_was_active")
+
+
+def sweeps_ui(summary) -> None:
+    st.subheader("Sweeps: which settings win")
+    st.markdown("Every combination of a few settings, trained over several seeds: the dots are single runs, the "
+                "orange tick their mean and the bar their spread. A difference smaller than the spread is noise.")
+    sweep_job_ui()
+    records = list_sweeps()
+    if records:
+        names = {f"{r['id']} · {level_label(r['level'])} · {len(r['trials'])} trials": r for r in records}
+        chosen = st.selectbox("Sweep", list(names), key="sweep_pick")
+        sweep_results_ui(names[chosen])
+    else:
+        st.info("No sweep yet. Run one below, or from the command line: `python -m core sweep --level 2 "
+                "--grid learning_rate=1e-4,3e-4 --seeds 3`.")
+    if summary is not None:
+        current = jobs.current_job()
+        busy = bool(current and current.get("state") in jobs.ACTIVE_STATES)
+        with st.expander("Run a sweep", icon=":material/tune:", expanded=not records):
+            if busy and current.get("kind") != "sweep":
+                st.caption(f"A {jobs.job_title(current)} job is running; a sweep can start when it ends.")
+            sweep_form_ui(summary, busy)
+
+
+def runs_ui(summary, error) -> None:
     listing = ModelStore().list()
     if listing.unusable:
         with st.expander(f":material/warning: {len(listing.unusable)} stored model file(s) cannot be used"):
@@ -245,7 +370,6 @@ def main():
     st.subheader("Runs")
     table_ui(chosen_entries)
     st.subheader("Where each model goes wrong")
-    summary, _, error = current_summary()
     if summary is None:
         st.warning(f"No usable data set to evaluate on: {error}")
         return
@@ -253,6 +377,14 @@ def main():
     for tab, entry in zip(tabs, chosen_entries):
         with tab:
             diagnostics_ui(entry, summary)
+
+
+def main():
+    page_header("Curves & comparison", "Pick runs to overlay their training curves. Dashed: training; solid: "
+                                       "validation. The gap between them is overfitting.")
+    summary, _, error = current_summary()
+    runs_ui(summary, error)
+    sweeps_ui(summary)
 
 
 ensure_app_shell()

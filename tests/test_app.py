@@ -226,3 +226,35 @@ def test_the_app_keeps_keras_state_between_reruns(app_env, monkeypatch):
     import streamlit.config
 
     assert streamlit.config.get_option("runner.postScriptGC") is False  # .streamlit/config.toml
+
+
+def test_curves_page_shows_sweeps_grouped_by_setting_and_starts_new_ones(app_env, monkeypatch):
+    from core.atomic_files import atomic_write_json
+    from core.sweep import SweepConfig, summarize, sweeps_dir
+
+    trials = [{"config": {"learning_rate": lr}, "seed": seed, "val_accuracy": acc, "seconds": 3.0,
+               "model_id": f"m{lr}{seed}", "error": None}
+              for lr, seed, acc in [(1e-4, 0, 0.9), (1e-4, 1, 0.92), (3e-4, 0, 0.95), (3e-4, 1, 0.97)]]
+    trials.append({"config": {"learning_rate": 1e-2}, "seed": 0, "val_accuracy": None, "seconds": None,
+                   "model_id": None, "error": "Training diverged (loss is NaN)."})
+    record = summarize(trials) | {"id": "sweep-test", "level": 2, "seconds": 12.0, "cancelled": False,
+                                  "resources": {"cpu": 2.0}, "created": 1.0}
+    atomic_write_json(sweeps_dir() / "sweep-test.json", record)
+    started = []
+    monkeypatch.setattr(jobs, "start_job", lambda config, **kwargs: started.append(config) or {})
+    at = page("curves")
+    assert_clean(at)
+    table = [d.value for d in at.dataframe][-1]
+    assert list(table["setting"]) == ["learning_rate=0.0003", "learning_rate=0.0001", "learning_rate=0.01"]
+    assert table["mean"].iloc[0] == pytest.approx(0.96) and list(table["failed"]) == [0, 0, 1]
+    assert any("Training diverged" in m.value for m in at.markdown), "failed trials say why"
+    assert any(c.value.startswith("Level 2") and "5 trials" in c.value for c in at.caption)
+    at.text_input(key="sweep_rates").set_value("1e-3, 3e-3").run()
+    at.number_input(key="sweep_seeds").set_value(3).run()
+    assert any("6 trial(s)" in c.value for c in at.caption)
+    at.button(key="sweep_start").click().run()
+    assert_clean(at)
+    assert isinstance(started[0], SweepConfig) and started[0].grid == {"learning_rate": [1e-3, 3e-3]}
+    assert started[0].seeds == 3 and started[0].base["data_dir"] == str(app_env)
+    at.text_input(key="sweep_rates").set_value("fast").run()
+    assert any("takes numbers" in e.value for e in at.error)

@@ -94,3 +94,29 @@ def test_a_cancelled_sweep_stops_its_trials(dataset_factory, local_ray):
     assert record["cancelled"] is True
     assert len([t for t in record["trials"] if t["error"] is None]) == 0
     assert len(record["trials"]) < 6 or all(t["error"] == "cancelled" for t in record["trials"])
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_as_a_background_job_from_the_app(dataset_factory):
+    from core import jobs
+
+    data = dataset_factory(n_train=8, n_val=4)
+    config = SweepConfig(level=1, grid={"dropout": [0.2, 0.4]}, base={"data_dir": str(data), "epochs": 1,
+                                                                      "image_size": (48, 48)})
+    status = jobs.wait_for(jobs.start_job(config)["id"], timeout=300)
+    assert status["state"] == "succeeded", status.get("error")
+    assert status["message"] == "2 trials finished" and jobs.job_title(status) == "level-1 sweep"
+    assert list_sweeps()[0]["id"] == status["sweep_id"]
+
+
+@pytest.mark.slow
+def test_the_curve_runs_its_points_as_ray_trials(dataset_factory, local_ray):
+    from core.curve import CurveConfig, load_points, run_curve
+    from core.datasets import summarize
+
+    data = dataset_factory(n_train=8, n_val=4)
+    results = run_curve(CurveConfig(levels=[1], sizes=[2, 4], seeds=1, data_dir=str(data), address="local"))
+    assert sorted(p.images_per_class for p in results[1]) == [2, 4]
+    assert all(0 <= p.accuracy <= 1 and p.seconds > 0 for p in results[1])
+    kept = load_points(summarize(data).fingerprint, 1, None)
+    assert sorted(p.images_per_class for p in kept) == [2, 4]
