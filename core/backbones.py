@@ -301,28 +301,31 @@ def count_flops(model) -> int:
 
     Counts convolutions and dense layers, which are nearly all of a convnet's work.
     """
+    return int(sum(layer_flops(layer) for layer in leaf_layers(model)))
+
+
+def layer_flops(layer) -> int:
+    """One layer's share of `count_flops` (0 for layers that are not convolutions or dense)."""
     import keras
 
-    total = 0
-    for layer in leaf_layers(model):
-        if isinstance(layer, keras.layers.SeparableConv2D):  # depthwise k x k, then pointwise 1 x 1
-            _, h, w, c_out = layer.output.shape
-            kh, kw = layer.kernel_size
-            c_in = layer.input.shape[-1]
-            total += 2 * h * w * c_in * layer.depth_multiplier * (kh * kw + c_out)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            _, h, w, c = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += 2 * h * w * c * kh * kw
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, h, w, c_out = layer.output.shape
-            kh, kw = layer.kernel_size
-            c_in = layer.input.shape[-1]
-            total += 2 * h * w * c_out * kh * kw * c_in // layer.groups
-        elif isinstance(layer, keras.layers.Dense):  # on a feature map (ConvNeXt's 1x1s), once per position
-            positions = int(np.prod(layer.input.shape[1:-1])) if len(layer.input.shape) > 2 else 1
-            total += 2 * positions * layer.input.shape[-1] * layer.units
-    return int(total)
+    if isinstance(layer, keras.layers.SeparableConv2D):  # depthwise k x k, then pointwise 1 x 1
+        _, h, w, c_out = layer.output.shape
+        kh, kw = layer.kernel_size
+        c_in = layer.input.shape[-1]
+        return 2 * h * w * c_in * layer.depth_multiplier * (kh * kw + c_out)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        _, h, w, c = layer.output.shape
+        kh, kw = layer.kernel_size
+        return 2 * h * w * c * kh * kw
+    if isinstance(layer, keras.layers.Conv2D):
+        _, h, w, c_out = layer.output.shape
+        kh, kw = layer.kernel_size
+        c_in = layer.input.shape[-1]
+        return 2 * h * w * c_out * kh * kw * c_in // layer.groups
+    if isinstance(layer, keras.layers.Dense):  # on a feature map (ConvNeXt's 1x1s), once per position
+        positions = int(np.prod(layer.input.shape[1:-1])) if len(layer.input.shape) > 2 else 1
+        return 2 * positions * layer.input.shape[-1] * layer.units
+    return 0
 
 
 def leaf_layers(model):

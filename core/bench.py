@@ -96,10 +96,14 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
     epochs, augment = epochs or {}, augment or {}
     folder, source = resolve_data_dir(data_dir)
     summary = summarize(folder, source=source)
+    from core.distribute import describe_devices
+
     gflops = measure_matmul_gflops()
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "matmul_gflops": gflops},
+    devices = describe_devices()
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "matmul_gflops": gflops,
+                          **devices},
               "dataset": {"root": str(summary.root), "counts": summary.counts()}, "levels": {}}
-    log(f"matmul: {gflops:.1f} GFLOP/s on {os.cpu_count()} CPUs")
+    log(f"device: {devices['device']}; matmul: {gflops:.1f} GFLOP/s on {os.cpu_count()} CPUs")
     sample_image = summary.files["validation"][0][0]
     for level in levels:
         config = TrainConfig(level=level.key, backbone=backbone if level.needs_backbone else None,
@@ -129,6 +133,7 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
             if ips:
                 row["extract_images_per_s"] = ips
                 row["extract_fraction_of_matmul"] = ips * card.backbone_flops / 1e9 / gflops
+        row.update(training_throughput(entry, config, summary, trained.timings, gflops))
         result["levels"][str(level.key)] = row
         log(json.dumps(row, indent=1, default=str))
     if random_weights_check:
@@ -140,6 +145,46 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
     (out / "report.md").write_text(render_markdown(result))
     log(render_markdown(result))
     return result
+
+
+def training_throughput(entry, config, summary, timings: dict, gflops: float) -> dict:
+    """Images per second while fitting, and what fraction of the machine's matmul rate that work is.
+
+    A training step costs about three forward passes (forward, then gradients for activations and
+    weights) of the part that trains on images: the whole network for level 1 and for level 3
+    (whose frozen lower blocks still run forward on every augmented photo, counted once), only the
+    small head for level 2, which trains on cached features.
+    """
+    from core.models import single_view
+
+    fit = timings.get("fit")
+    epochs_run = entry.card.hyperparameters.get("epochs_run") or 0
+    if not fit or not epochs_run:
+        return {}
+    images = sum(summary.counts()["train"].values()) * epochs_run
+    ips = images / fit
+    from core.backbones import count_flops
+    from core.model_store import load_model
+
+    model = single_view(load_model(entry))
+    forward = count_flops(model)
+    if entry.level == 2:  # the head alone trains, on features
+        forward -= entry.card.backbone_flops or 0
+        step = 3 * forward
+    elif entry.card.backbone_flops and entry.level == 3:
+        trained_part = _trainable_flops(model)
+        step = forward + 2 * trained_part
+    else:
+        step = 3 * forward
+    return {"train_images_per_s": ips, "train_gflops_per_image": step / 1e9,
+            "train_fraction_of_matmul": ips * step / 1e9 / gflops}
+
+
+def _trainable_flops(model) -> int:
+    """FLOPs of the layers with trainable weights (their backward pass is what fine-tuning adds)."""
+    from core.backbones import layer_flops, leaf_layers
+
+    return sum(layer_flops(layer) for layer in leaf_layers(model) if layer.trainable and layer.trainable_weights)
 
 
 def _random_weights_check(backbone: str, per_class: int, data_dir, models_dir, cache_dir, seed, gflops) -> dict:
@@ -168,7 +213,8 @@ def _random_weights_check(backbone: str, per_class: int, data_dir, models_dir, c
 def render_markdown(report: dict) -> str:
     m = report["machine"]
     lines = ["# Little Data benchmark", "",
-             f"Machine: {m['cpus']} CPUs, {m['platform']}; TensorFlow float32 matmul **{m['matmul_gflops']:.1f} GFLOP/s**.",
+             f"Machine: {m.get('device', 'CPU')}, {m['cpus']} CPUs, {m['platform']}; TensorFlow {m.get('tensorflow', '')} "
+             f"float32 matmul **{m['matmul_gflops']:.1f} GFLOP/s**.",
              f"Data: `{report['dataset']['root']}` {json.dumps(report['dataset']['counts'])}", "",
              "| level | backbone | epochs | val acc (saved model) | last epoch | best epoch | tutorial | train s | "
              "extract img/s | % of matmul peak | latency ms (model / from bytes) | Grad-CAM ms | "
@@ -193,6 +239,11 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"{v['backbone']} (random weights, {v['subset_per_class']} images per class, 2 epochs each): "
                       f"levels {', '.join(v['levels'])} ran end to end; extraction {v['extract_images_per_s']:.1f} img/s x "
                       f"{v['backbone_gflops_per_image']:.2f} GFLOP/img = {v['extract_fraction_of_matmul']:.1%} of matmul peak."]
+    trained = [(level, r) for level, r in report["levels"].items() if r.get("train_images_per_s")]
+    if trained:
+        lines += ["", "| level | training img/s | training GFLOP/img | % of matmul peak |", "|---|---|---|---|"]
+        lines += [f"| {level} | {r['train_images_per_s']:.1f} | {r['train_gflops_per_image']:.3f} | "
+                  f"{r['train_fraction_of_matmul']:.1%} |" for level, r in trained]
     lines += ["", "Saved model: what the stored model scores on the validation photos, averaging each photo "
                   "with its mirror image where that is on. Last and best epoch: the training curve (one view per photo).",
               "", f"Peak memory: {report['peak_memory_mb']:.0f} MB.", ""]

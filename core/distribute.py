@@ -39,6 +39,26 @@ def check_devices(devices: str) -> str:
     raise ConfigError(f"devices must be {DEVICES_HELP}; got {devices!r}.")
 
 
+def describe_devices() -> dict:
+    """What this process trains on, for benchmark reports: the GPUs TensorFlow sees, else the CPU."""
+    import platform
+
+    import tensorflow as tf
+
+    gpus = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        gpus.append(details.get("device_name", device.name))
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    summary = f"{len(gpus)} x {gpus[0]}" if gpus else f"CPU only ({cpu})"
+    return {"device": summary, "gpus": gpus, "cpu": cpu, "tensorflow": tf.__version__,
+            "built_with_cuda": tf.test.is_built_with_cuda()}
+
+
 def joined_cluster() -> dict | None:
     """The `TF_CONFIG` this process was started with (one worker of a multi-worker run), or None."""
     raw = os.environ.get("TF_CONFIG", "").strip()

@@ -95,3 +95,9 @@ def test_bench_small(dataset, tmp_path):
     assert check["backbone"] == "vgg16" and set(check["levels"]) == {"2", "3"}
     assert 0 < check["extract_fraction_of_matmul"] < 1.5
     assert "| level |" in (out_dir / "report.md").read_text()
+    assert report["machine"]["device"].startswith(("CPU only", "1 x", "2 x", "4 x", "8 x"))
+    for level in ("1", "2", "3"):  # training throughput, as a share of the machine's matmul rate
+        row = report["levels"][level]
+        assert row["train_images_per_s"] > 0 and 0 < row["train_fraction_of_matmul"] < 1.5
+    assert report["levels"]["1"]["train_gflops_per_image"] > report["levels"]["2"]["train_gflops_per_image"]
+    assert "training img/s" in (out_dir / "report.md").read_text()
