@@ -133,10 +133,15 @@ class RelayClient:
 
     def __init__(self, relay, source, poll_seconds: float = 0.5):
         self.relay, self.source, self.poll_seconds = relay, source, poll_seconds
-        self._checked, self._cancelled = 0.0, False
+        self._checked, self._cancelled, self._last_batch = 0.0, False, 0.0
 
     def report(self, event) -> None:
-        self.relay.put.remote(self.source, event)  # fire and forget: never slows a training step
+        if event.kind == "batch":  # at most two a second: each is a message to another process
+            now = time.monotonic()
+            if now - self._last_batch < self.poll_seconds:
+                return
+            self._last_batch = now
+        self.relay.put.remote(self.source, event)  # fire and forget: never waits on the driver
 
     def should_cancel(self) -> bool:
         import ray
