@@ -239,17 +239,18 @@ def sweep_frame(record: dict) -> pd.DataFrame:
 
 
 def sweep_chart(frame: pd.DataFrame, order: list[str]):
-    """Each trial a dot, each setting's mean a tick and its spread over seeds a bar."""
-    y = alt.Y("setting:N", sort=order, title=None, axis=alt.Axis(labelLimit=360))
-    x = alt.X("accuracy:Q", title="validation accuracy", scale=alt.Scale(zero=False), axis=alt.Axis(format="%"))
-    base = alt.Chart(frame)
-    spread = base.mark_rule(strokeWidth=3, opacity=0.35, color="#1c7ed6").encode(
-        y=y, x="min(accuracy):Q", x2="max(accuracy):Q")
-    dots = base.mark_circle(size=70, opacity=0.8, color="#1c7ed6").encode(
+    """Each trial a dot, each setting's mean a tick and its spread over seeds a bar, best setting on top."""
+    y = alt.Y("setting:N", scale=alt.Scale(domain=order), title=None, axis=alt.Axis(labelLimit=360))
+    x = alt.X("accuracy:Q", title="validation accuracy", scale=alt.Scale(zero=False, nice=True, padding=12),
+              axis=alt.Axis(format=".1%", tickCount=6))
+    per_setting = frame.groupby("setting", as_index=False)["accuracy"].agg(["mean", "min", "max"])
+    spread = alt.Chart(per_setting).mark_rule(strokeWidth=3, opacity=0.35, color="#1c7ed6").encode(
+        y=y, x=alt.X("min:Q"), x2="max:Q")
+    dots = alt.Chart(frame).mark_circle(size=70, opacity=0.8, color="#1c7ed6").encode(
         y=y, x=x, tooltip=["setting", "seed", alt.Tooltip("accuracy:Q", format=".2%"), "seconds", "model"])
-    mean = base.mark_tick(thickness=3, size=22, color="#e8590c").encode(
-        y=y, x="mean(accuracy):Q", tooltip=[alt.Tooltip("mean(accuracy):Q", format=".2%", title="mean")])
-    return alt.layer(spread, dots, mean).properties(height=max(90, 48 * len(order)))
+    mean = alt.Chart(per_setting).mark_tick(thickness=3, size=22, color="#e8590c").encode(
+        y=y, x="mean:Q", tooltip=["setting", alt.Tooltip("mean:Q", format=".2%")])
+    return alt.layer(spread, dots, mean).properties(height=70 + 40 * len(order))  # axes included
 
 
 @st.fragment(run_every=1.0)
@@ -283,7 +284,7 @@ def sweep_results_ui(record: dict) -> None:
         st.altair_chart(sweep_chart(frame, order), width="stretch")
     table = pd.DataFrame([{"setting": setting_label(g["config"]), "mean": g["mean"], "lowest": g["min"],
                            "highest": g["max"], "runs": g["runs"], "failed": g["failed"],
-                           "mean seconds": g["mean_seconds"]} for g in groups])
+                           "mean seconds": g["mean_seconds"]} for g in groups]).fillna(float("nan"))
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         c: st.column_config.NumberColumn(format="percent") for c in ("mean", "lowest", "highest")}
                  | {"mean seconds": st.column_config.NumberColumn(format="%.0f")})
@@ -335,7 +336,8 @@ def sweeps_ui(summary) -> None:
     records = list_sweeps()
     if records:
         names = {f"{r['id']} · {level_label(r['level'])} · {len(r['trials'])} trials": r for r in records}
-        chosen = st.selectbox("Sweep", list(names), key="sweep_pick")
+        chosen = st.selectbox("Sweep", list(names), key="sweep_pick", help="Newest first; kept in "
+                                                                              "$LITTLE_DATA_HOME/sweeps.")
         sweep_results_ui(names[chosen])
     else:
         st.info("No sweep yet. Run one below, or from the command line: `python -m core sweep --level 2 "
