@@ -243,8 +243,7 @@ def train_on_workers(config, report, should_cancel, address: str | None = None):
     from core import settings
     from core.model_store import ModelStore
     from core.progress import PHASE, TrainEvent
-    from core.ray_support import connect, make_relay, pump
-    from core.sweep import _absolute_paths
+    from core.ray_support import absolute_paths, connect, make_relay, pump
     from core.training import TrainResult
 
     started = time.monotonic()
@@ -254,7 +253,7 @@ def train_on_workers(config, report, should_cancel, address: str | None = None):
     gpus = ray.cluster_resources().get("GPU", 0)
     use_gpu = config.devices != "cpu" and gpus >= config.workers
     cpus_each = max(1.0, ray.cluster_resources().get("CPU", 1) // config.workers) if address is None else 1.0
-    loop_config = {"config": {**config.to_dict(), **_absolute_paths({k: v for k, v in config.to_dict().items()
+    loop_config = {"config": {**config.to_dict(), **absolute_paths({k: v for k, v in config.to_dict().items()
                                                                         if k.endswith("_dir")})},
                    "relay": relay, "cpus": cpus_each}
     trainer = TensorflowTrainer(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Callable
 
 from core import settings
@@ -23,6 +24,12 @@ _FORWARDED_ENV = ("LITTLE_DATA_HOME", "LITTLE_DATA_MODELS_DIR", "LITTLE_DATA_CAC
 
 class RayUnavailable(LittleDataError):
     """Ray is not installed or the cluster cannot be reached; the message says what to do."""
+
+
+def absolute_paths(base: dict) -> dict:
+    """Folder settings made absolute, so workers started elsewhere find the same ones."""
+    return {key: (str(Path(value).expanduser().resolve()) if key.endswith("_dir") and value else value)
+            for key, value in base.items()}
 
 
 def address_setting() -> str | None:

@@ -25,7 +25,7 @@ from core import settings
 from core.atomic_files import atomic_write_json
 from core.errors import ConfigError
 from core.progress import PHASE, TrainEvent
-from core.ray_support import trial_error
+from core.ray_support import absolute_paths, trial_error
 
 # The settings a sweep may vary, and how a value written on the command line becomes one.
 _INT_KEYS = ("epochs", "batch_size", "train_per_class", "limit_per_class", "image_size", "subset_seed")
@@ -188,7 +188,7 @@ def run_sweep(config: SweepConfig, report: Callable[[TrainEvent], None] | None =
         report(TrainEvent(PHASE, phase="sweep", done=len(finished), total=len(params),
                           message=f"{source}: {_event_text(event)}"))
 
-    function = tune.with_parameters(_run_trial, level=config.level, base=_absolute_paths(config.base), relay=relay)
+    function = tune.with_parameters(_run_trial, level=config.level, base=absolute_paths(config.base), relay=relay)
     grid, was_cancelled = run_tune(function, param_space, resources, sweep_id, relay, on_event,
                                    should_cancel or (lambda: False))
     trials = [_trial_record(result) for result in grid]
@@ -209,12 +209,6 @@ def _event_text(event) -> str:
     if event.kind == "failed":
         return f"failed: {event.error}"
     return event.message or event.phase
-
-
-def _absolute_paths(base: dict) -> dict:
-    """Folder settings made absolute, so workers started elsewhere find the same ones."""
-    return {key: (str(Path(value).expanduser().resolve()) if key.endswith("_dir") and value else value)
-            for key, value in base.items()}
 
 
 def _trial_record(result) -> dict:
