@@ -6,8 +6,8 @@
   arithmetic as N GPUs, to try data parallelism on a laptop (it is not faster).
 - `--workers N` runs one training over N processes, on one machine or many, under
   `MultiWorkerMirroredStrategy`. Ray Train's `TensorflowTrainer` starts the workers and gives each
-  its `TF_CONFIG`; a process that finds `TF_CONFIG` already set (workers you start yourself, one
-  per machine) joins that cluster directly.
+  its `TF_CONFIG` (`core.training.train_on_workers`); a process that finds `TF_CONFIG` already set
+  (workers you start yourself, one per machine) joins that cluster directly.
 
 The batch size stays per replica: the global batch is `batch_size x replicas`, and the learning
 rate is multiplied by the number of replicas (the linear scaling rule of Goyal et al., 2017, which
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from dataclasses import dataclass, field
 
 from core.errors import ConfigError
@@ -128,9 +127,9 @@ def place(devices: str = "auto") -> Placement:
         count = len(gpus) if len(gpus) >= 2 else 1
     else:
         count = int(devices)
-        if count > max(len(gpus), 1) or (count > 1 and count > len(gpus)):
+        if count > max(len(gpus), 1):  # --devices 1 on a machine without GPUs trains on its CPU
             raise ConfigError(f"--devices {devices} asks for {count} GPUs; this machine shows {len(gpus)}. "
-                              "Use --devices auto, or see README 'Training on GPUs'.")
+                              "Use --devices auto, or see the README's 'GPUs'.")
     if count == 1:
         return Placement(tf.distribute.get_strategy(), "single", 1, gpus[:1] or ["CPU:0"])
     names = gpus[:count]
@@ -142,7 +141,7 @@ def _hide_gpus() -> None:
 
     try:
         tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # TensorFlow already started: keep everything on the CPU explicitly instead
+    except RuntimeError:  # TensorFlow already started with its GPUs, which then stay visible
         pass
 
 
@@ -229,81 +228,3 @@ def distributed_fit(model, strategy, train_ds, val_ds, epochs: int, callback, gl
                                       "val_loss": val_loss / val_count, "val_accuracy": val_correct / val_count})
         if model.stop_training:
             break
-
-
-def train_on_workers(config, report, should_cancel, address: str | None = None):
-    """Runs `config` as one training over `config.workers` Ray Train workers; returns the chief's `TrainResult`.
-
-    Each worker runs `core.training.train` with the `TF_CONFIG` Ray gives it; the chief (rank 0)
-    saves the model and its progress comes back through a relay.
-    """
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
-
-    from core import settings
-    from core.model_store import ModelStore
-    from core.progress import PHASE, TrainEvent
-    from core.ray_support import absolute_paths, connect, make_relay, pump
-    from core.training import TrainResult
-
-    started = time.monotonic()
-    report(TrainEvent(PHASE, phase="workers", message=f"Starting {config.workers} training workers on Ray"))
-    ray = connect(address)
-    relay = make_relay()
-    gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpu = config.devices != "cpu" and gpus >= config.workers
-    cpus_each = max(1.0, ray.cluster_resources().get("CPU", 1) // config.workers) if address is None else 1.0
-    loop_config = {"config": {**config.to_dict(), **absolute_paths({k: v for k, v in config.to_dict().items()
-                                                                        if k.endswith("_dir")})},
-                   "relay": relay, "cpus": cpus_each}
-    trainer = TensorflowTrainer(
-        _worker_loop, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus_each, **({"GPU": 1} if use_gpu else {})}),
-        run_config=RunConfig(name=f"train-level{config.level}-{int(time.time())}",
-                             storage_path=str((settings.home_dir() / "ray").resolve())))
-    outcome: dict = {}
-
-    def fit():
-        try:
-            outcome["result"] = trainer.fit()
-        except Exception as exc:  # noqa: BLE001 - re-raised in the calling thread
-            outcome["error"] = exc
-
-    import threading
-
-    thread = threading.Thread(target=fit, daemon=True)
-    thread.start()
-    cancelled = pump(relay, thread.is_alive, lambda source, event: report(event), should_cancel)
-    thread.join()
-    if "error" in outcome:
-        from core.training import TrainingError
-
-        error = outcome["error"]
-        cause = getattr(error, "__cause__", None) or error
-        raise TrainingError(f"Training on {config.workers} workers failed: {str(cause).strip().splitlines()[-1]}")
-    metrics = outcome["result"].return_value or {}  # what rank 0's loop returned
-    seconds = time.monotonic() - started
-    if cancelled or metrics.get("cancelled") or not metrics.get("model_id"):
-        return TrainResult(None, metrics.get("history", {}), seconds, cancelled=True)
-    entry = ModelStore(config.models_dir).get(metrics["model_id"])
-    return TrainResult(entry, metrics.get("history", {}), seconds, timings={"workers_total": seconds})
-
-
-def _worker_loop(loop_config: dict) -> dict:
-    """One Ray Train worker: an ordinary `train` under the TF_CONFIG Ray set; rank 0 reports and saves."""
-    import ray.train
-    import tensorflow as tf
-
-    from core.ray_support import RelayClient
-    from core.training import TrainConfig, train
-
-    cpus = int(loop_config.get("cpus") or 1)
-    tf.config.threading.set_intra_op_parallelism_threads(cpus)
-    tf.config.threading.set_inter_op_parallelism_threads(cpus)
-    client = RelayClient(loop_config["relay"], source="chief")
-    rank = ray.train.get_context().get_world_rank()
-    result = train(TrainConfig.from_dict(loop_config["config"]), report=client.report if rank == 0 else None,
-                   should_cancel=client.should_cancel)
-    return {"model_id": result.entry.id if result.entry else None, "cancelled": result.cancelled,
-            "history": result.history, "rank": rank}

@@ -191,8 +191,6 @@ def run_tune(function, param_space: dict, resources: dict, name: str, relay, on_
     Trials reuse their worker processes (TensorFlow loads once per worker) and are never retried:
     a failure is the trial's result. Returns (Tune's ResultGrid, whether a cancel was requested).
     """
-    import threading
-
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables would interleave with our progress
     from ray import tune
 
@@ -201,21 +199,32 @@ def run_tune(function, param_space: dict, resources: dict, name: str, relay, on_
                        run_config=tune.RunConfig(name=name, storage_path=str((settings.home_dir() / "ray").resolve()),
                                                  stop=_cancel_stopper(relay), verbose=0,
                                                  failure_config=tune.FailureConfig(max_failures=0)))
+    return run_relayed(tuner.fit, relay, on_event, should_cancel)
+
+
+def run_relayed(fit: Callable[[], object], relay, on_event, should_cancel) -> tuple[object, bool]:
+    """Calls the blocking `fit()` in a thread while forwarding the relay's events (see `pump`).
+
+    Returns:
+        (what `fit` returned, whether a cancel was requested); an exception from `fit` is re-raised here.
+    """
+    import threading
+
     outcome: dict = {}
 
-    def fit():
+    def target():
         try:
-            outcome["grid"] = tuner.fit()
+            outcome["result"] = fit()
         except Exception as exc:  # noqa: BLE001 - re-raised in the calling thread
             outcome["error"] = exc
 
-    thread = threading.Thread(target=fit, daemon=True)
+    thread = threading.Thread(target=target, daemon=True)
     thread.start()
     cancelled = pump(relay, thread.is_alive, on_event, should_cancel)
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["grid"], cancelled
+    return outcome["result"], cancelled
 
 
 def _cancel_stopper(relay):

@@ -8,6 +8,7 @@ Progress goes to `report(TrainEvent)`; `should_cancel()` is polled after every b
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -336,8 +337,6 @@ def train(config: TrainConfig, report: Report | None = None,
     report = report or (lambda event: None)
     try:
         if config.workers > 1 and joined_cluster() is None:
-            from core.distribute import train_on_workers
-
             return train_on_workers(config.resolved(), report, should_cancel or (lambda: False), address)
         return _train(config.resolved(), report, should_cancel or (lambda: False))
     except LittleDataError as exc:
@@ -377,11 +376,8 @@ def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
     run = Run(config, summary, train_data, decode("validation"), ModelStore(config.models_dir), report,
               should_cancel, timings, placement)
     try:
-        if placement is None or placement.kind == "single":
+        with placement.strategy.scope() if placement is not None else contextlib.nullcontext():
             trained = config.spec.trainer()(run)
-        else:
-            with placement.strategy.scope():
-                trained = config.spec.trainer()(run)
     except Cancelled:
         trained = Trained(None, {}, cancelled=True)
     if trained.cancelled:
@@ -466,3 +462,61 @@ def make_card(config: TrainConfig, summary: DatasetSummary, model, trained: Trai
         weights=trained.card_fields.get("weights"), weights_key=trained.card_fields.get("weights_key"),
         started_from=trained.card_fields.get("started_from"), backbone_flops=trained.card_fields.get("backbone_flops"),
         imagenet_classes=trained.card_fields.get("imagenet_classes"))
+
+
+# --- One training over several processes (Ray Train) -----------------------------------------
+
+def train_on_workers(config, report, should_cancel, address: str | None = None):
+    """Runs `config` as one training over `config.workers` Ray Train workers; returns the chief's `TrainResult`.
+
+    Each worker runs `train` with the `TF_CONFIG` Ray gives it; the chief (rank 0)
+    saves the model and its progress comes back through a relay.
+    """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from core import settings
+    from core.ray_support import absolute_paths, connect, make_relay, run_relayed, trial_error
+
+    started = time.monotonic()
+    report(TrainEvent(PHASE, phase="workers", message=f"Starting {config.workers} training workers on Ray"))
+    ray = connect(address)
+    relay = make_relay()
+    gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpu = config.devices != "cpu" and gpus >= config.workers
+    cpus_each = max(1.0, ray.cluster_resources().get("CPU", 1) // config.workers) if address is None else 1.0
+    loop_config = {"config": absolute_paths(config.to_dict()), "relay": relay, "cpus": cpus_each}
+    trainer = TensorflowTrainer(
+        _worker_loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_each, **({"GPU": 1} if use_gpu else {})}),
+        run_config=RunConfig(name=f"train-level{config.level}-{int(time.time())}",
+                             storage_path=str((settings.home_dir() / "ray").resolve())))
+    try:
+        result, cancelled = run_relayed(trainer.fit, relay, lambda source, event: report(event), should_cancel)
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's error; its message is what matters
+        raise TrainingError(f"Training on {config.workers} workers failed: {trial_error(exc)}") from exc
+    metrics = result.return_value or {}  # what rank 0's loop returned
+    seconds = time.monotonic() - started
+    if cancelled or metrics.get("cancelled") or not metrics.get("model_id"):
+        return TrainResult(None, metrics.get("history", {}), seconds, cancelled=True)
+    entry = ModelStore(config.models_dir).get(metrics["model_id"])
+    return TrainResult(entry, metrics.get("history", {}), seconds, timings={"workers_total": seconds})
+
+
+def _worker_loop(loop_config: dict) -> dict:
+    """One Ray Train worker: an ordinary `train` under the TF_CONFIG Ray set; rank 0 reports and saves."""
+    import ray.train
+    import tensorflow as tf
+
+    from core.ray_support import RelayClient
+
+    cpus = int(loop_config.get("cpus") or 1)
+    tf.config.threading.set_intra_op_parallelism_threads(cpus)
+    tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    client = RelayClient(loop_config["relay"], source="chief")
+    rank = ray.train.get_context().get_world_rank()
+    result = train(TrainConfig.from_dict(loop_config["config"]), report=client.report if rank == 0 else None,
+                   should_cancel=client.should_cancel)
+    return {"model_id": result.entry.id if result.entry else None, "cancelled": result.cancelled,
+            "history": result.history, "rank": rank}

@@ -181,6 +181,29 @@ def start_button_ui(label: str, config, key: str, disabled: bool, state_key: str
             st.warning(str(exc))
 
 
+def background_job_ui(kind: str, what: str, cancel_label: str, cancel_toast: str, starting: str) -> None:
+    """The running `kind` job's progress and Cancel button; once it ends, its error or a page refresh.
+
+    Call it from a page's `st.fragment(run_every=...)`. Start buttons set `<kind>_was_active`
+    (`start_button_ui`), so the page redraws itself once with the finished job's results.
+    """
+    job = jobs.current_job()
+    if not job or job.get("kind") != kind:
+        return
+    if job["state"] in jobs.ACTIVE_STATES:
+        progress = jobs.progress_of(job)
+        st.progress(progress.fraction or 0.0, text=progress.message or starting)
+        if st.button(cancel_label, icon=":material/stop_circle:", key=f"cancel_{job['id']}"):
+            jobs.cancel_job(job["id"])
+            st.toast(cancel_toast)
+        st.session_state[f"{kind}_was_active"] = True
+    else:
+        if job["state"] == "failed":
+            st.error(f"The {what} failed: {job.get('error')}")
+        if st.session_state.pop(f"{kind}_was_active", False):
+            st.rerun(scope="app")  # draw the finished job's results
+
+
 def page_header(title: str, intro: str):
     st.title(title)
     st.markdown(intro)

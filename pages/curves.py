@@ -17,7 +17,7 @@ from core.errors import ConfigError
 from core.levels import LEVELS, all_levels
 from core.model_store import ModelError, ModelStore
 from core.sweep import SweepConfig, list_sweeps, parse_grid
-from pages.common import (current_summary, ensure_app_shell, explainer_for, latest_models, level_label, page_header,
+from pages.common import (background_job_ui, current_summary, ensure_app_shell, explainer_for, latest_models, level_label, page_header,
                           predictor_for, start_button_ui)
 
 
@@ -255,21 +255,7 @@ def sweep_chart(frame: pd.DataFrame, order: list[str]):
 
 @st.fragment(run_every=1.0)
 def sweep_job_ui():
-    job = jobs.current_job()
-    if not job or job.get("kind") != "sweep":
-        return
-    progress = jobs.progress_of(job)
-    if job["state"] in jobs.ACTIVE_STATES:
-        st.progress(progress.fraction or 0.0, text=progress.message or "Starting Ray…")
-        if st.button("Cancel the sweep", icon=":material/stop_circle:", key=f"cancel_{job['id']}"):
-            jobs.cancel_job(job["id"])
-            st.toast("Stopping every trial…")
-        st.session_state["sweep_was_active"] = True
-    else:
-        if job["state"] == "failed":
-            st.error(f"The sweep failed: {job.get('error')}")
-        if st.session_state.pop("sweep_was_active", False):
-            st.rerun(scope="app")  # show the finished sweep
+    background_job_ui("sweep", "sweep", "Cancel the sweep", "Stopping every trial…", "Starting Ray…")
 
 
 def sweep_results_ui(record: dict) -> None:

@@ -9,7 +9,7 @@ from core import jobs
 from core.curve import DEFAULT_SIZES, CurveConfig, backbone_for, estimate_seconds, load_points, plan
 from core.levels import LEVELS, all_levels, format_duration
 from core.model_store import ModelStore
-from pages.common import current_summary, ensure_app_shell, page_header, start_button_ui
+from pages.common import background_job_ui, current_summary, ensure_app_shell, page_header, start_button_ui
 
 
 def curve_frame(summary, levels) -> pd.DataFrame:
@@ -55,21 +55,7 @@ def curve_chart(frame: pd.DataFrame, summary):
 
 @st.fragment(run_every=1.0)
 def job_ui():
-    job = jobs.current_job()
-    if not job or job.get("kind") != "curve":
-        return
-    progress = jobs.progress_of(job)
-    if job["state"] in jobs.ACTIVE_STATES:
-        st.progress(progress.fraction or 0.0, text=progress.message or "Starting…")
-        if st.button("Cancel", icon=":material/stop_circle:", key=f"cancel_{job['id']}"):
-            jobs.cancel_job(job["id"])
-            st.toast("Cancelling after the current point…")
-        st.session_state["curve_was_active"] = True
-    else:
-        if job["state"] == "failed":
-            st.error(f"The curve failed: {job.get('error')}")
-        if st.session_state.pop("curve_was_active", False):
-            st.rerun(scope="app")  # draw the finished curve
+    background_job_ui("curve", "curve", "Cancel", "Cancelling after the current point…", "Starting…")
 
 
 def controls_ui(summary, busy: bool):
