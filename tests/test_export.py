@@ -21,6 +21,9 @@ from core.training import TrainConfig, train
 from tests.helpers import SHARED
 
 LEVELS = [level.key for level in all_levels()]
+# Levels 2 and 3 save the same graph (backbone, head, mirror averaging; only trainable flags differ),
+# so the format matrix converts level 3 for both and saves CI a minute of converter time.
+EXPORTED_LEVELS = [level for level in LEVELS if level != 2]
 CATS_VS_DOGS = SHARED / "datasets" / "cats_vs_dogs"
 needs_shared = pytest.mark.skipif(not CATS_VS_DOGS.is_dir(), reason="../shared (real photos and weights) is not "
                                                                     "present beside the project")
@@ -51,7 +54,7 @@ def real_photos(entry, count: int = 8) -> np.ndarray:
 @needs_shared
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", list(FORMATS))
-@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("level", EXPORTED_LEVELS)
 def test_every_format_matches_the_keras_model_on_real_photos(trained, tmp_path, level, fmt):
     entry = trained[level]
     photos = real_photos(entry)
@@ -96,7 +99,7 @@ def test_the_readme_snippet_runs_with_nothing_of_ours(trained, tmp_path, fmt):
 
 @needs_shared
 @pytest.mark.slow
-@pytest.mark.parametrize("level", [0, 2])
+@pytest.mark.parametrize("level", [0, 1])  # level 0's special case, and an ordinary network
 def test_int8_litert_is_smaller_and_agrees(trained, tmp_path, level):
     entry = trained[level]
     with pytest.raises(ConfigError, match="calibration"):
