@@ -2,7 +2,9 @@
 
 A `Predictor` wraps one loaded model and its card. Inputs are paths or raw bytes; each goes
 through `core.images`, exactly as the training images did. `predict_every_level` is what the
-Predict page calls: it decodes once and asks each level's predictor in turn.
+Predict page calls: it decodes once and asks each level's predictor in turn. Levels built on the
+same pretrained network share its frozen lower layers, bit for bit; `SharedTrunk` runs those once
+per photo for all of them (levels 0, 2 and 3 then cost about half as much together).
 """
 
 from __future__ import annotations
@@ -111,13 +113,134 @@ class MultiPrediction:
     server_ms: float = 0.0
 
 
-def predict_every_level(data: bytes, name: str, predictors: dict, explainers: dict | None = None) -> MultiPrediction:
+class SharedTrunk:
+    """Several levels' models that share the frozen layers below their backbone's top block.
+
+    Levels 0 and 2 keep the whole pretrained network frozen, and level 3 fine-tunes only its top
+    block, so the layers below it hold the same weights in all three. One forward pass of those
+    layers (both mirror views at once) then feeds each model's own top block and classifier.
+    `plan` builds a trunk only for models whose weights it has compared and whose output it has
+    checked against the model's own on a test picture (within `TOLERANCE`); any other model is
+    left to its `Predictor`.
+    """
+
+    TOLERANCE = 1e-5
+
+    def __init__(self, trunk, tails: dict, image_size: tuple[int, int], mirrored: bool, classes: dict):
+        import tensorflow as tf
+
+        self.levels = list(tails)
+        self.image_size, self.mirrored, self.classes = image_size, mirrored, classes
+        h, w = image_size
+
+        def forward(images):
+            views = tf.concat([images, tf.reverse(images, axis=[2])], 0) if mirrored else images
+            features = trunk(views, training=False)
+            outputs = []
+            for tail in tails.values():
+                out = tail(features, training=False)
+                if mirrored:  # the saved models' Average of the photo and its mirror image
+                    n = tf.shape(images)[0]
+                    out = (out[:n] + out[n:]) / 2
+                outputs.append(out)
+            return outputs
+
+        self._forward = tf.function(forward, input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)])
+
+    def predict_arrays(self, images: np.ndarray) -> dict[int, np.ndarray]:
+        """uint8 [N, H, W, 3] -> level -> probabilities [N, C]."""
+        outputs = self._forward(np.asarray(images, dtype=np.float32))
+        return {level: to_probabilities(out.numpy(), len(self.classes[level])) for level, out in zip(self.levels, outputs)}
+
+    @classmethod
+    def plan(cls, predictors: dict) -> list["SharedTrunk"]:
+        """Groups the usable predictors (level -> `Predictor`) into trunks of two or more levels."""
+        groups: dict[tuple, dict[int, _Split]] = {}
+        for level, predictor in predictors.items():
+            if isinstance(predictor, Predictor) and (split := _split(predictor)) is not None:
+                groups.setdefault(split.key, {})[level] = split
+        trunks = []
+        for members in groups.values():
+            first = next(iter(members.values()))
+            same = {level: split for level, split in members.items() if split is first or _same_weights(first, split)}
+            if len(same) < 2:
+                continue
+            trunk = cls(first.trunk, {level: split.tail for level, split in same.items()}, first.predictor.image_size,
+                        first.mirrored, {level: split.predictor.classes for level, split in same.items()})
+            check = np.random.default_rng(0).integers(0, 256, (1, *first.predictor.image_size, 3), dtype=np.uint8)
+            shared = trunk.predict_arrays(check)
+            if all(np.abs(shared[level] - split.predictor.predict_arrays(check)).max() <= cls.TOLERANCE
+                   for level, split in same.items()):
+                trunks.append(trunk)
+        return trunks
+
+
+@dataclass
+class _Split:
+    predictor: Predictor
+    key: tuple  # what must match to share: backbone, size, views, preprocessing, split point
+    mirrored: bool  # the model averages the photo and its mirror image
+    trunk: object  # photo -> the feature map entering the top block
+    tail: object  # that feature map -> the model's output for one view
+    trunk_layers: list
+
+
+def _split(predictor: Predictor) -> _Split | None:
+    """The model cut where its backbone's top block starts, or None for a model not built that way."""
+    import keras
+
+    from core.backbones import BACKBONES
+
+    model, card = predictor.model, predictor.entry.card
+    backbone = BACKBONES.get(card.backbone or "")
+    if backbone is None:
+        return None
+    names = [layer.name for layer in model.layers]
+    mirrored = "mirror" in names and "flip_average" in names
+    inner = model.layers[names.index("flip_average") - 1] if mirrored else model
+    inner_names = [layer.name for layer in getattr(inner, "layers", [])]
+    if backbone.name not in inner_names:
+        return None
+    at = inner_names.index(backbone.name)
+    if at < 1 or at + 1 >= len(inner_names):
+        return None
+    base = inner.layers[at]
+    top = next((layer for layer in base.layers if backbone.is_top_block(layer.name)), None)
+    if top is None:
+        return None
+    try:
+        lower = keras.Model(base.input, top.input)
+        upper = keras.Model(top.input, base.output)
+        preprocess = keras.Model(inner.input, inner.layers[at - 1].output)
+        classifier = keras.Model(inner.layers[at + 1].input, inner.output)
+    except (ValueError, TypeError, AttributeError):  # a graph that does not cut there
+        return None
+    trunk = keras.Sequential([preprocess, lower])
+    tail = keras.Sequential([upper, classifier])
+    pre_config = [(layer.__class__.__name__, layer.get_config()) for layer in preprocess.layers[1:]]
+    for _, config in pre_config:  # weightless layers: only what they compute matters
+        config.pop("name", None), config.pop("trainable", None)
+    key = (backbone.name, tuple(predictor.image_size), mirrored, top.name, repr(pre_config))
+    return _Split(predictor, key, mirrored, trunk, tail, [layer for layer in lower.layers if layer.weights])
+
+
+def _same_weights(a: _Split, b: _Split) -> bool:
+    if [layer.name for layer in a.trunk_layers] != [layer.name for layer in b.trunk_layers]:
+        return False
+    return all(np.array_equal(x, y) for la, lb in zip(a.trunk_layers, b.trunk_layers)
+               for x, y in zip(la.get_weights(), lb.get_weights()))
+
+
+def predict_every_level(data: bytes, name: str, predictors: dict, explainers: dict | None = None,
+                        trunks: list[SharedTrunk] | None = None) -> MultiPrediction:
     """Decodes once, then runs each level's predictor. A bad image gives `error`, never an exception.
 
     Args:
         predictors: level -> `Predictor` (or an exception instance for a model that is unusable).
         explainers: level -> `core.explain.Explainer` (or an exception) to add Grad-CAM heatmaps; one
             gradient pass then gives both the probabilities and the heatmap.
+        trunks: `SharedTrunk.plan(predictors)`, to predict the levels they cover in one pass (levels
+            with an explainer still use it).
     """
     start = time.perf_counter()
     result = MultiPrediction(name)
@@ -128,7 +251,11 @@ def predict_every_level(data: bytes, name: str, predictors: dict, explainers: di
         result.server_ms = (time.perf_counter() - start) * 1000
         return result
     result.image = image
-    arrays = {}
+    arrays, shared = {}, {}
+    for trunk in trunks or ():
+        if any(level in predictors and not (explainers or {}).get(level) for level in trunk.levels):
+            arrays.setdefault(trunk.image_size, to_array(image, trunk.image_size))
+            shared.update(trunk.predict_arrays(arrays[trunk.image_size][None]))
     for level, predictor in predictors.items():
         if isinstance(predictor, Exception):
             result.model_errors[level] = str(predictor)
@@ -143,7 +270,7 @@ def predict_every_level(data: bytes, name: str, predictors: dict, explainers: di
         else:
             if isinstance(explainer, Exception):
                 result.explain_errors[level] = str(explainer)
-            probs = predictor.predict_arrays(arrays[size][None])[0]
+            probs = shared[level][0] if level in shared else predictor.predict_arrays(arrays[size][None])[0]
         result.per_level[level] = {c: float(p) for c, p in zip(predictor.classes, probs)}
     result.server_ms = (time.perf_counter() - start) * 1000
     return result

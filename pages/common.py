@@ -113,6 +113,20 @@ def predictor_for(entry):
     return load_predictor(entry.id, str(entry.model_path), entry.model_path.stat().st_mtime)
 
 
+@st.cache_resource(max_entries=4, show_spinner="Sharing the pretrained layers between levels…")
+def _load_trunks(models: tuple):
+    from core.predictor import SharedTrunk
+
+    return SharedTrunk.plan({level: load_predictor(*model) for level, *model in models})
+
+
+def shared_trunks(loaded: dict) -> list:
+    """`SharedTrunk`s for the loaded predictors (level -> Predictor or error), built once per set of models."""
+    models = tuple((level, p.entry.id, str(p.entry.model_path), p.entry.model_path.stat().st_mtime)
+                   for level, p in sorted(loaded.items()) if not isinstance(p, Exception))
+    return _load_trunks(models)
+
+
 @st.cache_resource(max_entries=12, show_spinner="Preparing the heatmaps…")
 def _load_explainer(model_id: str, model_path: str, mtime: float):
     from core.explain import Explainer

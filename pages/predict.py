@@ -11,7 +11,7 @@ from core.explain import legend, overlay
 from core.model_store import ModelError
 from core.predictor import predict_every_level
 from pages.common import (IMAGE_TYPES, current_summary, ensure_app_shell, explainer_for, latest_models, level_label,
-                          page_header, predictor_for)
+                          page_header, predictor_for, shared_trunks)
 
 
 
@@ -120,8 +120,9 @@ def main():
     if show_heatmaps:
         legend_ui()
     found = explainers(loaded) if show_heatmaps else None
+    trunks = shared_trunks(loaded)
     for name, data in inputs:
-        result_ui(predict_every_level(data, name, loaded, explainers=found), list(loaded))
+        result_ui(predict_every_level(data, name, loaded, explainers=found, trunks=trunks), list(loaded))
 
 
 ensure_app_shell()
