@@ -125,7 +125,7 @@ LITE2_FEATURE_LAYER = "head_relu"
 LITE2_TOP_BLOCK = tuple(f"block{n:02d}_" for n in range(15, 21)) + ("head_",)
 
 BACKBONES: dict[str, Backbone] = {}
-DEFAULT_BACKBONE = "mobilenet_v2"
+DEFAULT_BACKBONE = "efficientnet_lite2"  # the strongest genuine ImageNet network here (README: A stronger backbone)
 
 
 def register_backbone(backbone: Backbone, replace: bool = False) -> Backbone:

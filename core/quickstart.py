@@ -2,7 +2,9 @@
 
 It trains level 2 (a pretrained network's features and a small classifier: the best accuracy per
 second) and, where the data set's classes have a built-in ImageNet grouping, level 0 (no training),
-in one background job; the app then opens Predict on a validation photo.
+in one background job; the app then opens Predict on a validation photo. It uses MobileNetV2, not
+the stronger default backbone: its features take a third of the time, which keeps cats vs dogs
+within the minute and a half this button promises (98.4% rather than 99.0% at level 2).
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from core.imagenet import default_grouping
 from core.training import TrainConfig
 
 QUICK_LEVEL = 2
+QUICK_BACKBONE = "mobilenet_v2"
 
 
 def first_models(summary: DatasetSummary, data_dir: str | Path | None = None) -> list[TrainConfig]:
     """What the quick start trains for this data set, in order, each with its level's defaults."""
-    configs = [TrainConfig(level=QUICK_LEVEL, data_dir=str(data_dir) if data_dir else None)]
+    data = str(data_dir) if data_dir else None
+    configs = [TrainConfig(level=QUICK_LEVEL, backbone=QUICK_BACKBONE, data_dir=data)]
     if default_grouping(summary.classes) is not None:
-        configs.append(TrainConfig(level=0, data_dir=str(data_dir) if data_dir else None))
+        configs.append(TrainConfig(level=0, backbone=QUICK_BACKBONE, data_dir=data))
     return configs
 
 

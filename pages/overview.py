@@ -3,9 +3,10 @@
 import streamlit as st
 
 from core import jobs, workspace
+from core.backbones import get_backbone
 from core.dataset_builder import BuiltDataset
 from core.levels import all_levels, get_level
-from core.quickstart import QUICK_LEVEL, first_models, sample_photo
+from core.quickstart import QUICK_BACKBONE, QUICK_LEVEL, first_models, sample_photo
 from pages.common import current_summary, ensure_app_shell, latest_models, level_label, predictor_for
 
 
@@ -40,7 +41,9 @@ def quick_start_ui(summary):
             st.markdown(f"Trains {names} on **{len(summary.classes)} classes** in the background, then opens "
                         "**Predict** on one of the validation photos. "
                         f"{get_level(QUICK_LEVEL).short_name.capitalize()}: the network has already seen "
-                        "ImageNet's 1.2 million photos; only a small classifier on top learns your classes.")
+                        "ImageNet's 1.2 million photos; only a small classifier on top learns your classes. "
+                        f"It uses {get_backbone(QUICK_BACKBONE).label}, the quicker network; **Train** offers the "
+                        "stronger default.")
             if st.button("Train my first model", type="primary", icon=":material/rocket_launch:"):
                 try:
                     st.session_state["quick_start_job"] = jobs.start_job(configs)["id"]

@@ -52,7 +52,7 @@ def test_level0_is_registered_as_a_level_that_trains_nothing():
     level = get_level(0)
     assert not level.trains and level.uses_imagenet_classes and level.needs_backbone
     config = TrainConfig(level=0).resolved()
-    assert config.epochs == 0 and config.backbone == "mobilenet_v2" and config.image_size == (224, 224)
+    assert config.epochs == 0 and config.backbone == "efficientnet_lite2" and config.image_size == (260, 260)
 
 
 def test_level0_without_a_grouping_or_a_classifier_says_what_to_do(dataset):
@@ -75,11 +75,11 @@ def test_class_names_come_from_a_local_copy_or_say_they_are_missing(tmp_path, mo
 
 @pytest.mark.slow
 def test_level0_on_real_photos_with_genuine_weights(shared, monkeypatch):
-    """MobileNetV2's own ImageNet classifier, no training, on 40 cats and 40 dogs."""
+    """The default backbone's own ImageNet classifier (EfficientNet-Lite2), no training, on 40 cats and 40 dogs."""
     monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(shared))
     result = train(TrainConfig(level=0, limit_per_class=40, data_dir=str(shared / "datasets" / "cats_vs_dogs")))
     card = result.entry.card
-    assert card.weights.startswith("file mobilenet_v2_1.0_imagenet_torchvision.weights.h5")
+    assert card.weights.startswith("file efficientnet_lite2_imagenet_torch_layout.npz")
     assert card.imagenet_classes == {"cats": CATS, "dogs": DOGS} and card.history == {}
     assert card.hyperparameters["epochs"] == 0 and card.hyperparameters["optimizer"] is None
     assert card.params["trainable"] == 0 and card.params["total"] > 3_000_000
