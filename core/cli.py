@@ -2,7 +2,7 @@
 
     python -m core data                       # what is in the data set
     python -m core augment IMAGE --preset tutorial_preview -o grid.png
-    python -m core train --level 2            # MobileNetV2 bottleneck features + classifier
+    python -m core train --level 2            # EfficientNet-Lite2 bottleneck features + classifier
     python -m core evaluate level2 --json     # accuracy on the validation split
     python -m core predict level3 cat.jpg
     python -m core explain level3 cat.jpg -o where.png   # Grad-CAM heatmap

@@ -282,4 +282,4 @@ register_level(Level(
     can_augment=True, image_size=None, needs_backbone=True, requires=2,
     cost=EndToEndCost(train=0.022, evaluate=0.0097),
     train="core.recipes:train_fine_tuning",
-    epochs_note="20 rather than the tutorial's 50: fine-tuning MobileNetV2 is on its plateau after about 5."))
+    epochs_note="20 rather than the tutorial's 50: fine-tuning MobileNetV2 or EfficientNet-Lite2 is on its plateau after about 5."))
