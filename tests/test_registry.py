@@ -66,10 +66,13 @@ def test_a_backbone_without_flops_is_measured_not_refused(tiny_backbone, monkeyp
 def test_estimates_match_the_measured_reference_runs():
     """The Train page's estimate, for the tutorial's data on the reference machine (220 GFLOP/s)."""
     est = lambda level, **kw: estimate(TrainConfig(level=level, **kw), 2000, 800, gflops=220).seconds
+    mobilenet = dict(backbone="mobilenet_v2")
     assert 45 * 9 < est(1, epochs=45) < 45 * 13  # measured ~10.6-11.2 s per epoch
-    assert 15 < est(2, epochs=50) < 90  # measured ~50-60 s including decoding
-    assert 20 * 26 < est(3, epochs=20) < 20 * 37  # measured ~30 s per epoch
-    assert est(2, backbone="vgg16") > 10 * est(2)  # 13.2 GFLOPs against 0.6 per image
+    assert 15 < est(2, epochs=50, **mobilenet) < 90  # measured ~50-60 s including decoding
+    assert 20 * 26 < est(3, epochs=20, **mobilenet) < 20 * 37  # measured ~30 s per epoch
+    assert 70 < est(2) < 160  # EfficientNet-Lite2, the default: measured 103 s
+    assert 1200 < est(3) < 2400  # measured 1625 s
+    assert est(2, backbone="vgg16") > 10 * est(2, **mobilenet)  # 13.2 GFLOPs against 0.6 per image
     assert est(1, epochs=10) * 1.9 < est(1, epochs=20)  # twice the epochs, about twice the time
 
 
