@@ -55,7 +55,23 @@ def describe_devices() -> dict:
         pass
     summary = f"{len(gpus)} x {gpus[0]}" if gpus else f"CPU only ({cpu})"
     return {"device": summary, "gpus": gpus, "cpu": cpu, "tensorflow": tf.__version__,
-            "built_with_cuda": tf.test.is_built_with_cuda()}
+            "built_with_cuda": tf.test.is_built_with_cuda(), "native_bfloat16": native_bfloat16()}
+
+
+def native_bfloat16() -> bool:
+    """Whether this machine computes bfloat16 in hardware: a CPU with AVX512-BF16 or AMX (read from
+    /proc/cpuinfo, without importing TensorFlow), or a GPU TensorFlow sees of compute capability 8+."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return True
+    import tensorflow as tf
+
+    return any(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))[0] >= 8
+               for gpu in tf.config.list_physical_devices("GPU"))
 
 
 def joined_cluster() -> dict | None:

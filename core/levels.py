@@ -22,6 +22,8 @@ from core.errors import ConfigError
 #: Optimizer keys a level may name, and how a model card writes them.
 OPTIMIZERS = {"rmsprop": "RMSprop", "sgd": "SGD(momentum=0.9)", "adam": "Adam"}
 SCHEDULES = ("cosine", "constant")
+#: Level 1's compute precisions -> the Keras dtype policy its network is built under (`core.models`).
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
 class SmallConvnet(NamedTuple):

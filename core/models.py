@@ -9,6 +9,7 @@ from keras import layers
 
 from core.backbones import Backbone, ResolvedWeights, build_base
 from core.errors import ConfigError
+from core.levels import PRECISIONS
 from core.layers import CaffePreprocess, ClassGroups, HorizontalFlip  # noqa: F401 - registers them for loading
 
 
@@ -28,12 +29,53 @@ def preprocessing_layer(kind: str) -> layers.Layer:
 
 
 def output_layer(num_classes: int, name: str = "predictions") -> layers.Layer:
-    """One sigmoid unit for two classes (the tutorial's), softmax otherwise."""
+    """One sigmoid unit for two classes (the tutorial's), softmax otherwise; always in float32.
+
+    Under a bfloat16 policy the probabilities would have 3 significant digits and the loss would
+    saturate; Keras' mixed-precision guide keeps the last layer in float32 for that reason.
+    """
     if num_classes < 2:
         raise ConfigError(f"A classifier needs at least two classes, got {num_classes}.")
     if num_classes == 2:
-        return layers.Dense(1, activation="sigmoid", name=name)
-    return layers.Dense(num_classes, activation="softmax", name=name)
+        return layers.Dense(1, activation="sigmoid", name=name, dtype="float32")
+    return layers.Dense(num_classes, activation="softmax", name=name, dtype="float32")
+
+
+def build_in_precision(factory, precision: str):
+    """`factory()` with every layer it creates computing in `precision` (weights stay float32).
+
+    bfloat16 roughly doubles training speed where the hardware has it (CPUs with AVX512-BF16 or
+    AMX, recent GPUs); elsewhere it is emulated and slower. The global policy is restored after.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        return factory()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def as_float32(model: keras.Model) -> keras.Model:
+    """The same network and weights with every layer computing in float32: what is saved and served.
+
+    A model trained in bfloat16 keeps float32 weights, so only the layers' compute policy changes;
+    the exports, the shared-trunk check and Grad-CAM then see an ordinary float32 model.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+        return model
+
+    def to_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {key: to_float32(value) for key, value in node.items()}
+        if isinstance(node, (list, tuple)):
+            return type(node)(to_float32(value) for value in node)
+        return node
+
+    clone = model.__class__.from_config(to_float32(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def loss_for(num_classes: int) -> str:

@@ -161,18 +161,27 @@ class SharedTrunk:
                 groups.setdefault(split.key, {})[level] = split
         trunks = []
         for members in groups.values():
-            first = next(iter(members.values()))
-            same = {level: split for level, split in members.items() if split is first or _same_weights(first, split)}
-            if len(same) < 2:
-                continue
-            trunk = cls(first.trunk, {level: split.tail for level, split in same.items()}, first.predictor.image_size,
-                        first.mirrored, {level: split.predictor.classes for level, split in same.items()})
-            check = np.random.default_rng(0).integers(0, 256, (1, *first.predictor.image_size, 3), dtype=np.uint8)
-            shared = trunk.predict_arrays(check)
-            if all(np.abs(shared[level] - split.predictor.predict_arrays(check)).max() <= cls.TOLERANCE
-                   for level, split in same.items()):
+            try:
+                trunk = cls._checked(members)
+            except Exception:  # noqa: BLE001 - sharing only saves time: each model still predicts on its own
+                trunk = None
+            if trunk is not None:
                 trunks.append(trunk)
         return trunks
+
+    @classmethod
+    def _checked(cls, members: dict) -> "SharedTrunk | None":
+        first = next(iter(members.values()))
+        same = {level: split for level, split in members.items() if split is first or _same_weights(first, split)}
+        if len(same) < 2:
+            return None
+        trunk = cls(first.trunk, {level: split.tail for level, split in same.items()}, first.predictor.image_size,
+                    first.mirrored, {level: split.predictor.classes for level, split in same.items()})
+        check = np.random.default_rng(0).integers(0, 256, (1, *first.predictor.image_size, 3), dtype=np.uint8)
+        shared = trunk.predict_arrays(check)
+        agrees = all(np.abs(shared[level] - split.predictor.predict_arrays(check)).max() <= cls.TOLERANCE
+                     for level, split in same.items())
+        return trunk if agrees else None
 
 
 @dataclass

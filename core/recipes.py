@@ -23,14 +23,15 @@ from core.training import Cancelled, Run, Trained, TrainingError, with_augmentat
 
 def train_small_convnet(run: Run) -> Trained:
     """Level 1: a small convnet from random weights (the tutorial's, or `arch`), with augmentation and dropout."""
-    from core.models import SMALL_CONVNET_FACTORIES
+    from core.models import SMALL_CONVNET_FACTORIES, as_float32, build_in_precision
 
     config = run.config
-    model = SMALL_CONVNET_FACTORIES[config.arch or "tutorial"](run.num_classes, config.image_size, config.dropout)
-    trainee = with_augmentation(model, run.augmenter())
+    factory = SMALL_CONVNET_FACTORIES[config.arch or "tutorial"]
+    model = build_in_precision(lambda: factory(run.num_classes, config.image_size, config.dropout), config.precision)
+    trainee = with_augmentation(model, run.augmenter())  # augmentation stays float32
     run.compile(trainee)
     history, cancelled = run.fit(trainee, run.train_dataset(), run.val_dataset())
-    return Trained(model, history, cancelled)
+    return Trained(as_float32(model), history, cancelled)
 
 
 def train_bottleneck_classifier(run: Run) -> Trained:

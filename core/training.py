@@ -22,7 +22,7 @@ from core.cards import Metrics, ModelCard
 from core.datasets import (DatasetSummary, DecodedSplit, decode_split, first_per_class, resolve_data_dir, summarize,
                            training_subset)
 from core.errors import ConfigError, LittleDataError, describe
-from core.levels import SCHEDULES, SMALL_CONVNETS, Level, all_levels, get_level
+from core.levels import PRECISIONS, SCHEDULES, SMALL_CONVNETS, Level, all_levels, get_level
 from core.model_store import ModelEntry, ModelStore
 from core.progress import BATCH, DONE, EPOCH, FAILED, PHASE, TRAIN_PHASE, TrainEvent
 
@@ -59,6 +59,7 @@ class TrainConfig:
     arch: str | None = None  # level 1's network: a key of core.levels.SMALL_CONVNETS (default "tutorial")
     devices: str = "auto"  # where one process trains: auto, cpu, cpu:N or N GPUs (core.distribute)
     workers: int = 1  # processes (machines) sharing one training, under MultiWorkerMirroredStrategy
+    precision: str = "float32"  # level 1: "bfloat16" computes in bfloat16 (weights stay float32; see PRECISIONS)
 
     def __post_init__(self):
         trains = get_level(self.level).trains  # an unknown level fails here, listing the known ones
@@ -84,6 +85,11 @@ class TrainConfig:
         check_devices(self.devices)
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
+        if self.precision != "float32" and not self.spec.archs:
+            raise ConfigError(f"precision {self.precision} is for networks trained from scratch (level 1): level "
+                              f"{self.level}'s pretrained layers load as float32.")
         if self.workers > 1 and not trains:
             raise ConfigError(f"Level {self.level} trains nothing, so there is nothing to share between workers.")
         if self.image_size is not None:
@@ -451,6 +457,7 @@ def make_card(config: TrainConfig, summary: DatasetSummary, model, trained: Trai
                          "learning_rate": config.learning_rate, "schedule": config.schedule,
                          "dropout": config.dropout, "seed": config.seed,
                          "optimizer": level.optimizer_label if level.trains else None, "arch": config.arch,
+                         "precision": config.precision,
                          "limit_per_class": config.limit_per_class, "train_per_class": config.train_per_class,
                          "subset_seed": config.subset_seed if config.train_per_class else None,
                          **_distribution_fields(config, run)},

@@ -131,6 +131,24 @@ def imagenet_classes_ui(level: Level, summary) -> dict[str, list[int]] | None:
     return grouping
 
 
+@st.cache_data(show_spinner=False)
+def _native_bfloat16() -> bool:
+    from core.distribute import native_bfloat16
+
+    return native_bfloat16()
+
+
+def precision_ui(key) -> str:
+    """A toggle for training in bfloat16, saying whether this machine has it in hardware."""
+    native = _native_bfloat16()
+    on = st.toggle("Compute in bfloat16", value=False, key=f"bf16_{key}",
+                   help="Trains with bfloat16 arithmetic and float32 weights: measured 1.3x (Xception-like) to "
+                        "1.8x (tutorial's convnet) faster on a CPU with AVX512-BF16. The saved model is float32. "
+                        + ("This machine computes bfloat16 in hardware." if native else
+                           "This machine has no bfloat16 hardware: it would be emulated, and slower."))
+    return "bfloat16" if on else "float32"
+
+
 def level_card_ui(level: Level, summary, busy: bool):
     augment, preset_name = workspace.augment_settings()
     key = level.key
@@ -176,6 +194,8 @@ def level_card_ui(level: Level, summary, busy: bool):
             help="The saved model looks at each photo and its left-right mirror and averages the two answers: "
                  "steadier on borderline photos, at twice the prediction cost. Turn it off if mirroring can "
                  "change the class (left/right arrows, text).")
+        if level.archs:
+            settings["precision"] = precision_ui(key)
         config = TrainConfig(**settings)
         counts = summary.counts()
         n_train, n_val = sum(counts["train"].values()), sum(counts["validation"].values())

@@ -1,6 +1,6 @@
 """Training throughput of the models in a store, from their cards: images/s and share of matmul peak.
 
-    python scripts/bench_training_throughput.py --models-dir bench-out/models
+    python scripts/bench_training_throughput.py --models-dir bench-out/models [--every-model]
 
 `python -m core bench` reports the same columns for the runs it makes; this reads them back from
 models trained earlier (each card keeps its fit time and epochs), measuring this machine's matmul
@@ -28,22 +28,31 @@ def main(argv=None) -> int:
     parser.add_argument("--models-dir", required=True)
     parser.add_argument("--data-dir")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--every-model", action="store_true",
+                        help="a row per model (network and precision shown), not only each level's newest")
     args = parser.parse_args(argv)
     summary = summarize(resolve_data_dir(args.data_dir)[0])
     gflops = measure_matmul_gflops()
+    store = ModelStore(args.models_dir)
+    if args.every_model:
+        entries = {entry.id: entry for entry in sorted(store.list().models, key=lambda e: (e.level, e.id))}
+    else:
+        entries = {level: entry for level, entry in sorted(store.latest_per_level(summary.classes).items())}
     rows = {}
-    for level, entry in sorted(ModelStore(args.models_dir).latest_per_level(summary.classes).items()):
+    for key, entry in entries.items():
         if entry.card.dataset.get("fingerprint") != summary.fingerprint:
             continue
         row = training_throughput(entry, None, summary, entry.card.timings, gflops)
         if row:
-            rows[level] = {"model": entry.id, "fit_seconds": entry.card.timings["fit"], **row}
+            hyper = entry.card.hyperparameters
+            rows[key] = {"model": entry.id, "level": entry.level, "network": hyper.get("arch") or entry.card.backbone or "tutorial",
+                         "precision": hyper.get("precision", "float32"), "fit_seconds": entry.card.timings["fit"], **row}
     print(f"matmul: {gflops:.1f} GFLOP/s")
-    print("| level | training img/s | training GFLOP/img | % of matmul peak |")
-    print("|---|---|---|---|")
-    for level, row in rows.items():
-        print(f"| {level} | {row['train_images_per_s']:.1f} | {row['train_gflops_per_image']:.3f} | "
-              f"{row['train_fraction_of_matmul']:.1%} |")
+    print("| level | network | precision | training img/s | training GFLOP/img | % of matmul peak |")
+    print("|---|---|---|---|---|---|")
+    for row in rows.values():
+        print(f"| {row['level']} | {row['network']} | {row['precision']} | {row['train_images_per_s']:.1f} | "
+              f"{row['train_gflops_per_image']:.3f} | {row['train_fraction_of_matmul']:.1%} |")
     if args.json:
         print(json.dumps({"matmul_gflops": gflops, "levels": rows}))
     return 0

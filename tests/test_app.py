@@ -125,16 +125,20 @@ def test_training_job_starts_reports_and_lands_a_model(app_env):
     assert any("Train level 2" in i.value for i in at.info)  # level 3 needs a level-2 head
     at.number_input(key="ep1").set_value(1).run()
     assert any("Estimated time" in c.value for c in at.caption)
+    assert not at.toggle(key="bf16_1").value and "bfloat16" in at.toggle(key="bf16_1").help
+    at.toggle(key="bf16_1").set_value(True).run()  # only level 1 trains from scratch: only it offers bfloat16
+    assert [t.key for t in at.toggle if t.key.startswith("bf16")] == ["bf16_1"]
     at.button(key="start1").click().run()
     assert_clean(at)
     job = jobs.current_job()
-    assert job is not None and job["config"]["level"] == 1
+    assert job is not None and job["config"]["level"] == 1 and job["config"]["precision"] == "bfloat16"
     final = jobs.wait_for(job["id"], timeout=300)
     assert final["state"] == "succeeded", final.get("error")
     at = page("train")
     assert_clean(at)
     assert any("done in" in m.value for m in at.markdown)
     assert ModelStore().latest(1).id == final["model_id"]
+    assert ModelStore().latest(1).card.hyperparameters["precision"] == "bfloat16"
 
 
 def test_curves_page_compares_runs(trained):

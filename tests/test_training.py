@@ -214,3 +214,37 @@ def test_levels_2_and_3_on_every_backbone(shapes, backbone):
     assert single_view(reloaded).get_layer(backbone) is not None
     probs = Predictor(level3.entry, model=reloaded).predict_arrays(np.zeros((1, 50, 40, 3), np.uint8)[:, :32, :32])
     assert probs.shape == (1, 2) and abs(probs.sum() - 1) < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["tutorial", "xception"])
+def test_bfloat16_training_saves_an_ordinary_float32_model(shapes, arch):
+    import keras
+
+    result = train(tiny_config(shapes, 1, epochs=1, arch=arch, precision="bfloat16"))
+    assert keras.config.dtype_policy().name == "float32"  # the process's policy is left as it was
+    assert result.entry.card.hyperparameters["precision"] == "bfloat16"
+    model = load_model(result.entry)
+    assert {layer.dtype_policy.name for layer in model._flatten_layers()} == {"float32"}
+    probs = Predictor(result.entry, model=model).predict_arrays(np.zeros((2, 32, 32, 3), np.uint8))
+    assert probs.dtype == np.float64 and np.allclose(probs.sum(1), 1)
+
+
+def test_as_float32_keeps_the_weights_and_answers_within_bfloat16_rounding():
+    from core.models import as_float32, build_in_precision, make_small_xception
+
+    mixed = build_in_precision(lambda: make_small_xception(2, (48, 48)), "bfloat16")
+    assert mixed.get_layer("predictions").dtype_policy.name == "float32"  # the output stays float32
+    assert mixed.get_layer("residual_trunk").get_layer("stem").dtype_policy.name == "mixed_bfloat16"
+    plain = as_float32(mixed)
+    assert {layer.dtype_policy.name for layer in plain._flatten_layers()} == {"float32"}
+    for a, b in zip(mixed.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 3)).astype("float32")
+    np.testing.assert_allclose(plain.predict(x, verbose=0), mixed.predict(x, verbose=0), atol=0.05)
+
+
+def test_precision_is_checked():
+    with pytest.raises(ConfigError, match="precision must be one of float32, bfloat16"):
+        TrainConfig(level=1, precision="float8")
+    with pytest.raises(ConfigError, match="level 2's pretrained layers load as float32"):
+        TrainConfig(level=2, precision="bfloat16")
