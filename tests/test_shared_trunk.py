@@ -18,9 +18,21 @@ def photo_bytes(seed: int) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture
-def trained(tiny_backbone, dataset_factory):
-    data = dataset_factory(n_train=16, n_val=6)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Four small models in one store, trained once for the module."""
+    from core.backbones import BACKBONES
+    from tests.helpers import make_dataset
+    from tests.registry_examples import TINY_BACKBONE
+
+    root = tmp_path_factory.mktemp("shared-trunk")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(BACKBONES, TINY_BACKBONE.name, TINY_BACKBONE)
+        patch.setenv("LITTLE_DATA_HOME", str(root / "home"))
+        yield _train_four(TINY_BACKBONE, make_dataset(root / "data", n_train=16, n_val=6))
+
+
+def _train_four(tiny_backbone, data):
     common = dict(backbone=tiny_backbone.name, weights="none", data_dir=str(data), batch_size=8)
     level1 = train(TrainConfig(level=1, epochs=1, image_size=(32, 32), data_dir=str(data), batch_size=8))
     level2 = train(TrainConfig(level=2, epochs=2, **common))
