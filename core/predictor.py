@@ -199,14 +199,13 @@ def _split(predictor: Predictor) -> _Split | None:
     import keras
 
     from core.backbones import BACKBONES
+    from core.models import single_view
 
-    model, card = predictor.model, predictor.entry.card
-    backbone = BACKBONES.get(card.backbone or "")
+    backbone = BACKBONES.get(predictor.entry.card.backbone or "")
     if backbone is None:
         return None
-    names = [layer.name for layer in model.layers]
-    mirrored = "mirror" in names and "flip_average" in names
-    inner = model.layers[names.index("flip_average") - 1] if mirrored else model
+    inner = single_view(predictor.model)
+    mirrored = inner is not predictor.model
     inner_names = [layer.name for layer in getattr(inner, "layers", [])]
     if backbone.name not in inner_names:
         return None
