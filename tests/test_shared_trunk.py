@@ -1,7 +1,5 @@
 """Predict's shared trunk: levels built on one pretrained network run its frozen layers once per photo."""
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,13 +7,11 @@ from PIL import Image
 from core.model_store import load_model
 from core.predictor import Predictor, SharedTrunk, predict_every_level
 from core.training import TrainConfig, train
+from tests.helpers import png_bytes
 
 
 def photo_bytes(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (48, 40, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
+    return png_bytes(Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 40, 3), dtype=np.uint8)))
 
 
 @pytest.fixture(scope="module")
