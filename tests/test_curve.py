@@ -86,13 +86,15 @@ def test_cancelling_stops_between_points_and_keeps_what_was_measured(dataset_fac
 @pytest.mark.slow
 def test_cli_curve_json(dataset_factory, tmp_path):
     data = dataset_factory(n_train=24, n_val=10)
-    out = subprocess.run([sys.executable, "-m", "core", "curve", "--level", "1", "--sizes", "4,8", "--seeds", "1",
-                          "--data-dir", str(data), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+    # Level 2 on a small random-weights backbone: the CLI's plumbing, not level 1's 70 epochs per point.
+    out = subprocess.run([sys.executable, "-m", "core", "curve", "--level", "2", "--backbone", "mobilenet_025",
+                          "--weights", "none", "--sizes", "4,8", "--seeds", "1", "--data-dir", str(data), "--json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env={**__import__("os").environ, "LITTLE_DATA_HOME": str(tmp_path / "home")})
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "Level 1: 2 training runs, about" in out.stderr
+    assert "Level 2: 2 training runs, about" in out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["level"] == 1 and [p["images_per_class"] for p in result["points"]] == [4, 8]
+    assert result["level"] == 2 and [p["images_per_class"] for p in result["points"]] == [4, 8]
     assert set(result["points"][0]) == {"level", "images_per_class", "seed", "accuracy", "seconds"}
 
 
