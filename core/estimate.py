@@ -81,10 +81,33 @@ def network_gflops(config) -> float:
     return gflops * (h * w) / (native[0] * native[1])
 
 
-def estimate(config, n_train: int, n_val: int, gflops: float | None = None) -> Estimate:
-    """Rough wall time of a training run on this machine (`gflops`: its matmul speed), before starting it."""
+def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
+             native_bfloat16: bool | None = None) -> Estimate:
+    """Rough wall time of a training run on this machine, before starting it.
+
+    Args:
+        gflops: this machine's matmul speed (default: measured once and remembered).
+        native_bfloat16: whether it computes bfloat16 in hardware (default: asked of the machine);
+            only read for runs in bfloat16.
+    """
+    from core.levels import SMALL_CONVNETS
+
     config = config.resolved()
     speed = REFERENCE_GFLOPS / (gflops or machine_gflops(config.cache_dir))
+    note = ""
+    if getattr(config, "arch", None):
+        net = SMALL_CONVNETS[config.arch]
+        speed *= net.cost_scale
+        if config.precision == "bfloat16":
+            if native_bfloat16 is None:
+                from core.distribute import native_bfloat16 as has_native
+
+                native_bfloat16 = has_native()
+            if native_bfloat16:
+                speed /= net.bfloat16_speedup
+                note = f"; in bfloat16, about {net.bfloat16_speedup:.1f}x as fast as float32"
+            else:
+                note = "; bfloat16 is emulated on this machine, so expect longer than this"
     views = 2 if config.flip_average else 1  # the final scoring pass, with mirror images or not
     guess = config.spec.cost.estimate(n_train, n_val, config.epochs, network_gflops(config), views, speed)
-    return Estimate(guess.seconds + (n_train + n_val) * DECODE_SECONDS_PER_IMAGE, guess.detail)
+    return Estimate(guess.seconds + (n_train + n_val) * DECODE_SECONDS_PER_IMAGE, guess.detail + note)

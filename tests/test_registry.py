@@ -76,6 +76,23 @@ def test_estimates_match_the_measured_reference_runs():
     assert est(1, epochs=10) * 1.9 < est(1, epochs=20)  # twice the epochs, about twice the time
 
 
+
+@pytest.mark.parametrize("arch, precision, measured", [
+    ("tutorial", "float32", 725), ("tutorial", "bfloat16", 446),  # 70 epochs each
+    ("xception", "float32", 1896 / 22 * 26), ("xception", "bfloat16", 1758),  # 26 epochs
+])
+def test_level1_estimates_know_the_network_and_the_precision(arch, precision, measured):
+    """Each level-1 network and precision against its measured run on the reference machine (AVX512-BF16)."""
+    epochs = 70 if arch == "tutorial" else 26
+    config = TrainConfig(level=1, arch=arch, precision=precision, epochs=epochs)
+    guess = estimate(config, 2000, 800, gflops=220, native_bfloat16=True)
+    assert 0.8 * measured < guess.seconds < 1.25 * measured
+    assert ("bfloat16" in guess.detail) == (precision == "bfloat16")
+    if precision == "bfloat16":  # emulated, it is no faster than float32, and the estimate says so
+        emulated = estimate(config, 2000, 800, gflops=220, native_bfloat16=False)
+        float32 = estimate(TrainConfig(level=1, arch=arch, epochs=epochs), 2000, 800, gflops=220)
+        assert emulated.seconds == float32.seconds and "emulated" in emulated.detail
+
 def test_estimate_detail_reads_well_for_tiny_and_real_data():
     tiny = estimate(TrainConfig(level=1), 24, 12, gflops=220).detail
     real = estimate(TrainConfig(level=1), 2000, 800, gflops=220).detail
