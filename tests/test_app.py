@@ -128,6 +128,7 @@ def test_training_job_starts_reports_and_lands_a_model(app_env):
     assert not at.toggle(key="bf16_1").value and "bfloat16" in at.toggle(key="bf16_1").help
     at.toggle(key="bf16_1").set_value(True).run()  # only level 1 trains from scratch: only it offers bfloat16
     assert [t.key for t in at.toggle if t.key.startswith("bf16")] == ["bf16_1"]
+    assert sum("Estimated time" in c.value and "bfloat16" in c.value for c in at.caption) == 1  # level 1's estimate
     at.button(key="start1").click().run()
     assert_clean(at)
     job = jobs.current_job()
