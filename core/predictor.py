@@ -60,12 +60,15 @@ class Predictor:
     def __init__(self, entry: ModelEntry, model=None):
         import tensorflow as tf
 
+        from core.fold import fold_batch_norm
+
         self.entry = entry
         self.model = model if model is not None else load_model(entry)
         self.classes = entry.classes
         self.image_size = entry.image_size
         h, w = self.image_size
-        self._forward = tf.function(lambda x: self.model(x, training=False),
+        fast = fold_batch_norm(self.model, inference=True)  # the same answers, fewer passes (`core.fold`)
+        self._forward = tf.function(lambda x: fast(x, training=False),
                                     input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)])
 
     def warm_up(self) -> None:
@@ -129,9 +132,13 @@ class SharedTrunk:
     def __init__(self, trunk, tails: dict, image_size: tuple[int, int], mirrored: bool, classes: dict):
         import tensorflow as tf
 
+        from core.fold import fold_batch_norm
+
         self.levels = list(tails)
         self.image_size, self.mirrored, self.classes = image_size, mirrored, classes
         h, w = image_size
+        trunk = fold_batch_norm(trunk, inference=True)
+        tails = {level: fold_batch_norm(tail, inference=True) for level, tail in tails.items()}
 
         def forward(images):
             views = tf.concat([images, tf.reverse(images, axis=[2])], 0) if mirrored else images
