@@ -32,8 +32,13 @@ def fold_batch_norm(model: keras.Model, inference: bool = False) -> keras.Model:
             frozen are folded, so the copy trains exactly as `model` does.
 
     Returns:
-        The folded copy; `model` itself when there is nothing to fold (or it is not functional).
+        The folded copy; `model` itself when there is nothing to fold (or it is not functional), or
+        when the `LITTLE_DATA_FOLD_BATCH_NORM` setting is off.
     """
+    from core.settings import fold_batch_norm as folding_on
+
+    if not folding_on():
+        return model
     pairs = _foldable_pairs(model, inference)
     if not pairs:
         return model

@@ -63,6 +63,11 @@ def weights_setting(backbone: str) -> str | None:
     return value or None
 
 
+def fold_batch_norm() -> bool:
+    """Whether frozen batch norm is folded into convolutions for speed (`LITTLE_DATA_FOLD_BATCH_NORM`, default 1)."""
+    return os.environ.get("LITTLE_DATA_FOLD_BATCH_NORM", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def keras_home() -> Path:
     """Keras' own cache folder (`KERAS_HOME`, default ~/.keras), where it keeps downloaded weights."""
     return _path_env("KERAS_HOME", Path("~/.keras").expanduser())

@@ -8,12 +8,18 @@ For each backbone with batch norm, on random pictures at its native size, batch 
 Each timing is the best of `--repeats` rounds of `--steps` calls, after a warm-up, so a busy moment
 on a shared machine does not count; both variants alternate within one process.
 
+With `--models-dir`, also Predict as the app runs it (`predict_every_level` with the shared trunk,
+one validation photo through every level's newest model in that store, warm, 20 times), the models
+loaded once as built and once folded, answering in turn.
+
     python scripts/bench_fold.py [--backbones efficientnet_lite2,mobilenet_v2] [--steps 8] [--repeats 3]
+                                 [--models-dir <store with levels 0-3>]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,20 +75,61 @@ def measure(name: str, steps: int, repeats: int) -> dict[str, float]:
     return rates
 
 
+def measure_predict(models_dir: str, uploads: int = 20) -> dict[str, dict]:
+    """Server time of one photo through every level (shared trunk included), as the Predict page runs it.
+
+    The models are loaded twice, with `LITTLE_DATA_FOLD_BATCH_NORM` off and on, and the two sets
+    answer the photo in turn, so that a busy moment on the machine falls on both alike.
+    """
+    import numpy as np
+
+    from core.datasets import resolve_data_dir, summarize
+    from core.model_store import ModelStore
+    from core.predictor import Predictor, SharedTrunk, predict_every_level
+
+    summary = summarize(resolve_data_dir(None)[0])
+    entries = ModelStore(models_dir).latest_per_level(summary.classes)
+    photo = Path(summary.files["validation"][0][0]).read_bytes()
+    variants = {}
+    for label, setting in (("built", "0"), ("folded", "1")):
+        os.environ["LITTLE_DATA_FOLD_BATCH_NORM"] = setting  # read when each model and trunk is prepared
+        predictors = {level: Predictor(entry) for level, entry in entries.items()}
+        for predictor in predictors.values():
+            predictor.warm_up()
+        trunks = SharedTrunk.plan(predictors)
+        for _ in range(3):
+            predict_every_level(photo, "photo", predictors, trunks=trunks)
+        variants[label] = (predictors, trunks)
+    times = {label: [] for label in variants}
+    for _ in range(uploads):
+        for label, (predictors, trunks) in variants.items():
+            times[label].append(predict_every_level(photo, "photo", predictors, trunks=trunks).server_ms)
+    return {label: {"levels": sorted(entries), "shared": [t.levels for t in variants[label][1]],
+                    "median_ms": float(np.median(times[label])), "worst_ms": max(times[label])} for label in variants}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", default="efficientnet_lite2,mobilenet_v2")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models-dir", help="also time Predict on this store's models, folded or not")
     args = parser.parse_args(argv)
-    print("| backbone | forward img/s, built | folded | speed-up | level-3 step img/s, built | folded | speed-up |")
-    print("|---|---|---|---|---|---|---|")
-    for name in args.backbones.split(","):
+    names = [name for name in args.backbones.split(",") if name]  # --backbones "": Predict only
+    if names:
+        print("| backbone | forward img/s, built | folded | speed-up | level-3 step img/s, built | folded | speed-up |")
+        print("|---|---|---|---|---|---|---|")
+    for name in names:
         r = measure(name.strip(), args.steps, args.repeats)
         print(f"| {name} | {r['forward built']:.1f} | {r['forward folded']:.1f} | "
               f"{r['forward folded'] / r['forward built']:.2f}x | {r['level-3 step built']:.1f} | "
               f"{r['level-3 step folded']:.1f} | {r['level-3 step folded'] / r['level-3 step built']:.2f}x |",
               flush=True)
+    if args.models_dir:
+        print("\n| Predict, one photo, every level | server ms, median | worst |\n|---|---|---|")
+        for label, result in measure_predict(args.models_dir).items():
+            print(f"| {label} (levels {result['levels']}, sharing {result['shared']}) | {result['median_ms']:.1f} | "
+                  f"{result['worst_ms']:.1f} |", flush=True)
     return 0
 
 
