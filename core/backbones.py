@@ -56,6 +56,10 @@ class Backbone:
         flops: floating-point operations of one forward pass at `image_size` (`count_flops`), or
             None to have `core.estimate` measure them when first needed.
         classifier: its ImageNet classifier, for level 0 (None: level 0 is not offered).
+        forward_cost, training_cost: for the time estimate, its seconds per GFLOP against
+            MobileNetV2's, on which the levels' cost models were measured: forward passes only
+            (extraction, level 0, scoring), and level 3's training steps. Large dense convolutions
+            run nearer the matmul peak than depthwise ones; 1.0 where unmeasured.
     """
 
     name: str
@@ -68,6 +72,8 @@ class Backbone:
     builder: Callable
     flops: int | None = None
     classifier: ImageNetClassifier | None = None
+    forward_cost: float = 1.0
+    training_cost: float = 1.0
 
     def build(self, weights, image_size: tuple[int, int] | None = None):
         """The Keras base model (no top) with `weights` = "imagenet", None, or a file path."""
@@ -146,7 +152,8 @@ def get_backbone(name: str) -> Backbone:
 
 register_backbone(Backbone(
     "vgg16", "VGG16 (the tutorial's)", (150, 150), "vgg", ("block5",), "flatten",
-    ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",), _vgg16, flops=13_230_982_656))
+    ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",), _vgg16, flops=13_230_982_656,
+    forward_cost=0.3))  # 16.2 img/s extracting, at 22x MobileNetV2's GFLOPs
 register_backbone(Backbone(  # top block: the 7x7 stage, blocks 14-16 and the final 1x1 convolution
     "mobilenet_v2", "MobileNetV2 (alpha 1.0)", (224, 224), "tf",
     ("block_14_", "block_15_", "block_16_", "Conv_1", "out_relu"), "avg",
@@ -163,7 +170,8 @@ register_backbone(Backbone(  # top block: the 9x9 stage (blocks 15-20) and the h
     "efficientnet_lite2", "EfficientNet-Lite2", (260, 260), "lite", LITE2_TOP_BLOCK, "avg",
     ("efficientnet_lite2_imagenet_torch_layout.npz",), _efficientnet_lite2, flops=1_716_912_544,
     classifier=ImageNetClassifier(_efficientnet_lite2_classifier, LITE2_FEATURE_LAYER,
-                                  ("efficientnet_lite2_imagenet_torch_layout.npz",))))
+                                  ("efficientnet_lite2_imagenet_torch_layout.npz",)),
+    forward_cost=0.55, training_cost=0.95))  # 67.9 img/s extracting, 66 s a level-3 epoch (batch norm folded)
 register_backbone(Backbone(  # Keras' own; weights="imagenet" downloads them (preprocessing is inside the network)
     "efficientnet_v2b0", "EfficientNetV2-B0", (224, 224), "raw", ("block6", "top_"), "avg",
     ("efficientnetv2-b0_notop.h5",), _efficientnet_v2b0, flops=1_433_612_352))

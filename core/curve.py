@@ -102,7 +102,7 @@ def plan(config: CurveConfig, summary) -> list[tuple[int, int, int]]:
 
 def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) -> dict[int, float]:
     """Level -> rough seconds for all its points on this machine, before starting."""
-    from core.estimate import REFERENCE_GFLOPS, estimate, machine_gflops, network_gflops
+    from core.estimate import REFERENCE_GFLOPS, backbone_cost_scale, estimate, machine_gflops, network_gflops
     from core.training import TrainConfig
 
     speed = REFERENCE_GFLOPS / (gflops or machine_gflops())
@@ -121,7 +121,8 @@ def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) 
     for key in total:
         if _uses_features(key):  # the features of every photo, once (validation twice: mirrored too)
             config_2 = TrainConfig(level=key, backbone=config.backbone).resolved()
-            total[key] += (n_train + 2 * n_val) * get_level(key).cost.extract * network_gflops(config_2) * speed
+            total[key] += ((n_train + 2 * n_val) * get_level(key).cost.extract * network_gflops(config_2) * speed
+                           * backbone_cost_scale(config_2.backbone, get_level(key).cost))
     return total
 
 

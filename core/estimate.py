@@ -81,6 +81,15 @@ def network_gflops(config) -> float:
     return gflops * (h * w) / (native[0] * native[1])
 
 
+def backbone_cost_scale(backbone_name: str, cost) -> float:
+    """The backbone's seconds per GFLOP against MobileNetV2's, for a level with this cost model."""
+    from core.backbones import get_backbone
+    from core.levels import EndToEndCost
+
+    backbone = get_backbone(backbone_name)
+    return backbone.training_cost if isinstance(cost, EndToEndCost) else backbone.forward_cost
+
+
 def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
              native_bfloat16: bool | None = None) -> Estimate:
     """Rough wall time of a training run on this machine, before starting it.
@@ -108,6 +117,9 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
                 note = f"; in bfloat16, about {net.bfloat16_speedup:.1f}x as fast as float32"
             else:
                 note = "; bfloat16 is emulated on this machine, so expect longer than this"
+    network = network_gflops(config)
+    if config.spec.needs_backbone:  # the network's work, not a head's on features or a build, scales
+        network *= backbone_cost_scale(config.backbone, config.spec.cost)
     views = 2 if config.flip_average else 1  # the final scoring pass, with mirror images or not
-    guess = config.spec.cost.estimate(n_train, n_val, config.epochs, network_gflops(config), views, speed)
+    guess = config.spec.cost.estimate(n_train, n_val, config.epochs, network, views, speed)
     return Estimate(guess.seconds + (n_train + n_val) * DECODE_SECONDS_PER_IMAGE, guess.detail + note)
