@@ -1,7 +1,7 @@
 """Little Data's core library: data, augmentation, backbones, levels, training, the model store, prediction.
 
 Importing `core` is cheap: TensorFlow is imported only by the modules that train or predict.
-See "How the code is laid out" in the README for what each module holds.
+Each subpackage's docstring says what it holds; docs/architecture.md has the map.
 """
 
 import os

@@ -21,8 +21,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from core.backbones import BACKBONES, DEFAULT_BACKBONE
-from core.distribute import DEVICES_HELP
+from core.networks.backbones import BACKBONES, DEFAULT_BACKBONE
+from core.training.distribute import DEVICES_HELP
 from core.errors import LittleDataError
 from core.levels import LEVELS, OPTIMIZERS, PRECISIONS, SCHEDULES, SMALL_CONVNETS, all_levels
 
@@ -47,7 +47,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core.augment import PRESETS
+    from core.data.augment import PRESETS
 
     levels = "; ".join(f"level {l.key}, {l.name[0].lower()}{l.name[1:]}" for l in all_levels())
     parser = argparse.ArgumentParser(prog="python -m core", description="Little Data: strong image classifiers from "
@@ -155,13 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 0)")
     p.add_argument("--json", action="store_true", help='last line: {"trials": [...], "best": {...}, ...}')
 
+    from core.serving.export import QUANTIZATIONS, ExportFormat
+
     p = sub.add_parser("export", help="a model to take away: .keras, SavedModel, LiteRT (tflite) or ONNX, "
                                       "with labels.txt and a usage README")
     _common(p)
     p.add_argument("model", help=_model_refs())
-    p.add_argument("--format", required=True, choices=("keras", "saved_model", "tflite", "onnx"))
-    p.add_argument("--quantize", choices=("int8",), help="tflite only: int8 weights and activations, calibrated "
-                                                          "on training photos of the data set")
+    p.add_argument("--format", required=True, help=", ".join(f.value for f in ExportFormat)
+                   + " (tflite-int8 is tflite --quantize int8)")
+    p.add_argument("--quantize", help=f"{', '.join(QUANTIZATIONS)}; tflite only: int8 weights and activations, "
+                                      "calibrated on training photos of the data set")
     p.add_argument("-o", "--output", help="output folder, or a .zip (default: MODEL_ID-FORMAT.zip)")
     p.add_argument("--json", action="store_true", help="print one JSON object (path, bytes, seconds, ...)")
 
@@ -186,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_data(args) -> int:
-    from core.datasets import resolve_data_dir, summarize
+    from core.data.download import resolve_data_dir
+    from core.data.folders import summarize
 
     folder, source = resolve_data_dir(args.data_dir)
     summary = summarize(folder, source=source)
@@ -208,13 +212,14 @@ def cmd_data(args) -> int:
 def cmd_augment(args) -> int:
     from PIL import Image
 
-    from core.augment import augmented_variants, preset
-    from core.images import load_array
+    from core.data.augment import augmented_variants, preset
+    from core.data.images import load_array
 
     if args.image:
         source = args.image
     else:
-        from core.datasets import resolve_data_dir, summarize
+        from core.data.download import resolve_data_dir
+        from core.data.folders import summarize
 
         folder, _ = resolve_data_dir(args.data_dir)
         source = summarize(folder).files["train"][0][0]
@@ -240,10 +245,10 @@ def make_grid(images, columns: int | None = None, gap: int = 4):
 
 
 def cmd_train(args) -> int:
-    from core.augment import preset
-    from core.imagenet import parse_grouping
-    from core.progress import ProgressBar
-    from core.training import TrainConfig, train
+    from core.data.augment import preset
+    from core.networks.imagenet import parse_grouping
+    from core.training.progress import ProgressBar
+    from core.training.loop import TrainConfig, train
 
     size = (args.image_size, args.image_size) if args.image_size else None
     config = TrainConfig(level=args.level, backbone=args.backbone, weights=args.weights, epochs=args.epochs,
@@ -275,10 +280,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from core.datasets import DatasetError, decode_split, resolve_data_dir, summarize
-    from core.evaluation import evaluate
-    from core.model_store import ModelStore
-    from core.predictor import Predictor
+    from core.data.folders import DatasetError, summarize
+    from core.data.decoded import decode_split
+    from core.data.download import resolve_data_dir
+    from core.serving.evaluation import evaluate
+    from core.serving.model_store import ModelStore
+    from core.serving.predictor import Predictor
 
     entry = ModelStore(args.models_dir).resolve(args.model)
     folder, source = resolve_data_dir(args.data_dir)
@@ -300,8 +307,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from core.model_store import ModelStore
-    from core.predictor import Predictor
+    from core.serving.model_store import ModelStore
+    from core.serving.predictor import Predictor
 
     entry = ModelStore(args.models_dir).resolve(args.model)
     results = Predictor(entry).predict(args.images, names=args.images)
@@ -321,20 +328,20 @@ def cmd_predict(args) -> int:
 def cmd_explain(args) -> int:
     from PIL import Image
 
-    from core.explain import Explainer, explain_files, legend, overlay
-    from core.images import ImageError
-    from core.model_store import ModelStore
+    from core.serving.explain import ExplainFailure, Explainer, explain_files, legend, overlay
+    from core.serving.model_store import ModelStore
 
     entry = ModelStore(args.models_dir).resolve(args.model)
+    # One photo that fails is reported by name and the others still get theirs; exit status 1, as predict.
     results = explain_files(Explainer(entry), args.images, class_name=args.class_name)
-    good = [r for r in results if not isinstance(r, ImageError)]
+    good = [r for r in results if not isinstance(r, ExplainFailure)]
     for result in results:
-        if isinstance(result, ImageError):
-            print(f"error: {result}", file=sys.stderr)
+        if isinstance(result, ExplainFailure):
+            print(f"error: {result.message}", file=sys.stderr)
         elif not args.json:
             y, x = result.peak
-            print(f"{result.name}: {result.class_name} {result.probability:.3f}; looks most at "
-                  f"y={y:.2f}, x={x:.2f} of the photo")
+            where = result.note if result.note else f"looks most at y={y:.2f}, x={x:.2f} of the photo"
+            print(f"{result.name}: {result.class_name} {result.probability:.3f}; {where}")
     if good:
         tiles = []
         for result in good:
@@ -356,10 +363,12 @@ def cmd_explain(args) -> int:
 
 
 def cmd_curve(args) -> int:
-    from core.curve import CurveConfig, estimate_seconds, plan, run_curve
-    from core.datasets import resolve_data_dir, summarize
+    from core.experiments.curve_statistics import statistics_per_size
+    from core.experiments.efficiency_curve import CurveConfig, estimate_seconds, plan, run_curve
+    from core.data.download import resolve_data_dir
+    from core.data.folders import summarize
     from core.levels import format_duration
-    from core.progress import ProgressBar
+    from core.training.progress import ProgressBar
 
     levels = [int(x) for x in args.levels.split(",") if x.strip()] if args.levels else [args.level or 2]
     config = CurveConfig(levels=levels, sizes=[int(x) for x in args.sizes.split(",") if x.strip()], seeds=args.seeds,
@@ -372,15 +381,13 @@ def cmd_curve(args) -> int:
         count = sum(1 for p in points if p[0] == level)
         print(f"Level {level}: {count} training runs, about {format_duration(seconds)} on this machine", file=sys.stderr)
     results = run_curve(config, report=ProgressBar())
-    for level, measured in results.items():
-        if not args.json:
+    if not args.json:
+        for level, measured in results.items():
             print(f"Level {level}: validation accuracy by training images per class "
                   f"(mean ± spread over {args.seeds} seed(s))")
-        for size in sorted({p.images_per_class for p in measured}):
-            accuracies = [p.accuracy for p in measured if p.images_per_class == size]
-            if not args.json:
-                print(f"  {size:>5}  {np.mean(accuracies):.4f} ± {np.std(accuracies):.4f}  "
-                      f"(min {min(accuracies):.4f}, max {max(accuracies):.4f})")
+            for size in statistics_per_size(measured):
+                print(f"  {size.images_per_class:>5}  {size.mean:.4f} ± {size.std:.4f}  "
+                      f"(min {size.lowest:.4f}, max {size.highest:.4f})")
     if args.json:
         rows = [{"level": level, "points": [asdict(p) for p in measured]} for level, measured in results.items()]
         print(json.dumps(rows[0] if len(rows) == 1 else rows))
@@ -388,8 +395,8 @@ def cmd_curve(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from core.progress import ProgressBar
-    from core.sweep import SweepConfig, parse_grid, run_sweep
+    from core.training.progress import ProgressBar
+    from core.experiments.sweep import SweepConfig, parse_grid, run_sweep
 
     base = {key: value for key, value in (("data_dir", args.data_dir), ("models_dir", args.models_dir),
                                           ("backbone", args.backbone), ("weights", args.weights),
@@ -400,31 +407,30 @@ def cmd_sweep(args) -> int:
     bar = ProgressBar()
     record = run_sweep(config, report=bar)
     bar.close()
-    print(f"{len(record['trials'])} trials in {record['seconds']:.0f}s"
-          + (" (cancelled)" if record["cancelled"] else ""))
-    for row in record["groups"]:
-        setting = ", ".join(f"{k}={v}" for k, v in row["config"].items()) or "(defaults)"
-        score = (f"{row['mean']:.4f} mean over {row['runs']} (range {row['min']:.4f}-{row['max']:.4f})"
-                 if row["mean"] is not None else "no finished run")
-        print(f"  {setting}: {score}" + (f", {row['failed']} failed" if row["failed"] else ""))
-    for trial in record["trials"]:
-        if trial["error"] and trial["error"] != "cancelled":
-            print(f"  failed: {', '.join(f'{k}={v}' for k, v in trial['config'].items())} seed {trial['seed']}: "
-                  f"{trial['error']}")
+    print(f"{len(record.trials)} trials in {record.seconds:.0f}s" + (" (cancelled)" if record.cancelled else ""))
+    for group in record.groups:
+        setting = ", ".join(f"{k}={v}" for k, v in group.setting.items()) or "(defaults)"
+        score = (f"{group.mean:.4f} mean over {group.runs} (range {group.lowest:.4f}-{group.highest:.4f})"
+                 if group.mean is not None else "no finished run")
+        print(f"  {setting}: {score}" + (f", {group.failed} failed" if group.failed else "")
+              + (f", {group.cancelled} cancelled" if group.cancelled else ""))
+    for trial in record.failed_trials:
+        print(f"  failed: {', '.join(f'{k}={v}' for k, v in trial.setting.items())} seed {trial.seed}: {trial.error}")
     if args.json:
-        print(json.dumps({key: record[key] for key in ("trials", "best", "groups", "seconds", "id")}))
-    return 0 if not record["cancelled"] else 130
+        data = record.to_dict()
+        print(json.dumps({key: data[key] for key in ("trials", "best", "groups", "seconds", "id")}))
+    return 0 if not record.cancelled else 130
 
 
 def cmd_export(args) -> int:
-    from core.export import calibration_photos, check_format, export_model, export_name
-    from core.model_store import ModelStore
+    from core.serving.export import ExportFormat, calibration_photos, export_model, export_name
+    from core.serving.model_store import ModelStore
 
-    check_format(args.format, args.quantize)
+    fmt = ExportFormat.from_parts(args.format, args.quantize)
     entry = ModelStore(args.models_dir).resolve(args.model)
-    calibration = calibration_photos(entry, args.data_dir) if args.quantize else None
-    output = args.output or export_name(entry, args.format, args.quantize)
-    info = export_model(entry, args.format, output, quantize=args.quantize, calibration=calibration)
+    calibration = calibration_photos(entry, args.data_dir) if fmt.needs_calibration else None
+    output = args.output or export_name(entry, fmt)
+    info = export_model(entry, fmt, output, calibration=calibration)
     if args.json:
         print(json.dumps({"path": str(output), **asdict(info)}))
     else:
@@ -435,7 +441,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from core.model_store import ModelStore
+    from core.serving.model_store import ModelStore
 
     listing = ModelStore(args.models_dir).list()
     for entry in listing.models:
@@ -448,8 +454,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from core.bench import run_bench
-    from core.progress import ProgressBar
+    from core.experiments.bench import run_bench
+    from core.training.progress import ProgressBar
 
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     run_bench(args.out, levels=levels, data_dir=args.data_dir, models_dir=args.models_dir, backbone=args.backbone,

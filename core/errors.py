@@ -16,6 +16,10 @@ class ConfigError(LittleDataError, ValueError):
     """A setting out of range or unknown (a level, backbone, preset, epoch count...)."""
 
 
+class Cancelled(Exception):
+    """Raised inside long work when its `should_cancel()` turned true; the caller stops cleanly."""
+
+
 def describe(exc: BaseException) -> str:
     """The message to show for `exc`: ours as written, anything else with its type."""
     if isinstance(exc, LittleDataError):

@@ -1,4 +1,4 @@
-"""The levels: one registry entry per way of training, as `core.backbones` is for networks.
+"""The levels: one registry entry per way of training, as `core.networks.backbones` is for networks.
 
 A `Level` says everything the app, the CLI, the benchmark and the time estimate need to know about
 one way of getting a classifier: its names and the story it tells, the tutorial's figure, its
@@ -8,7 +8,7 @@ the function that trains it. Nothing else in the project repeats a level's defau
 Importing this module is cheap (no Keras, no TensorFlow): pages read it at start-up. The train
 function is named as "module:function" and imported only when a run starts.
 
-Adding a level is one `register_level(Level(...))` plus its train function; see the README.
+Adding a level is one `register_level(Level(...))` plus its train function; see docs/architecture.md, "Adding a level".
 """
 
 from __future__ import annotations
@@ -22,19 +22,19 @@ from core.errors import ConfigError
 #: Optimizer keys a level may name, and how a model card writes them.
 OPTIMIZERS = {"rmsprop": "RMSprop", "sgd": "SGD(momentum=0.9)", "adam": "Adam"}
 SCHEDULES = ("cosine", "constant")
-#: Level 1's compute precisions -> the Keras dtype policy its network is built under (`core.models`).
+#: Level 1's compute precisions -> the Keras dtype policy its network is built under (`core.networks.factories`).
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
 class SmallConvnet(NamedTuple):
-    """A network level 1 can train from scratch (`--arch`); its factory is in `core.models`."""
+    """A network level 1 can train from scratch (`--arch`); its factory is in `core.networks.factories`."""
 
     description: str
     image_size: tuple[int, int]  # its default input size
     gflops: float  # one forward pass at `image_size` (`count_flops`; checked by a test)
     # Time estimate: seconds per GFLOP against level 1's cost model (fitted on the tutorial's net; separable
     # convolutions and batch norm run further from the matmul peak), and the measured speed-up of an
-    # epoch in bfloat16 on a CPU with AVX512-BF16 (README, "bfloat16 for level 1").
+    # epoch in bfloat16 on a CPU with AVX512-BF16 (docs/benchmarks.md, "bfloat16 for level 1").
     cost_scale: float = 1.0
     bfloat16_speedup: float = 1.0
 
@@ -77,7 +77,7 @@ class EndToEndCost:
     """Cost of a level that runs its network on every image in every epoch (levels 1 and 3).
 
     Seconds per image per GFLOP of the network's forward pass, on the reference machine
-    (`core.estimate.REFERENCE_GFLOPS`); `speed` scales them to this machine (2.0: half as fast).
+    (`core.training.estimate.REFERENCE_GFLOPS`); `speed` scales them to this machine (2.0: half as fast).
 
     Attributes:
         train: one training image, forward and backward (and augmentation), per epoch.
@@ -145,19 +145,19 @@ class Level:
         tutorial_setup: what the tutorial ran to get it.
         epochs, optimizer, learning_rate, schedule: training defaults (optimizer: a key of `OPTIMIZERS`);
             0 epochs: the level trains nothing (the other three are then unused).
-        augment: the default augmentation preset (see `core.augment.PRESETS`).
+        augment: the default augmentation preset (see `core.data.augment.PRESETS`).
         can_augment: False where augmentation cannot apply (cached features see each image once).
         image_size: the input size, or None for the backbone's native size.
-        needs_backbone: whether the level runs a pretrained network from `core.backbones`.
+        needs_backbone: whether the level runs a pretrained network from `core.networks.backbones`.
         requires: the level whose trained model this one starts from, if any.
         cost: how long a run takes (`EndToEndCost`, `FeatureCost` or `NoTrainingCost`).
         gflops: the forward pass's GFLOPs at `image_size`, for levels without a backbone (the
             backbone's own figure is used otherwise); checked against `count_flops` in the tests.
         train: the train function, as "module:function" (imported when a run starts) or a callable.
-            It takes a `core.training.Run` and returns a `core.training.Trained`.
+            It takes a `core.training.loop.Run` and returns a `core.training.loop.RecipeResult`.
         epochs_note: why the default epoch count, for help texts.
         uses_imagenet_classes: the level maps ImageNet's classes onto the data set's (see
-            `core.imagenet`), and needs a backbone with an ImageNet classifier.
+            `core.networks.imagenet`), and needs a backbone with an ImageNet classifier.
         archs: the networks it can train from scratch (keys of `SMALL_CONVNETS`), the default first;
             empty for levels built on a backbone.
     """
@@ -248,7 +248,7 @@ def all_levels() -> list[Level]:
     return [LEVELS[key] for key in sorted(LEVELS)]
 
 
-# The tutorial ran 50 epochs per level; see the README for why levels 1 and 3 differ.
+# The tutorial ran 50 epochs per level; see docs/design.md for why levels 1 and 3 differ.
 register_level(Level(
     key=0, short_name="no training", name="Pretrained ImageNet classifier, classes grouped",
     story="No training at all: the pretrained network's own ImageNet classifier, with its 1000 classes "
@@ -256,7 +256,7 @@ register_level(Level(
           "much the network already knows before it has seen a single one of our photos.",
     tutorial_accuracy=None, tutorial_setup="", epochs=0, optimizer="rmsprop", learning_rate=1e-3,
     schedule="constant", augment="none", can_augment=False, image_size=None, needs_backbone=True, requires=None,
-    cost=NoTrainingCost(build=4.0, evaluate=0.0145), train="core.recipes:build_grouped_classifier",
+    cost=NoTrainingCost(build=4.0, evaluate=0.0145), train="core.training.recipes:build_grouped_classifier",
     uses_imagenet_classes=True))
 
 register_level(Level(
@@ -268,7 +268,7 @@ register_level(Level(
     epochs=70, optimizer="rmsprop", learning_rate=1e-3, schedule="cosine", augment="tutorial_train",
     can_augment=True, image_size=(150, 150), needs_backbone=False, requires=None,
     cost=EndToEndCost(train=0.029, evaluate=0.007), gflops=0.1784,
-    train="core.recipes:train_small_convnet", archs=("tutorial", "xception"),
+    train="core.training.recipes:train_small_convnet", archs=("tutorial", "xception"),
     epochs_note="70 rather than the tutorial's 50: its learning rate decays to the end, and it was still improving at 50."))
 
 register_level(Level(
@@ -280,7 +280,7 @@ register_level(Level(
     epochs=50, optimizer="rmsprop", learning_rate=1e-3, schedule="constant", augment="none",
     can_augment=False, image_size=None, needs_backbone=True, requires=None,
     cost=FeatureCost(extract=0.0154, head_epoch=0.02),  # MobileNetV2, batch norm folded: 107 img/s extracting
-    train="core.recipes:train_bottleneck_classifier",
+    train="core.training.recipes:train_bottleneck_classifier",
     epochs_note="The tutorial's 50, at a constant rate: the head trains in seconds and its curve shows overfitting."))
 
 register_level(Level(
@@ -292,5 +292,5 @@ register_level(Level(
     epochs=20, optimizer="sgd", learning_rate=1e-4, schedule="cosine", augment="tutorial_train",
     can_augment=True, image_size=None, needs_backbone=True, requires=2,
     cost=EndToEndCost(train=0.0162, evaluate=0.0097),  # MobileNetV2, batch norm folded: 24.4 s an epoch
-    train="core.recipes:train_fine_tuning",
+    train="core.training.recipes:train_fine_tuning",
     epochs_note="20 rather than the tutorial's 50: fine-tuning MobileNetV2 or EfficientNet-Lite2 is on its plateau after about 5."))

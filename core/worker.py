@@ -1,9 +1,9 @@
-"""`python -m core.worker JOB_DIR`: the process one training job runs in (started by `core.jobs`)."""
+"""`python -m core.worker JOB_DIR`: the process one training job runs in (started by `core.app.jobs`)."""
 
 import sys
 from pathlib import Path
 
-from core.jobs import run_worker
+from core.app.jobs import run_worker
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import workspace
-from core.augment import PRESET_LABELS, PRESETS, AugmentConfig, preview_variants
-from core.images import ImageError, load_array
+from core.app import workspace
+from core.data.augment import PRESET_LABELS, PRESETS, AugmentConfig, preview_variants
+from core.data.images import ImageError, load_array
 from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, page_header
 
 # Variants are drawn at about the size they are shown at (a third of the page's right-hand column

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import jobs, workspace
-from core.dataset_builder import BuiltDataset
-from core.datasets import DatasetError, resolve_data_dir, summarize
-from core.images import IMAGE_EXTENSIONS
+from core.app import jobs
+from core.app import workspace
+from core.data.builder import BuiltDataset
+from core.data.folders import DatasetError, summarize
+from core.data.download import resolve_data_dir
+from core.data.images import IMAGE_EXTENSIONS
 from core.levels import all_levels, get_level
-from core.model_store import ModelStore
+from core.serving.model_store import ModelStore
 
-# What the photo uploaders accept: the formats core.images decodes.
+# What the photo uploaders accept: the formats core.data.images decodes.
 IMAGE_TYPES = [extension.lstrip(".") for extension in IMAGE_EXTENSIONS]
 
 PAGE_CONFIG = {"page_title": "Little Data", "page_icon": ":material/pets:", "layout": "wide"}
@@ -103,7 +105,7 @@ def current_summary():
 @st.cache_resource(max_entries=12, show_spinner="Loading model…")
 def load_predictor(model_id: str, model_path: str, mtime: float):
     """One loaded model per file version: a newer model (new id) is loaded fresh."""
-    from core.predictor import Predictor, configure_for_serving
+    from core.serving.predictor import Predictor, configure_for_serving
 
     configure_for_serving()
     return Predictor(ModelStore(Path(model_path).parent).get(model_id))
@@ -115,7 +117,7 @@ def predictor_for(entry):
 
 @st.cache_resource(max_entries=4, show_spinner="Sharing the pretrained layers between levels…")
 def _load_trunks(models: tuple):
-    from core.predictor import SharedTrunk
+    from core.serving.predictor import SharedTrunk
 
     return SharedTrunk.plan({level: load_predictor(*model) for level, *model in models})
 
@@ -129,7 +131,7 @@ def shared_trunks(loaded: dict) -> list:
 
 @st.cache_resource(max_entries=12, show_spinner="Preparing the heatmaps…")
 def _load_explainer(model_id: str, model_path: str, mtime: float):
-    from core.explain import Explainer
+    from core.serving.explain import Explainer
 
     predictor = load_predictor(model_id, model_path, mtime)
     return Explainer(predictor.entry, model=predictor.model)
@@ -170,10 +172,9 @@ def sidebar_ui():
             else:
                 lines.append(f":material/radio_button_unchecked: {level.label}: not trained")
         st.caption("  \n".join(lines))
-        job = jobs.current_job()
-        if job and job.get("state") in jobs.ACTIVE_STATES:
-            message = jobs.progress_of(job).message or job.get("message", "")
-            st.caption(f":material/hourglass_top: {jobs.job_title(job).capitalize()}: {message}")
+        job = jobs.active_job()
+        if job is not None:
+            st.caption(f":material/hourglass_top: {job.title.capitalize()}: {job.status_text}")
 
 
 def level_label(key: int) -> str:
@@ -195,26 +196,34 @@ def start_button_ui(label: str, config, key: str, disabled: bool, state_key: str
             st.warning(str(exc))
 
 
-def background_job_ui(kind: str, what: str, cancel_label: str, cancel_toast: str, starting: str) -> None:
+def other_job_notice_ui(kind: jobs.JobKind, what_waits: str) -> bool:
+    """Whether a job is running (so nothing new can start); says so when it is not of `kind`."""
+    running = jobs.active_job()
+    if running is not None and running.kind is not kind:
+        st.caption(f"A {running.title} job is running; {what_waits} when it ends.")
+    return running is not None
+
+
+def background_job_ui(kind: jobs.JobKind, what: str, cancel_label: str, cancel_toast: str, starting: str) -> None:
     """The running `kind` job's progress and Cancel button; once it ends, its error or a page refresh.
 
     Call it from a page's `st.fragment(run_every=...)`. Start buttons set `<kind>_was_active`
     (`start_button_ui`), so the page redraws itself once with the finished job's results.
     """
     job = jobs.current_job()
-    if not job or job.get("kind") != kind:
+    if job is None or job.kind is not kind:
         return
-    if job["state"] in jobs.ACTIVE_STATES:
-        progress = jobs.progress_of(job)
+    if job.active:
+        progress = job.progress
         st.progress(progress.fraction or 0.0, text=progress.message or starting)
-        if st.button(cancel_label, icon=":material/stop_circle:", key=f"cancel_{job['id']}"):
-            jobs.cancel_job(job["id"])
+        if st.button(cancel_label, icon=":material/stop_circle:", key=f"cancel_{job.id}"):
+            jobs.cancel_job(job.id)
             st.toast(cancel_toast)
-        st.session_state[f"{kind}_was_active"] = True
+        st.session_state[f"{kind.value}_was_active"] = True
     else:
-        if job["state"] == "failed":
-            st.error(f"The {what} failed: {job.get('error')}")
-        if st.session_state.pop(f"{kind}_was_active", False):
+        if job.state is jobs.JobState.FAILED:
+            st.error(f"The {what} failed: {job.error}")
+        if st.session_state.pop(f"{kind.value}_was_active", False):
             st.rerun(scope="app")  # draw the finished job's results
 
 

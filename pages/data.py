@@ -6,10 +6,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import settings, workspace
-from core.dataset_builder import MAX_PHOTOS_PER_CLASS, BuiltDataset, built_datasets
-from core.datasets import DatasetError, download_default_dataset, sample_paths, summarize
-from core.images import ImageError, thumbnail
+from core import settings
+from core.app import workspace
+from core.data.builder import BuiltDataset, built_datasets
+from core.data.folders import DatasetError, sample_paths, summarize
+from core.data.download import download_default_dataset
+from core.data.images import ImageError, thumbnail
 from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, page_header
 
 
@@ -63,14 +65,14 @@ def sources_ui(summary):
     with tab_new:
         create_ui()
     with tab_default:
-        shared = settings.shared_dir()
+        offline = settings.offline_dataset_dir()
         st.markdown("The tutorial's photos: 1000 cats and 1000 dogs to train, validation photos to check.")
-        if shared and (shared / "datasets" / "cats_vs_dogs").is_dir():
-            st.caption(f"An offline copy is available at `{shared / 'datasets' / 'cats_vs_dogs'}`.")
+        if offline is not None:
+            st.caption(f"An offline copy is available at `{offline}`.")
         if st.button("Use cats vs dogs", key="use_default"):
             workspace.set_active_data_dir(None)
             try:
-                from core.datasets import resolve_data_dir
+                from core.data.download import resolve_data_dir
 
                 resolve_data_dir(download=False)
                 st.rerun()
@@ -87,7 +89,7 @@ def sources_ui(summary):
                 st.error(f"That folder cannot be used: {exc}")
     with tab_zip:
         st.caption(f"A zip holding `train/<class>/…` and `validation/<class>/…` (one top folder around them is fine). "
-                   f"Limits: {settings.MAX_ZIP_BYTES // 2**20} MB unpacked, {settings.MAX_ZIP_FILES} files.")
+                   f"Limits: {settings.max_zip_bytes() // 2**20} MB unpacked, {settings.MAX_ZIP_FILES} files.")
         upload = st.file_uploader("Data-set zip", type=["zip"], key="zip_upload")
         if upload is not None and st.button("Unpack and use it"):
             try:
@@ -151,7 +153,7 @@ def builder_ui(built: BuiltDataset):
         st.dataframe(table, width="stretch")
         st.caption(f"Validation: {built.validation_fraction:.0%} of each class, chosen at random (seeded) as photos "
                    "arrive; photos already placed never move. At most "
-                   f"{MAX_PHOTOS_PER_CLASS} photos per class, {settings.MAX_UPLOAD_BYTES // 2**20} MB per photo.")
+                   f"{settings.max_photos_per_class()} photos per class, {settings.max_upload_bytes() // 2**20} MB per photo.")
         for problem in built.problems():
             st.warning(problem, icon=":material/add_a_photo:")
     with right:

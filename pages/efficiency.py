@@ -1,26 +1,26 @@
 """How little data is enough: accuracy against training images per class, measured in the background."""
 
 import altair as alt
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import jobs
-from core.curve import DEFAULT_SIZES, CurveConfig, backbone_for, estimate_seconds, load_points, plan
+from core.app import jobs
+from core.experiments.curve_statistics import statistics_per_size
+from core.experiments.efficiency_curve import (DEFAULT_SIZES, CurveConfig, backbone_for, estimate_seconds, load_points, plan)
 from core.levels import LEVELS, all_levels, format_duration
-from core.model_store import ModelStore
-from pages.common import background_job_ui, current_summary, ensure_app_shell, page_header, start_button_ui
+from core.serving.data_match import DataMatch, data_match
+from core.serving.model_store import ModelStore
+from pages.common import (background_job_ui, current_summary, ensure_app_shell, other_job_notice_ui, page_header,
+                          start_button_ui)
 
 
 def curve_frame(summary, levels) -> pd.DataFrame:
     """One row per level and size: mean, lowest and highest accuracy over seeds."""
     rows = []
     for level in levels:
-        points = load_points(summary.fingerprint, level.key, backbone_for(level.key))
-        for size in sorted({p.images_per_class for p in points}):
-            accuracies = [p.accuracy for p in points if p.images_per_class == size]
-            rows.append({"level": level.label, "images per class": size, "accuracy": float(np.mean(accuracies)),
-                         "lowest": min(accuracies), "highest": max(accuracies), "seeds": len(accuracies)})
+        for size in statistics_per_size(load_points(summary.fingerprint, level.key, backbone_for(level.key))):
+            rows.append({"level": level.label, "images per class": size.images_per_class, "accuracy": size.mean,
+                         "lowest": size.lowest, "highest": size.highest, "seeds": size.seeds})
     return pd.DataFrame(rows)
 
 
@@ -44,7 +44,7 @@ def curve_chart(frame: pd.DataFrame, summary):
                    marks.mark_text(align="right", dx=-9, fontSize=11, color="#495057").encode(
                        x=x, y="accuracy:Q", text="what")]
     level0 = ModelStore().latest(0)
-    if level0 and level0.card.dataset.get("fingerprint") == summary.fingerprint and level0.val_accuracy is not None:
+    if level0 and data_match(level0, summary) is DataMatch.CURRENT and level0.val_accuracy is not None:
         rule = alt.Chart(pd.DataFrame([{"accuracy": level0.val_accuracy,
                                         "what": f"level 0, no training: {level0.val_accuracy:.1%}"}]))
         layers += [rule.mark_rule(strokeDash=[6, 4], color="#868e96").encode(y="accuracy:Q", tooltip=["what"]),
@@ -55,7 +55,7 @@ def curve_chart(frame: pd.DataFrame, summary):
 
 @st.fragment(run_every=1.0)
 def job_ui():
-    background_job_ui("curve", "curve", "Cancel", "Cancelling after the current point…", "Starting…")
+    background_job_ui(jobs.JobKind.CURVE, "curve", "Cancel", "Cancelling after the current point…", "Starting…")
 
 
 def controls_ui(summary, busy: bool):
@@ -90,8 +90,6 @@ def main():
     if summary is None:
         st.warning(f"No usable data set: {error} Choose one on the **Data** page.")
         return
-    current = jobs.current_job()
-    busy = bool(current and current.get("state") in jobs.ACTIVE_STATES)
     job_ui()
     frame = curve_frame(summary, [level for level in all_levels() if level.trains])
     if frame.empty:
@@ -102,8 +100,7 @@ def main():
             st.dataframe(frame, hide_index=True, width="stretch", column_config={
                 c: st.column_config.NumberColumn(format="percent") for c in ("accuracy", "lowest", "highest")})
     st.subheader("Measure")
-    if busy and current.get("kind") != "curve":
-        st.caption(f"A {jobs.job_title(current)} job is running; measuring starts when it ends.")
+    busy = other_job_notice_ui(jobs.JobKind.CURVE, "measuring can start")
     controls_ui(summary, busy)
 
 

@@ -2,11 +2,12 @@
 
 import streamlit as st
 
-from core import jobs, workspace
-from core.backbones import get_backbone
-from core.dataset_builder import BuiltDataset
+from core.app import jobs
+from core.app import workspace
+from core.networks.backbones import get_backbone
+from core.data.builder import BuiltDataset
 from core.levels import all_levels, get_level
-from core.quickstart import QUICK_BACKBONE, QUICK_LEVEL, first_models, sample_photo
+from core.app.quickstart import QUICK_BACKBONE, QUICK_LEVEL, first_models, sample_photo
 from pages.common import current_summary, ensure_app_shell, latest_models, level_label, predictor_for
 
 
@@ -46,7 +47,7 @@ def quick_start_ui(summary):
                         "stronger default.")
             if st.button("Train my first model", type="primary", icon=":material/rocket_launch:"):
                 try:
-                    st.session_state["quick_start_job"] = jobs.start_job(configs)["id"]
+                    st.session_state["quick_start_job"] = jobs.start_job(configs).id
                     warm_up_in_background()
                     st.rerun()
                 except jobs.JobBusy as exc:
@@ -64,30 +65,31 @@ def warm_up_in_background():
 
 @st.fragment(run_every=1.0)
 def quick_start_progress_ui(job_id: str, summary):
-    status = jobs.read_job(job_id)
-    if status is None:
+    job = jobs.read_job(job_id)
+    if job is None:
         st.session_state.pop("quick_start_job", None)
         return
-    state = status.get("state")
-    if state in jobs.ACTIVE_STATES:
-        progress = jobs.progress_of(status)
-        step = f"Step {status.get('step', 1)} of {status.get('steps', len(status['config']['steps']))}: "
-        st.progress(progress.fraction or 0.0, text=step + (progress.message or status.get("message", "Starting…")))
+    if job.active:
+        step = f"Step {job.step or 1} of {job.steps or len(job.train_configs)}: "
+        st.progress(job.progress.fraction or 0.0, text=step + job.status_text)
         if st.button("Cancel", key="quick_start_cancel"):
             jobs.cancel_job(job_id)
-        for model_id in status.get("model_ids", []):  # load each finished model now, not when Predict opens
+        for model_id in job.model_ids:  # load each finished model now, not when Predict opens
             load_finished_model(model_id)
-    elif state == "succeeded":
+    elif job.state is jobs.JobState.SUCCEEDED:
         st.session_state.pop("quick_start_job", None)
         st.session_state["sample"] = str(sample_photo(summary))
         st.switch_page("pages/predict.py")
+    elif job.state is jobs.JobState.CANCELLED:
+        st.session_state.pop("quick_start_job", None)
+        st.info(job.message or "The quick start was cancelled.")
     else:
         st.session_state.pop("quick_start_job", None)
-        st.error(status.get("error") or status.get("message") or f"The quick start ended: {state}.")
+        st.error(job.error or f"The quick start ended: {job.state.value}.")
 
 
 def load_finished_model(model_id: str) -> None:
-    from core.model_store import ModelError, ModelStore
+    from core.serving.model_store import ModelError, ModelStore
 
     try:
         predictor_for(ModelStore().get(model_id)).warm_up()

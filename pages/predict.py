@@ -7,9 +7,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.explain import legend, overlay
-from core.model_store import ModelError
-from core.predictor import predict_every_level
+from core.serving.explain import heatmap_note, legend, overlay
+from core.serving.model_store import ModelError
+from core.serving.predictor import predict_every_level
 from pages.common import (IMAGE_TYPES, current_summary, ensure_app_shell, explainer_for, latest_models, level_label,
                           page_header, predictor_for, shared_trunks)
 
@@ -88,6 +88,8 @@ def result_ui(result, levels):
                 if level in result.heatmaps:
                     st.image(overlay(result.image, result.heatmaps[level], max_side=360), width="stretch",
                              caption=f"Where it looks for “{best}”")
+                    if note := heatmap_note(result.heatmaps[level]):  # a blank map: say why, not a dark photo
+                        st.caption(f"{note[:1].upper()}{note[1:]}.")
                 elif level in result.explain_errors:
                     st.caption(f"No heatmap: {result.explain_errors[level]}")
         what = " and heatmap" if result.heatmaps else ""

@@ -5,15 +5,16 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import jobs, workspace
-from core.augment import PRESET_LABELS, preset
-from core.backbones import BACKBONES, DEFAULT_BACKBONE
+from core.app import jobs
+from core.app import workspace
+from core.data.augment import PRESET_LABELS, preset
+from core.networks.backbones import BACKBONES, DEFAULT_BACKBONE
 from core.errors import ConfigError
-from core.estimate import estimate
-from core.imagenet import class_names, default_grouping
+from core.training.estimate import estimate
+from core.networks.imagenet import class_names, default_grouping
 from core.levels import LEVELS, SMALL_CONVNETS, Level, all_levels, format_duration
-from core.model_store import ModelStore
-from core.training import TrainConfig
+from core.serving.model_store import ModelStore
+from core.training.loop import TrainConfig
 from pages.common import current_summary, ensure_app_shell, level_label, page_header, start_button_ui
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
@@ -45,18 +46,40 @@ def job_ui():
     if job is None:
         st.caption("No training job has run yet.")
         return
-    if job.get("kind") == "curve":
-        if job["state"] in jobs.ACTIVE_STATES:
-            st.caption(f":material/hourglass_top: A {jobs.job_title(job)} is being measured: see **How little data**.")
-        return
-    config = job["config"]
-    key = config["level"]
-    state = job["state"]
-    active = state in jobs.ACTIVE_STATES
-    progress = jobs.progress_of(job)
-    with st.container(border=True):
-        title = f"**{level_label(key)}**" + (f" · {config.get('backbone')}" if config.get("backbone") else "")
+    active = job.active
+    if job.kind in ELSEWHERE:
+        page = ELSEWHERE[job.kind]
         if active:
+            st.caption(f":material/hourglass_top: A {job.title} is running: see **{page}**. {job.status_text}")
+        else:
+            st.caption(f"The last job was a {job.title} ({job.state.value}): see **{page}**."
+                       + (f" {job.error}" if job.error else ""))
+    else:
+        training_job_ui(job)
+    if not active and st.session_state.get("was_active"):
+        st.session_state["was_active"] = False
+        st.rerun(scope="app")  # refresh the cards and sidebar once a job ends
+    st.session_state["was_active"] = active
+
+
+#: Jobs that are not training runs, and the page that shows them.
+ELSEWHERE = {jobs.JobKind.CURVE: "How little data", jobs.JobKind.SWEEP: "Curves & comparison"}
+
+
+def training_job_ui(job: jobs.Job) -> None:
+    """A training run or a sequence of them (the quick start): progress, then how it ended."""
+    configs = job.train_configs
+    config = configs[(job.step or 1) - 1] if job.step and job.step <= len(configs) else (configs[-1] if configs else None)
+    state = job.state
+    progress = job.progress
+    with st.container(border=True):
+        if config is None:
+            title = f"**{job.title.capitalize()}**"
+        else:
+            title = f"**{level_label(config.level)}**" + (f" · {config.backbone}" if config.backbone else "")
+        if job.kind is jobs.JobKind.SEQUENCE:
+            title = f"**{job.title.capitalize()}**, step {job.step or 1} of {len(configs)}: " + title
+        if job.active:
             st.markdown(f":material/hourglass_top: {title} — training")
             fraction, eta = progress.fraction, progress.eta_seconds
             if progress.phase == "train" and fraction is not None:
@@ -64,36 +87,34 @@ def job_ui():
                                            f"{progress.batch or 0}/{progress.batches}"
                                            + (f" · about {format_duration(eta)} left" if eta else ""))
             else:
-                st.progress(fraction or 0.0, text=progress.message or job.get("message", "Starting…"))
-            if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel_{job['id']}"):
-                jobs.cancel_job(job["id"])
+                st.progress(fraction or 0.0, text=job.status_text)
+            if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel_{job.id}"):
+                jobs.cancel_job(job.id)
                 st.toast("Cancelling after the current batch…")
-        elif state == "succeeded":
+        elif state is jobs.JobState.SUCCEEDED:
             metrics = progress.metrics
             acc, last = metrics.get("val_accuracy"), metrics.get("last_epoch_val_accuracy")
-            st.markdown(f":material/check_circle: {title} — done in {format_duration(job.get('seconds', 0))}, "
-                        f"saved as `{job.get('model_id')}`")
+            saved = ", ".join(f"`{model_id}`" for model_id in (job.model_ids or [job.model_id]))
+            st.markdown(f":material/check_circle: {title} — done in {format_duration(job.seconds or 0)}, "
+                        f"saved as {saved}")
             c1, c2, c3, c4 = st.columns(4)
             c1.metric("Validation accuracy", f"{acc:.1%}" if acc is not None else "–",
                       help="What the saved model scores on the validation photos"
-                           + (", averaging each photo with its mirror image." if config.get("flip_average") else "."))
+                           + (", averaging each photo with its mirror image." if config and config.flip_average
+                              else "."))
             c2.metric("Last epoch", f"{last:.1%}" if last is not None else "–",
                       help="The curve's last point: one view of each validation photo.")
             c3.metric("Best epoch", f"{metrics.get('best_val_accuracy') or 0:.1%}",
                       help=f"epoch {metrics.get('best_epoch')}")
-            tutorial = LEVELS[key].tutorial_accuracy if key in LEVELS else None
+            tutorial = LEVELS[config.level].tutorial_accuracy if config and config.level in LEVELS else None
             c4.metric("The tutorial reported", f"{tutorial:.0%}" if tutorial is not None else "–")
-        elif state == "cancelled":
-            st.markdown(f":material/stop_circle: {title} — cancelled; nothing was saved.")
+        elif state is jobs.JobState.CANCELLED:
+            st.markdown(f":material/stop_circle: {title} — {job.message or 'cancelled; nothing was saved.'}")
         else:
-            st.error(f"{title} failed: {job.get('error', 'unknown error')}")
+            st.error(f"{title} failed: {job.error or 'unknown error'}")
         chart = history_chart(progress.history)
         if chart is not None:
             st.altair_chart(chart, width="stretch")
-    if not active and st.session_state.get("was_active"):
-        st.session_state["was_active"] = False
-        st.rerun(scope="app")  # refresh the cards and sidebar once a job ends
-    st.session_state["was_active"] = active
 
 
 def imagenet_classes_ui(level: Level, summary) -> dict[str, list[int]] | None:
@@ -133,7 +154,7 @@ def imagenet_classes_ui(level: Level, summary) -> dict[str, list[int]] | None:
 
 @st.cache_data(show_spinner=False)
 def _native_bfloat16() -> bool:
-    from core.distribute import native_bfloat16
+    from core.training.distribute import native_bfloat16
 
     return native_bfloat16()
 
@@ -219,8 +240,7 @@ def main():
     if summary is None:
         st.warning(f"No usable data set: {error} Choose one on the **Data** page.")
         return
-    current = jobs.current_job()
-    busy = bool(current and current.get("state") in jobs.ACTIVE_STATES)
+    busy = jobs.is_busy()
     if busy:
         st.caption("A job is running; the Start buttons are back when it ends.")
     for level in all_levels():

@@ -71,7 +71,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "app.json")
     args = parser.parse_args()
     if args.photo is None:
-        from core.datasets import resolve_data_dir, summarize
+        from core.data.download import resolve_data_dir
+        from core.data.folders import summarize
 
         folder, _ = resolve_data_dir(download=False)
         args.photo = summarize(folder).files["validation"][0][0]

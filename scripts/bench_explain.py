@@ -25,12 +25,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
 
-    from core.bench import _explain_ms
-    from core.model_store import ModelStore
-    from core.predictor import Predictor
+    from core.experiments.bench import _explain_ms
+    from core.serving.model_store import ModelStore
+    from core.serving.predictor import Predictor
 
     if args.photo is None:
-        from core.datasets import resolve_data_dir, summarize
+        from core.data.download import resolve_data_dir
+        from core.data.folders import summarize
 
         folder, _ = resolve_data_dir(download=False)
         args.photo = summarize(folder).files["validation"][0][0]

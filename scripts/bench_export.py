@@ -21,11 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.datasets import decode_split, resolve_data_dir, sample_paths, summarize  # noqa: E402
-from core.export import FORMATS, calibration_photos, export_model, open_export  # noqa: E402
-from core.images import load_array  # noqa: E402
-from core.model_store import ModelStore  # noqa: E402
-from core.predictor import Predictor  # noqa: E402
+from core.data.decoded import decode_split  # noqa: E402
+from core.data.download import resolve_data_dir
+from core.data.folders import sample_paths, summarize
+from core.serving.export import FORMATS, calibration_photos, export_model, open_export  # noqa: E402
+from core.data.images import load_array  # noqa: E402
+from core.serving.model_store import ModelStore  # noqa: E402
+from core.serving.predictor import Predictor  # noqa: E402
 
 
 def latency_ms(predict, photo: np.ndarray, repeats: int) -> float:

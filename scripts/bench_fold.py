@@ -1,10 +1,10 @@
-"""What folding batch norm into the convolutions (`core.fold`) buys: forward and level-3 training speed.
+"""What folding batch norm into the convolutions (`core.networks.fold`) buys: forward and level-3 training speed.
 
 For each backbone with batch norm, on random pictures at its native size, batch 16, random weights
 (the arithmetic is the same with ImageNet's):
 - the frozen network's forward pass (level 2's feature extraction, level 0, Predict), as built and folded;
 - a level-3 training step: the level-2 model (network and head) with the top block unfrozen, as
-  `core.recipes.train_fine_tuning` builds it, unfolded and with its frozen layers folded.
+  `core.training.recipes.train_fine_tuning` builds it, unfolded and with its frozen layers folded.
 Each timing is the best of `--repeats` rounds of `--steps` calls, after a warm-up, so a busy moment
 on a shared machine does not count; both variants alternate within one process.
 
@@ -44,9 +44,9 @@ def measure(name: str, steps: int, repeats: int) -> dict[str, float]:
     import numpy as np
     import tensorflow as tf
 
-    from core.backbones import get_backbone, resolve_weights
-    from core.fold import fold_batch_norm
-    from core.models import attach_head, make_feature_extractor, make_head, prepare_fine_tuning
+    from core.networks.backbones import get_backbone, resolve_weights
+    from core.networks.fold import fold_batch_norm
+    from core.networks.factories import attach_head, make_feature_extractor, make_head, prepare_fine_tuning
 
     backbone = get_backbone(name)
     size = backbone.image_size
@@ -83,9 +83,10 @@ def measure_predict(models_dir: str, uploads: int = 20) -> dict[str, dict]:
     """
     import numpy as np
 
-    from core.datasets import resolve_data_dir, summarize
-    from core.model_store import ModelStore
-    from core.predictor import Predictor, SharedTrunk, predict_every_level
+    from core.data.download import resolve_data_dir
+    from core.data.folders import summarize
+    from core.serving.model_store import ModelStore
+    from core.serving.predictor import Predictor, SharedTrunk, predict_every_level
 
     summary = summarize(resolve_data_dir(None)[0])
     entries = ModelStore(models_dir).latest_per_level(summary.classes)

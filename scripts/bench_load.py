@@ -90,7 +90,8 @@ def summary(rows: list[dict]) -> dict:
 def main(argv=None) -> int:
     from playwright.sync_api import sync_playwright
 
-    from core.datasets import resolve_data_dir, summarize
+    from core.data.download import resolve_data_dir
+    from core.data.folders import summarize
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=8)

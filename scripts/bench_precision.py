@@ -24,8 +24,8 @@ def measure(precision: str, steps: int) -> dict[str, float]:
     import keras
     import numpy as np
 
-    from core.backbones import get_backbone
-    from core.models import build_in_precision, make_level1_model, make_small_xception
+    from core.networks.backbones import get_backbone
+    from core.networks.factories import build_in_precision, make_level1_model, make_small_xception
 
     def level3_like():
         mobilenet = get_backbone("mobilenet_v2")
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     if args.precision:
         print(json.dumps(measure(args.precision, args.steps)))
         return 0
-    from core.distribute import native_bfloat16
+    from core.training.distribute import native_bfloat16
 
     results = {}
     for precision in ("float32", "bfloat16"):

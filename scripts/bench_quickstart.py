@@ -26,8 +26,8 @@ from tests.browser import browser_page, streamlit_server, wait_for_app_idle  # n
 def build_small_dataset(home: Path, source: Path, per_class: int) -> Path:
     """A data set made as the app makes one: two classes, `per_class` photos each, split automatically."""
     os.environ["LITTLE_DATA_HOME"] = str(home)
-    from core import workspace
-    from core.dataset_builder import BuiltDataset
+    from core.app import workspace
+    from core.data.builder import BuiltDataset
 
     built = BuiltDataset.create("pets", ["kittens", "puppies"])
     for name, folder in (("kittens", "cats"), ("puppies", "dogs")):

@@ -6,7 +6,7 @@
 The same trials are timed three ways, each as a fresh process from start to finish, after one
 warm-up run has filled the decode and feature caches (so no way pays for them):
   1. `python -m core train` once per trial, one after another (what a user would script);
-  2. one Python process calling `core.training.train` for each trial in a loop;
+  2. one Python process calling `core.training.loop.train` for each trial in a loop;
   3. `python -m core sweep` (a local Ray instance; one trial at a time on a small machine).
 Accuracies are printed too: the three ways train the same models.
 """
@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 _LOOP = """
 import json, sys
-from core.sweep import SweepConfig, trial_config
-from core.training import train
+from core.experiments.sweep import SweepConfig, trial_config
+from core.training.loop import train
 config = SweepConfig.from_dict(json.loads(sys.argv[1]))
 print(json.dumps([train(trial_config(config.level, config.base, p)).entry.val_accuracy for p in config.trial_params()]))
 """
@@ -50,8 +50,8 @@ def _cli_args(level: int, params: dict, base: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from core.datasets import resolve_data_dir
-    from core.sweep import SweepConfig, parse_grid
+    from core.data.download import resolve_data_dir
+    from core.experiments.sweep import SweepConfig, parse_grid
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--level", type=int, default=2)

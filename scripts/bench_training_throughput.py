@@ -19,10 +19,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv=None) -> int:
-    from core.bench import training_throughput
-    from core.datasets import resolve_data_dir, summarize
-    from core.estimate import measure_matmul_gflops
-    from core.model_store import ModelStore
+    from core.experiments.bench import training_throughput
+    from core.data.download import resolve_data_dir
+    from core.data.folders import summarize
+    from core.training.estimate import measure_matmul_gflops
+    from core.serving.model_store import ModelStore
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-dir", required=True)

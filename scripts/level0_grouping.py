@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import imagenet  # noqa: E402
+from core.networks import imagenet  # noqa: E402
 
 HOUSE_CATS = list(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 WILD_CATS = list(range(286, 294))  # cougar, lynx, leopard, snow leopard, jaguar, lion, tiger, cheetah
@@ -41,9 +41,11 @@ def main() -> int:
 
     import tensorflow as tf
 
-    from core.backbones import build_base, get_backbone, resolve_weights
-    from core.datasets import decode_split, resolve_data_dir, summarize
-    from core.models import preprocessing_layer
+    from core.networks.backbones import build_base, get_backbone, resolve_weights
+    from core.data.decoded import decode_split
+    from core.data.download import resolve_data_dir
+    from core.data.folders import summarize
+    from core.networks.factories import preprocessing_layer
 
     folder, _ = resolve_data_dir(args.data_dir)
     summary = summarize(folder)

@@ -1,6 +1,6 @@
 """Where a level-3 training step spends its time, by TensorFlow op type (TensorFlow's own profiler).
 
-Builds the level-3 model as `core.recipes.train_fine_tuning` trains it (random weights, the level-2
+Builds the level-3 model as `core.training.recipes.train_fine_tuning` trains it (random weights, the level-2
 network and head, top block unfrozen, frozen batch norm folded unless `--unfolded`), runs a few
 steps on random pictures (batch 16) under `tf.profiler`, and prints each op type's share of the
 threads' busy time.
@@ -52,9 +52,9 @@ def main(argv=None) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from core.backbones import get_backbone, resolve_weights
-    from core.fold import fold_batch_norm
-    from core.models import attach_head, make_feature_extractor, make_head, prepare_fine_tuning
+    from core.networks.backbones import get_backbone, resolve_weights
+    from core.networks.fold import fold_batch_norm
+    from core.networks.factories import attach_head, make_feature_extractor, make_head, prepare_fine_tuning
 
     backbone = get_backbone(args.backbone)
     extractor = make_feature_extractor(backbone, resolve_weights(backbone, "none"))

@@ -27,14 +27,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(env: dict, port: int | None = None):
-    """Runs `streamlit run app.py` on 127.0.0.1; yields (url, seconds until it answered /healthz)."""
+def streamlit_server(env: dict, port: int | None = None, log_path: Path | None = None):
+    """Runs `streamlit run app.py` on 127.0.0.1; yields (url, seconds until it answered /healthz, start).
+
+    With `log_path`, the server's output goes to that file (for tests that read it afterwards).
+    """
     port = port or free_port()
     start = time.monotonic()
+    log = open(log_path, "wb") if log_path is not None else subprocess.PIPE
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -46,7 +50,8 @@ def streamlit_server(env: dict, port: int | None = None):
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start: {process.stdout.read().decode()[-2000:]}")
+                output = process.stdout.read() if process.stdout else Path(log_path).read_bytes()
+                raise RuntimeError(f"streamlit did not start: {output.decode()[-2000:]}")
             time.sleep(0.1)
         yield url, time.monotonic() - start, start
     finally:
@@ -55,6 +60,8 @@ def streamlit_server(env: dict, port: int | None = None):
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+        if log_path is not None:
+            log.close()
 
 
 # Chromium's built-in fake camera (a moving test pattern), allowed without a prompt.

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED, make_dataset
+from tests.helpers import SHARED, isolate_environment, make_dataset
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -11,13 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
     """Every test writes under its own temp folder and ignores ../shared unless it asks for it."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("LITTLE_DATA_HOME", str(home))
-    for name in ("LITTLE_DATA_MODELS_DIR", "LITTLE_DATA_CACHE_DIR", "LITTLE_DATA_JOBS_DIR", "LITTLE_DATA_DATA_DIR",
-                 "LITTLE_DATA_WEIGHTS_DIR", "LITTLE_DATA_DATASET_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(tmp_path / "no-shared"))
-    return home
+    return isolate_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +49,8 @@ def shared() -> Path:
 
 @pytest.fixture
 def tiny_backbone(monkeypatch):
-    """The README's example backbone, registered for one test."""
-    from core.backbones import BACKBONES
+    """docs/architecture.md's example backbone, registered for one test."""
+    from core.networks.backbones import BACKBONES
     from tests.registry_examples import TINY_BACKBONE
 
     monkeypatch.setitem(BACKBONES, TINY_BACKBONE.name, TINY_BACKBONE)
@@ -65,7 +59,7 @@ def tiny_backbone(monkeypatch):
 
 @pytest.fixture
 def pixel_level(monkeypatch):
-    """The README's example level, registered for one test."""
+    """docs/architecture.md's example level, registered for one test."""
     from core.levels import LEVELS
     from tests.registry_examples import PIXEL_LEVEL
 

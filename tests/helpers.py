@@ -11,6 +11,23 @@ from PIL import Image, ImageDraw
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
+#: Settings a test must not inherit from the machine it runs on.
+INHERITED_SETTINGS = ("LITTLE_DATA_MODELS_DIR", "LITTLE_DATA_CACHE_DIR", "LITTLE_DATA_JOBS_DIR", "LITTLE_DATA_DATA_DIR",
+                      "LITTLE_DATA_WEIGHTS_DIR", "LITTLE_DATA_DATASET_URL")
+
+
+def isolate_environment(monkeypatch, root: Path) -> Path:
+    """Everything Little Data writes goes under `root/home`, and ../shared is ignored; returns the home.
+
+    `monkeypatch` is the `monkeypatch` fixture or a `pytest.MonkeyPatch.context()` (for wider-scoped fixtures).
+    """
+    home = root / "home"
+    monkeypatch.setenv("LITTLE_DATA_HOME", str(home))
+    for name in INHERITED_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(root / "no-shared"))
+    return home
+
 # Each class is a shape in a colour family, so even a tiny convnet separates them.
 CLASS_STYLES = {
     "circles": ((220, 60, 40), "ellipse"),

@@ -1,9 +1,9 @@
-"""The README's worked examples: a level and a backbone added from outside `core/`.
+"""docs/architecture.md's worked examples: a level and a backbone added from outside `core/`.
 
 Tests register them for their own duration (see the `tiny_backbone` and `pixel_level` fixtures).
 """
 
-from core.backbones import Backbone
+from core.networks.backbones import Backbone
 from core.levels import EndToEndCost, Level
 
 
@@ -24,8 +24,8 @@ def train_pixel_logistic(run):
     """A logistic regression on 32x32 pixels: the simplest level there is."""
     import keras
 
-    from core.models import output_layer
-    from core.training import Trained
+    from core.networks.factories import output_layer
+    from core.training.loop import RecipeResult
 
     inputs = keras.Input((None, None, 3), name="image")
     x = keras.layers.Resizing(*run.config.image_size, name="resize")(inputs)  # models take raw pixels
@@ -33,7 +33,7 @@ def train_pixel_logistic(run):
     model = keras.Model(inputs, output_layer(run.num_classes)(keras.layers.Flatten()(x)), name="pixel_logistic")
     run.compile(model)
     history, cancelled = run.fit(model, run.train_dataset(), run.val_dataset())
-    return Trained(model, history, cancelled)
+    return RecipeResult(model, history, cancelled)
 
 
 PIXEL_LEVEL = Level(

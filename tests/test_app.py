@@ -1,16 +1,21 @@
-"""Every page through streamlit.testing.v1.AppTest, on a synthetic data set and tiny models."""
+"""pages/ and app.py: every page through streamlit.testing.v1.AppTest, on a synthetic data set and tiny models.
 
+Also core.serving.predictor's per-file errors, on the same trained models.
+"""
+
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, workspace
+from core.app import jobs
+from core.app import workspace
 from core.levels import all_levels, get_level
-from core.model_store import ModelStore
-from core.training import TrainConfig, train
-from tests.helpers import jpeg_bytes, make_image
+from core.serving.model_store import ModelStore
+from core.training.loop import TrainConfig, train
+from tests.helpers import isolate_environment, jpeg_bytes, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["overview", "data", "augment", "train", "curves", "efficiency", "predict"]
@@ -46,12 +51,25 @@ def test_every_page_says_what_to_do_without_data(monkeypatch, tmp_path):
     assert any("No data set" in i.value for i in data.info)
 
 
+@pytest.fixture(scope="module")
+def trained_store(dataset_factory, tmp_path_factory) -> Path:
+    """Tiny models for levels 1 and 2 (random-weight mobilenet_025), trained once for this module."""
+    data = dataset_factory()  # the same data set `app_env` makes the app's
+    with pytest.MonkeyPatch.context() as mp:
+        home = isolate_environment(mp, tmp_path_factory.mktemp("trained"))
+        mp.setenv("LITTLE_DATA_DATA_DIR", str(data))
+        common = dict(epochs=1, batch_size=8, image_size=(32, 32), data_dir=str(data))
+        train(TrainConfig(level=1, **common))
+        train(TrainConfig(level=2, backbone="mobilenet_025", weights="none", **common))
+    return home / "models"
+
+
 @pytest.fixture
-def trained(app_env):
-    """Tiny models for levels 1 and 2 (random-weight mobilenet_025) in the store."""
-    common = dict(epochs=1, batch_size=8, image_size=(32, 32), data_dir=str(app_env))
-    train(TrainConfig(level=1, **common))
-    train(TrainConfig(level=2, backbone="mobilenet_025", weights="none", **common))
+def trained(app_env, trained_store, monkeypatch, tmp_path):
+    """The module's trained models, copied into this test's own store: a test may add or delete models."""
+    models = tmp_path / "models"
+    shutil.copytree(trained_store, models)
+    monkeypatch.setenv("LITTLE_DATA_MODELS_DIR", str(models))
     return app_env
 
 
@@ -69,7 +87,7 @@ def test_predict_upload_and_bad_files(trained):
     answers = [m.value for m in at.main.markdown if m.value.startswith("### ")]
     assert len(answers) == 2 and all(("circles" in a or "squares" in a) and "%" in a for a in answers)
     assert [c.value for c in at.caption if "Server time" in c.value][0].endswith("for decoding and 2 model(s).")
-    # The server process skips Grappler (see core.predictor.configure_for_serving).
+    # The server process skips Grappler (see core.serving.predictor.configure_for_serving).
     import tensorflow as tf
 
     assert tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer") is True
@@ -84,7 +102,7 @@ def test_predict_a_random_validation_photo(trained):
 
 
 def test_serving_per_file_errors(trained):
-    from core.predictor import Predictor, predict_every_level
+    from core.serving.predictor import Predictor, predict_every_level
 
     predictors = {level: Predictor(e) for level, e in ModelStore().latest_per_level().items()}
     good = jpeg_bytes(make_image("circles", np.random.default_rng(0)))
@@ -132,13 +150,13 @@ def test_training_job_starts_reports_and_lands_a_model(app_env):
     at.button(key="start1").click().run()
     assert_clean(at)
     job = jobs.current_job()
-    assert job is not None and job["config"]["level"] == 1 and job["config"]["precision"] == "bfloat16"
-    final = jobs.wait_for(job["id"], timeout=300)
-    assert final["state"] == "succeeded", final.get("error")
+    assert job is not None and job.config.level == 1 and job.config.precision == "bfloat16"
+    final = jobs.wait_for(job.id, timeout=300)
+    assert final.state is jobs.JobState.SUCCEEDED, final.error
     at = page("train")
     assert_clean(at)
     assert any("done in" in m.value for m in at.markdown)
-    assert ModelStore().latest(1).id == final["model_id"]
+    assert ModelStore().latest(1).id == final.model_id
     assert ModelStore().latest(1).card.hyperparameters["precision"] == "bfloat16"
 
 
@@ -198,9 +216,9 @@ def test_efficiency_page_measures_a_curve_in_the_background(app_env, monkeypatch
     at.button(key="curve_start").click().run()
     assert_clean(at)
     job = jobs.current_job()
-    assert job["kind"] == "curve" and job["config"]["sizes"] == [5, 10]
-    final = jobs.wait_for(job["id"], timeout=300)
-    assert final["state"] == "succeeded", final.get("error")
+    assert job.kind is jobs.JobKind.CURVE and job.config.sizes == [5, 10]
+    final = jobs.wait_for(job.id, timeout=300)
+    assert final.state is jobs.JobState.SUCCEEDED, final.error
     at = page("efficiency")
     assert_clean(at)
     assert at.get("vega_lite_chart") and at.dataframe  # the chart and its numbers
@@ -235,7 +253,7 @@ def test_the_app_keeps_keras_state_between_reruns(app_env, monkeypatch):
 
 def test_curves_page_shows_sweeps_grouped_by_setting_and_starts_new_ones(app_env, monkeypatch):
     from core.atomic_files import atomic_write_json
-    from core.sweep import SweepConfig, summarize, sweeps_dir
+    from core.experiments.sweep import SweepConfig, summarize, sweeps_dir
 
     trials = [{"config": {"learning_rate": lr}, "seed": seed, "val_accuracy": acc, "seconds": 3.0,
                "model_id": f"m{lr}{seed}", "error": None}

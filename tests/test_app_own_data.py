@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from core import jobs, workspace
-from core.dataset_builder import BuiltDataset, built_datasets
-from core.model_store import ModelStore
-from core.training import TrainConfig, train
+from core.app import jobs
+from core.app import workspace
+from core.data.builder import BuiltDataset, built_datasets
+from core.serving.model_store import ModelStore
+from core.training.loop import TrainConfig, train
 from tests.helpers import jpeg_bytes, make_image
 from tests.test_app import assert_clean, page
 
@@ -85,10 +86,10 @@ def test_quick_start_trains_in_the_background_and_opens_predict(app_env, monkeyp
     button.click().run()
     assert_clean(at)
     job = jobs.current_job()
-    assert job["kind"] == "sequence" and [s["level"] for s in job["config"]["steps"]] == [2]
-    final = jobs.wait_for(job["id"], timeout=300)
-    assert final["state"] == "succeeded", final.get("error")
-    assert final["model_ids"] == [ModelStore().latest(2).id]
+    assert job.kind is jobs.JobKind.SEQUENCE and job.levels == [2]
+    final = jobs.wait_for(job.id, timeout=300)
+    assert final.state is jobs.JobState.SUCCEEDED, final.error
+    assert final.model_ids == [ModelStore().latest(2).id]
     at.run()
     assert_clean(at)
     assert at.session_state["sample"].endswith(".jpg")  # Predict will show this validation photo

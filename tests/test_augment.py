@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.augment import PRESETS, AugmentConfig, augmented_variants, make_augmenter, preset
+from core.data.augment import PRESETS, AugmentConfig, augmented_variants, make_augmenter, preset
 
 SIZE = 61  # odd, so the image has a centre pixel
 
@@ -117,7 +117,7 @@ def test_augmenter_layer_config_round_trip():
 @pytest.mark.parametrize("bad, message", [(dict(rotation=200), "rotation"), (dict(zoom=1.5), "zoom"),
                                           (dict(fill_mode="mirror"), "fill_mode")])
 def test_random_affine_validates_its_arguments(bad, message):
-    from core.random_affine import RandomAffine
+    from core.data.random_affine import RandomAffine
 
     with pytest.raises(ValueError, match=message):
         RandomAffine(**bad)
@@ -144,8 +144,8 @@ def test_preview_warps_as_the_training_layer_does(fill_mode):
     """Pillow's warp with `affine_rows` equals keras.ops.image.affine_transform, to one grey level."""
     from keras import ops
 
-    from core.affine import affine_rows
-    from core.augment import render_affine
+    from core.data.affine import affine_rows
+    from core.data.augment import render_affine
 
     image = _photo()
     rng = np.random.default_rng(0)
@@ -163,7 +163,7 @@ def test_preview_warps_as_the_training_layer_does(fill_mode):
 
 
 def test_preview_variants_are_seeded_and_bounded():
-    from core.augment import preview_variants
+    from core.data.augment import preview_variants
 
     image = _photo()
     config = PRESETS["aggressive"]
@@ -182,7 +182,7 @@ def test_the_preview_needs_no_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from core.augment import PRESETS, preview_variants; "
+    code = ("import sys, numpy as np; from core.data.augment import PRESETS, preview_variants; "
             "preview_variants(np.zeros((64, 64, 3), np.uint8), PRESETS['aggressive'], 9); "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

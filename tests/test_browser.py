@@ -6,7 +6,7 @@ Screenshots land in test-artifacts/ for people to look at.
 import numpy as np
 import pytest
 
-from core.training import TrainConfig, train
+from core.training.loop import TrainConfig, train
 from tests.browser import ARTIFACTS, CHROMIUM, browser_page, streamlit_server
 from tests.helpers import jpeg_bytes, make_image
 

@@ -8,11 +8,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from core.dataset_builder import built_datasets
-from core.export import open_export
-from core.images import load_array
-from core.predictor import Predictor
-from core.training import TrainConfig, train
+from core.data.builder import built_datasets
+from core.serving.export import open_export
+from core.data.images import load_array
+from core.serving.predictor import Predictor
+from core.training.loop import TrainConfig, train
 from tests.browser import ARTIFACTS, CHROMIUM, FAKE_CAMERA_ARGS, browser_page, streamlit_server, wait_for_app_idle
 from tests.helpers import jpeg_bytes, make_image
 

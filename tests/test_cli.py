@@ -1,4 +1,4 @@
-"""`python -m core`: every subcommand, run as a user would."""
+"""core.cli, `python -m core`: every subcommand, run as a user would (in a subprocess), and its help (in process)."""
 
 import json
 import subprocess
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.cli import main
+
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow  # every test runs the CLI in a subprocess
 
 
 def cli(*args, env=None, check=True):
@@ -22,6 +23,7 @@ def cli(*args, env=None, check=True):
     return out
 
 
+@pytest.mark.slow  # runs the CLI in a subprocess
 def test_data_summary(dataset_factory):
     data = dataset_factory(broken=True)
     out = cli("data", "--data-dir", str(data), "--json")
@@ -31,12 +33,14 @@ def test_data_summary(dataset_factory):
     assert "unreadable (skipped)" in cli("data", "--data-dir", str(data)).stdout
 
 
+@pytest.mark.slow  # runs the CLI in a subprocess
 def test_augment_writes_a_grid(dataset, tmp_path):
     out_png = tmp_path / "grid.png"
     cli("augment", "--data-dir", str(dataset), "-n", "4", "-o", str(out_png))
     assert Image.open(out_png).size == (2 * 150 + 4, 2 * 150 + 4)
 
 
+@pytest.mark.slow  # runs the CLI in a subprocess
 def test_train_evaluate_predict(dataset, tmp_path):
     models = tmp_path / "models"
     out = cli("train", "--level", "1", "--data-dir", str(dataset), "--models-dir", str(models), "--epochs", "2",
@@ -61,6 +65,7 @@ def test_train_evaluate_predict(dataset, tmp_path):
     assert "level1-scratch" in cli("models", "--models-dir", str(models)).stdout
 
 
+@pytest.mark.slow  # runs the CLI in a subprocess
 def test_errors_are_one_line_not_tracebacks(tmp_path):
     out = cli("data", "--data-dir", str(tmp_path / "missing"), check=False)
     assert out.returncode == 2 and out.stderr == f"error: {tmp_path / 'missing'} is not a folder.\n"
@@ -70,18 +75,28 @@ def test_errors_are_one_line_not_tracebacks(tmp_path):
     assert out.returncode == 2 and out.stderr.startswith("error: Unknown augmentation preset 'wild'; choose from")
 
 
-def test_help_comes_from_the_registries():
+def help_text(capsys, *args) -> str:
+    """What `python -m core ARGS --help` prints, from core.cli.main in this process."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_comes_from_the_registries(capsys, monkeypatch):
     from core.levels import all_levels
 
-    top = cli("--help").stdout
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps to the terminal; a subprocess's pipe gets 80
+    top = help_text(capsys)
     assert "SUPPRESS" not in top and "worker" not in top
-    train_help = " ".join(cli("train", "--help").stdout.split())
+    train_help = " ".join(help_text(capsys, "train").split())
     for level in all_levels():
         assert f"{level.key}: {level.name}" in train_help
         assert (f"{level.epochs} for level {level.key}" in train_help) == level.trains  # level 0 has no epochs
-    assert "--epochs3" in cli("bench", "--help").stdout
+    assert "--epochs3" in help_text(capsys, "bench")
 
 
+@pytest.mark.slow  # runs the CLI in a subprocess
 def test_bench_small(dataset, tmp_path):
     out_dir = tmp_path / "bench"
     cli("bench", "--data-dir", str(dataset), "--levels", "1,2,3", "--epochs1", "1", "--epochs2", "1", "--epochs3", "1",

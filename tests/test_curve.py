@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from core.curve import CurveConfig, estimate_seconds, load_points, plan, run_curve
-from core.datasets import DatasetError, summarize, training_subset
+from core.experiments.efficiency_curve import CurveConfig, estimate_seconds, load_points, plan, run_curve
+from core.data.folders import DatasetError, summarize, training_subset
 from core.errors import ConfigError
-from core.training import TrainConfig, train
+from core.training.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,7 @@ def test_cli_curve_json(dataset_factory, tmp_path):
 
 def test_level3_points_first_train_level2_on_the_same_subset(dataset_factory, tiny_backbone):
     from core import settings
-    from core.model_store import ModelStore
+    from core.serving.model_store import ModelStore
 
     data = dataset_factory(n_train=24, n_val=10)
     results = run_curve(CurveConfig(levels=[3], sizes=[8], seeds=1, backbone=tiny_backbone.name, weights="none",
@@ -113,3 +113,17 @@ def test_level3_points_first_train_level2_on_the_same_subset(dataset_factory, ti
     assert level2.card.dataset["fingerprint"] == level3.card.dataset["fingerprint"]  # the very same photos
     assert results[3][0].accuracy == level3.val_accuracy
     assert ModelStore().list().models == []  # curve runs never become the app's latest models
+
+
+def test_statistics_per_size_are_mean_and_spread_over_seeds():
+    from core.experiments.curve_statistics import SizeStatistics, statistics_per_size
+    from core.experiments.efficiency_curve import CurvePoint
+
+    points = [CurvePoint(2, 10, 0, 0.8, 1.0), CurvePoint(2, 5, 0, 0.6, 1.0), CurvePoint(2, 10, 1, 0.9, 1.0),
+              CurvePoint(1, 5, 0, 0.5, 1.0)]
+    one, small, big = statistics_per_size(points)  # by level, then size
+    assert one == SizeStatistics(level=1, images_per_class=5, mean=0.5, std=0.0, lowest=0.5, highest=0.5, seeds=1)
+    assert (small.level, small.images_per_class, small.seeds) == (2, 5, 1)
+    assert (big.images_per_class, big.lowest, big.highest, big.seeds) == (10, 0.8, 0.9, 2)
+    assert big.mean == pytest.approx(0.85) and big.std == pytest.approx(0.05)
+    assert statistics_per_size([]) == []

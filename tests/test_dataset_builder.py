@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.dataset_builder import (BuiltDataset, EditableDataset, built_datasets, datasets_root, editable,
-                                  validation_quota)
-from core.datasets import DatasetError, summarize
-from core.training import TrainConfig, train
-from core.workspace import install_uploaded_zip
+from core.data.builder import BuiltDataset, EditableDataset, built_datasets, datasets_root, editable, validation_quota
+from core.data.folders import DatasetError, summarize
+from core.training.loop import TrainConfig, train
+from core.app.workspace import install_uploaded_zip
 from tests.helpers import jpeg_bytes, make_image, png_bytes, zip_folder
 
 
@@ -85,12 +84,12 @@ def test_one_photo_goes_to_train_and_the_second_to_validation():
 
 
 def test_limits_refuse_with_a_reason(monkeypatch):
-    monkeypatch.setattr("core.dataset_builder.MAX_PHOTOS_PER_CLASS", 3)
+    monkeypatch.setenv("LITTLE_DATA_MAX_PHOTOS_PER_CLASS", "3")
     built = BuiltDataset.create("small", ["circles", "squares"])
     report = built.add_photos("circles", photos("circles", 5))
     assert len(report.added) == 3 and len(report.skipped) == 2
     assert all("limit" in reason for _, reason in report.skipped)
-    monkeypatch.setattr("core.settings.MAX_UPLOAD_BYTES", 100)
+    monkeypatch.setenv("LITTLE_DATA_MAX_UPLOAD_MB", "0.0001")  # about 100 bytes
     report = built.add_photos("squares", photos("squares", 1))
     assert report.added == [] and "limit per photo" in report.skipped[0][1]
     with pytest.raises(DatasetError, match="No class 'dogs'"):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.distribute import check_devices, place
+from core.training.distribute import check_devices, place
 from core.errors import ConfigError
-from core.training import TrainConfig
+from core.training.loop import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +75,7 @@ def test_two_ray_workers_train_to_the_same_band_as_one(dataset_factory, tmp_path
     assert one["val_accuracy"] >= 0.75 and two["val_accuracy"] >= 0.75
     assert abs(one["val_accuracy"] - two["val_accuracy"]) <= 0.2
     # The chief saved an ordinary model: it loads and predicts outside any strategy.
-    from core.model_store import ModelStore
+    from core.serving.model_store import ModelStore
 
     entry = ModelStore(tmp_path / "two" / "models").get(two["model_id"])
     assert entry.card.hyperparameters["distribution"]["workers"] == 2

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from core.backbones import BACKBONES, build_base, count_flops, get_backbone, resolve_weights
-from core.images import load_array
-from core.imagenet import CATS, DOGS
+from core.networks.backbones import BACKBONES, build_base, count_flops, get_backbone, resolve_weights
+from core.data.images import load_array
+from core.networks.imagenet import CATS, DOGS
 from tests.helpers import SHARED
 
 LITE2 = SHARED / "weights" / "efficientnet_lite2_imagenet_torch_layout.npz"
@@ -23,7 +23,7 @@ def test_registered_flops_are_counted_at_the_native_size(name, gflops):
 def test_lite2_architecture():
     import keras
 
-    from core.efficientnet_lite import build_efficientnet_lite2
+    from core.networks.efficientnet_lite import build_efficientnet_lite2
 
     model = build_efficientnet_lite2(keras, None, (260, 260, 3), include_top=True)
     assert model.count_params() == 6_150_168  # as many weights as the published checkpoint
@@ -34,7 +34,7 @@ def test_lite2_architecture():
 def test_lite2_weights_file_of_another_network_is_refused(tmp_path):
     import keras
 
-    from core.efficientnet_lite import build_efficientnet_lite2
+    from core.networks.efficientnet_lite import build_efficientnet_lite2
 
     np.savez(tmp_path / "other.npz", **{"_conv_stem.weight": np.zeros((16, 3, 3, 3), "float32")})
     with pytest.raises(ValueError, match="other.npz"):

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.cards import ModelCard
-from core.explain import Explainer, colourize, feature_layer_name, overlay
-from core.model_store import ModelError, ModelStore
-from core.models import make_level1_model, with_flip_average
-from core.predictor import Predictor
-from core.training import TrainConfig, train
-from tests.helpers import jpeg_bytes
+from core.serving.cards import ModelCard
+from core.serving.explain import FLAT_NOTE, Explainer, colourize, feature_layer_name, overlay, peak_of
+from core.serving.model_store import ModelError, ModelStore
+from core.networks.factories import make_level1_model, with_flip_average
+from core.serving.predictor import Predictor, predict_every_level
+from core.training.loop import TrainConfig, train
+from tests.helpers import jpeg_bytes, png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE, OBJECT = 64, 10
@@ -64,8 +64,8 @@ def test_heatmap_peak_falls_on_the_object(tmp_path):
     assert hit_rate >= 0.9
 
 
-def saved(model, classes=("a", "b"), size=(32, 32), **card) -> object:
-    return ModelStore().save(model, ModelCard(level=1, classes=list(classes), image_size=size, **card))
+def saved(model, classes=("a", "b"), size=(32, 32), level=1, **card) -> object:
+    return ModelStore().save(model, ModelCard(level=level, classes=list(classes), image_size=size, **card))
 
 
 def test_mirror_averaged_heatmap_of_a_mirrored_photo_is_the_mirrored_heatmap():
@@ -112,8 +112,8 @@ def test_every_level_can_be_explained(level, dataset, tiny_backbone):
                              weights="none" if level > 1 else None, **common)
     entry = train(config).entry
     explainer = Explainer(entry)
-    from core.models import single_view
-    from core.model_store import load_model
+    from core.networks.factories import single_view
+    from core.serving.model_store import load_model
 
     network = single_view(load_model(entry))
     expected = entry.card.backbone if level != 1 else [l.name for l in network.layers if "conv" in l.name][-1]
@@ -159,3 +159,90 @@ def test_cli_explain_json_and_bad_images(tmp_path, dataset):
     assert [r["file"] for r in rows] == [str(good), str(good)] and rows[0] == rows[1]
     assert rows[0]["class"] in ("circles", "squares") and all(0 <= v <= 1 for v in rows[0]["peak"])
     assert Image.open(out_png).size[0] > 256
+
+
+def certain_level2_model(backbone, num_classes: int):
+    """Level 2's network (backbone, pooling, head network, mirror averaging) whose head is so sure of the
+    last class that float32 rounds its probabilities to exactly 0 and 1, as a trained Lite2 was (issue 20)."""
+    import keras
+
+    from core.networks.backbones import resolve_weights
+    from core.networks.factories import attach_head, make_feature_extractor, make_head
+
+    keras.utils.set_random_seed(0)
+    extractor = make_feature_extractor(backbone, resolve_weights(backbone, "none"), (32, 32))
+    head = make_head(extractor.output.shape[1:], num_classes)
+    kernel, bias = head.layers[-1].get_weights()
+    certain = np.zeros_like(kernel)
+    certain[:, -1] = np.abs(kernel[:, -1]) * 100  # the last class's score still grows with the features
+    bias[-1] += 100.0  # far past where sigmoid or softmax round to 1 in float32
+    head.layers[-1].set_weights([certain, bias])
+    return with_flip_average(attach_head(extractor, head))
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_a_certain_level2_model_gets_a_finite_heatmap(num_classes, tiny_backbone):
+    """Issue 20: log(1 - p) of a probability of exactly 1 made the heatmap NaN (two classes) or blank (three)."""
+    model = certain_level2_model(tiny_backbone, num_classes)
+    classes = [f"c{i}" for i in range(num_classes)]
+    entry = saved(model, classes=classes, level=2, backbone=tiny_backbone.name)
+    photo = Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    output = model.predict(np.asarray(photo.resize((32, 32)), np.float32)[None], verbose=0)[0]
+    assert output[-1] == 1.0 and (num_classes == 2 or output[:-1].max() == 0.0)  # saturated, as in the issue
+    explanation = Explainer(entry).explain(png_bytes(photo), name="certain.png")
+    assert np.isfinite(explanation.heatmap).all() and explanation.heatmap.max() == pytest.approx(1.0)
+    assert explanation.note is None and explanation.class_name == classes[-1] and explanation.probability == 1.0
+    assert 0 < explanation.peak[0] < 1 and 0 < explanation.peak[1] < 1
+
+
+def test_predict_page_heatmap_of_a_certain_photo(tiny_backbone):
+    """The Predict page's "Where it looks" runs `predict_every_level` with an explainer: same fix, a real map."""
+    entry = saved(certain_level2_model(tiny_backbone, 2), level=2, backbone=tiny_backbone.name)
+    photo = Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    result = predict_every_level(png_bytes(photo), "certain.png", {2: Predictor(entry)}, explainers={2: Explainer(entry)})
+    assert result.error is None and not result.explain_errors and result.per_level[2] == {"a": 0.0, "b": 1.0}
+    heatmap = result.heatmaps[2]
+    assert np.isfinite(heatmap).all() and heatmap.max() == pytest.approx(1.0)
+    assert np.asarray(overlay(result.image, heatmap)).shape == (32, 32, 3)
+
+
+def test_a_non_finite_heatmap_becomes_a_blank_one_with_a_note(monkeypatch):
+    """Whatever makes the gradients NaN, the photo gets a blank map, a note and a peak, not a ValueError."""
+    explainer = Explainer(saved(make_level1_model(2, (32, 32))))
+    real = explainer._cams
+    monkeypatch.setattr(explainer, "_cams", lambda images, index: (real(images, index)[0] * np.nan,
+                                                                    real(images, index)[1]))
+    photo = Image.fromarray(np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    explanation = explainer.explain(png_bytes(photo), name="nan.png")
+    assert (explanation.heatmap == 0).all() and explanation.note == FLAT_NOTE
+    assert explanation.peak == (0.5, 0.5) and explanation.to_dict()["note"] == FLAT_NOTE
+    assert np.asarray(overlay(explanation.image, explanation.heatmap)).shape == (32, 32, 3)
+    assert peak_of(np.full((4, 4), np.nan)) == (0.5, 0.5) and peak_of(np.zeros((4, 4))) == (0.5, 0.5)
+
+
+def test_cli_explain_reports_a_failing_photo_and_explains_the_others(tmp_path, monkeypatch, capsys):
+    """One unreadable photo and one that breaks inside Grad-CAM are named on stderr; the good one is explained."""
+    from core.cli import main
+
+    entry = saved(make_level1_model(2, (32, 32)))
+    good, corrupt, breaks = tmp_path / "good.png", tmp_path / "corrupt.jpg", tmp_path / "breaks.png"
+    photo = Image.fromarray(np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    good.write_bytes(png_bytes(photo))
+    breaks.write_bytes(png_bytes(photo))
+    corrupt.write_bytes(b"not an image")
+    explain_image = Explainer.explain_image
+
+    def failing_on_one(self, image, name, class_name=None):
+        if name.endswith("breaks.png"):
+            raise ValueError("attempt to get argmin of an empty sequence")  # what issue 20's photos hit
+        return explain_image(self, image, name, class_name)
+
+    monkeypatch.setattr(Explainer, "explain_image", failing_on_one)
+    out_png = tmp_path / "where.png"
+    code = main(["explain", entry.id, str(corrupt), str(good), str(breaks), "-o", str(out_png)])
+    captured = capsys.readouterr()
+    assert code == 1  # as predict: 1 when any photo failed
+    assert f"{corrupt}: is not an image we can read" in captured.err
+    assert f"{breaks}: cannot be explained (ValueError: attempt to get argmin" in captured.err
+    assert f"{good}: " in captured.out and "looks most at" in captured.out and "Wrote 1 heatmap(s)" in captured.out
+    assert Image.open(out_png).size == (256, 276)  # one tile and the colour scale

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from core.errors import ConfigError
-from core.export import FORMATS, LAYERS_FILE, calibration_photos, export_model, export_zip_bytes, open_export
-from core.images import load_array
+from core.serving.export import (FORMATS, LAYERS_FILE, ExportFormat, calibration_photos, export_model, export_name,
+                                 export_zip_bytes, open_export)
+from core.data.images import load_array
 from core.levels import all_levels, get_level
-from core.model_store import ModelStore
-from core.predictor import Predictor
-from core.training import TrainConfig, train
+from core.serving.model_store import ModelStore
+from core.serving.predictor import Predictor
+from core.training.loop import TrainConfig, train
 from tests.helpers import SHARED
 
 LEVELS = [level.key for level in all_levels()]
@@ -127,7 +128,7 @@ def test_int8_litert_is_smaller_and_agrees(trained, tmp_path, level):
 
 
 def test_formats_and_quantization_are_checked():
-    from core.export import check_format
+    from core.serving.export import check_format
 
     with pytest.raises(ConfigError, match="Unknown export format 'pt'; use one of keras, saved_model, tflite, onnx"):
         check_format("pt")
@@ -135,6 +136,40 @@ def test_formats_and_quantization_are_checked():
         check_format("onnx", "int8")
     with pytest.raises(ConfigError, match="Unknown quantization"):
         check_format("tflite", "int4")
+
+
+def test_a_format_text_is_parsed_once_into_an_export_format():
+    assert ExportFormat.from_text("tflite-int8") is ExportFormat.TFLITE_INT8
+    assert ExportFormat.from_text(" ONNX ") is ExportFormat.ONNX
+    assert ExportFormat.from_parts("tflite", "int8") is ExportFormat.TFLITE_INT8  # the CLI's --format, --quantize
+    assert ExportFormat.from_parts("tflite-int8", "int8") is ExportFormat.TFLITE_INT8
+    assert ExportFormat.from_parts(ExportFormat.KERAS) is ExportFormat.KERAS
+    int8 = ExportFormat.TFLITE_INT8
+    assert (int8.file_format, int8.quantize, int8.needs_calibration, int8.model_file) == \
+        ("tflite", "int8", True, "model.tflite")
+    assert (ExportFormat.SAVED_MODEL.quantize, ExportFormat.SAVED_MODEL.model_file) == (None, "saved_model")
+    assert [f.label for f in ExportFormat] == [".keras", "SavedModel", "LiteRT (.tflite)", "LiteRT int8", "ONNX"]
+    assert FORMATS == ("keras", "saved_model", "tflite", "onnx")
+    with pytest.raises(ConfigError, match=r"Unknown export format 'tflite-int4'; use one of .* \(or tflite-int8\)"):
+        ExportFormat.from_text("tflite-int4")
+    with pytest.raises(ConfigError, match="offered for tflite only, not keras"):
+        ExportFormat.from_parts("keras", "int8")
+
+
+def test_int8_is_offered_only_with_photos_of_the_models_classes():
+    from types import SimpleNamespace
+
+    from core.serving.cards import ModelCard
+    from core.serving.export import offered_formats
+    from core.serving.model_store import ModelEntry
+
+    entry = ModelEntry("m", ModelCard(level=1, classes=["cats", "dogs"], image_size=(64, 64)), None, None)
+    floats = [ExportFormat.KERAS, ExportFormat.SAVED_MODEL, ExportFormat.TFLITE, ExportFormat.ONNX]
+    assert offered_formats(entry, SimpleNamespace(classes=["cats", "dogs"])) == [*floats[:3], ExportFormat.TFLITE_INT8,
+                                                                                 floats[3]]
+    assert offered_formats(entry, SimpleNamespace(classes=["circles", "squares"])) == floats
+    assert offered_formats(entry, None) == floats  # no usable data set: nothing to calibrate on
+    assert export_name(entry, ExportFormat.TFLITE_INT8) == export_name(entry, "tflite", "int8") == "m-tflite-int8.zip"
 
 
 def test_keras_export_ships_its_layers_and_a_zip_holds_everything(dataset, tmp_path):
@@ -156,6 +191,7 @@ def test_keras_export_ships_its_layers_and_a_zip_holds_everything(dataset, tmp_p
         assert "model.onnx" in archive.namelist()
         assert json.loads(archive.read("export.json"))["format"] == "onnx"
     assert main(["export", result.entry.id, "--format", "onnx", "--quantize", "int8"]) == 2
+    assert main(["export", result.entry.id, "--format", "pt"]) == 2
     assert not list(tmp_path.glob(".export-*"))  # no temp folders left behind
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from core.backbones import BACKBONES, build_base, get_backbone, resolve_weights
-from core.fold import fold_batch_norm
+from core.networks.backbones import BACKBONES, build_base, get_backbone, resolve_weights
+from core.networks.fold import fold_batch_norm
 
 
 def batch_norms(model) -> list:

@@ -1,7 +1,8 @@
 """Broken and hostile input across the library: nothing crashes, nothing is lost, nothing escapes.
 
-The per-input cases live beside their modules (test_images, test_datasets, test_model_store, test_jobs);
-these are the ones that cut across them.
+The per-input cases live beside their modules (test_images, test_datasets, test_archives, test_model_store,
+test_jobs); these are the ones that cut across them: core.serving (model_store, predictor), core.training.loop,
+core.app.workspace and core.data.
 """
 
 import os
@@ -15,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import workspace
-from core.cards import ModelCard
-from core.datasets import DatasetError
-from core.models import make_level1_model
-from core.model_store import ModelStore, load_model
-from core.predictor import Predictor, predict_every_level
-from core.training import TrainConfig, train
+from core.app import workspace
+from core.serving.cards import ModelCard
+from core.data.folders import DatasetError
+from core.networks.factories import make_level1_model
+from core.serving.model_store import ModelStore, load_model
+from core.serving.predictor import Predictor, predict_every_level
+from core.training.loop import TrainConfig, train
 from tests.helpers import jpeg_bytes, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +39,9 @@ def test_worker_killed_while_saving_keeps_the_previous_model(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time, keras
         sys.path.insert(0, {str(ROOT)!r})
-        from core.models import make_level1_model
-        from core.cards import ModelCard
-        from core.model_store import ModelStore
+        from core.networks.factories import make_level1_model
+        from core.serving.cards import ModelCard
+        from core.serving.model_store import ModelStore
         real_save = keras.Model.save
         def slow_save(self, path, *a, **k):
             real_save(self, path, *a, **k)
@@ -102,11 +103,9 @@ def test_training_goes_on_past_unreadable_images(dataset_factory):
 
 
 def test_oversize_upload_gets_a_message_and_the_batch_goes_on(tmp_path, monkeypatch):
-    from core import settings
-
     store = ModelStore(tmp_path / "models")
     predictor = Predictor(store.save(make_level1_model(2, (32, 32)), card()))
-    monkeypatch.setattr(settings, "MAX_UPLOAD_BYTES", 50_000)
+    monkeypatch.setenv("LITTLE_DATA_MAX_UPLOAD_MB", str(50_000 / 2**20))
     big = np.random.default_rng(0).integers(0, 255, (600, 600, 3), dtype=np.uint8)
     from PIL import Image
 
@@ -136,30 +135,3 @@ def test_workspace_file_corrupt_falls_back_to_defaults():
     (settings.home_dir() / "workspace.json").write_text("{broken")
     config, name = workspace.augment_settings()
     assert name == "tutorial_train" and workspace.active_data_dir() is None
-
-
-def test_symmetric_padding_keeps_shapes_and_weights():
-    import keras
-
-    from core.backbones import with_symmetric_padding
-
-    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(96, 96, 3))
-    patched = with_symmetric_padding(base)
-    pads = [l.padding for l in patched.layers if isinstance(l, keras.layers.ZeroPadding2D)]
-    assert pads and all(p == ((1, 1), (1, 1)) for p in pads)
-    assert patched.get_layer("Conv1").padding == "valid"
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 96, 96, 3)).astype("float32")
-    assert patched(x).shape == base(x).shape
-    first = lambda model: keras.Model(model.inputs, model.get_layer("Conv1").output)(x).numpy()
-    ours, keras_own = first(patched), first(base)
-    assert ours.shape == keras_own.shape == (1, 48, 48, 32)
-    # Symmetric padding samples one pixel up-left of Keras' grid: our output at (i, j) needs the
-    # input row/column 2i-1, so the top-left output sees padding, and interior outputs differ.
-    assert not np.allclose(ours, keras_own, rtol=1e-3, atol=1e-6)
-    # PyTorch's definition: output (0, 0) is the kernel over the 1-pixel zero-padded top-left corner.
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    kernel = patched.get_layer("Conv1").get_weights()[0]
-    expected = np.einsum("hwc,hwck->k", padded[0, :3, :3], kernel)
-    np.testing.assert_allclose(ours[0, 0, 0], expected, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(patched.get_layer("Conv1").get_weights()[0], base.get_layer("Conv1").get_weights()[0])
-

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from core.backbones import get_backbone, resolve_weights
-    from core.models import make_feature_extractor
+    from core.networks.backbones import get_backbone, resolve_weights
+    from core.networks.factories import make_feature_extractor
     backbone = get_backbone("mobilenet_025")
     resolved = resolve_weights(backbone, "imagenet")
     extractor = make_feature_extractor(backbone, resolved)

@@ -1,16 +1,18 @@
 """Training in a detached worker process: progress on disk, one job at a time, cancel, crashes."""
 
+import json
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from core import jobs
-from core.model_store import ModelStore
-from core.progress import TrainEvent, TrainProgress
-from core.training import TrainConfig
+from core.app import jobs
+from core.serving.model_store import ModelStore
+from core.training.loop import TrainConfig
+from tests.job_states import STATES, WORKER_DIED, worker_for, write_job
 
 
 def tiny(dataset, epochs=2, **kw):
@@ -30,16 +32,16 @@ def wait_until(predicate, timeout=120):
 @pytest.mark.slow
 def test_job_runs_reports_progress_and_lands_a_model(dataset):
     status = jobs.start_job(tiny(dataset))
-    final = jobs.wait_for(status["id"], timeout=300)
-    assert final["state"] == "succeeded", final.get("error")
-    progress = jobs.progress_of(final)
+    final = jobs.wait_for(status.id, timeout=300)
+    assert final.state is jobs.JobState.SUCCEEDED, final.error
+    progress = final.progress
     # 24 training images in batches of 4: the last report was batch 6 of 6 in epoch 2 of 2.
     assert (progress.epoch, progress.epochs, progress.batch, progress.batches) == (2, 2, 6, 6)
     assert progress.batches_done == 12 and progress.phase == "save"  # the last phase reported
-    assert len(progress.history["val_accuracy"]) == 2 and progress.model_id == final["model_id"]
-    assert progress.metrics["val_accuracy"] == ModelStore().get(final["model_id"]).val_accuracy
-    assert ModelStore().get(final["model_id"]).level == 1
-    assert jobs.current_job()["id"] == status["id"]
+    assert len(progress.history["val_accuracy"]) == 2 and progress.model_id == final.model_id
+    assert progress.metrics["val_accuracy"] == ModelStore().get(final.model_id).val_accuracy
+    assert ModelStore().get(final.model_id).level == 1
+    assert jobs.current_job().id == status.id
 
 
 @pytest.mark.slow
@@ -49,8 +51,8 @@ def test_second_job_is_told_to_wait(dataset):
         with pytest.raises(jobs.JobBusy, match="already running"):
             jobs.start_job(tiny(dataset))
     finally:
-        jobs.cancel_job(first["id"])
-        assert jobs.wait_for(first["id"], timeout=300)["state"] == "cancelled"
+        jobs.cancel_job(first.id)
+        assert jobs.wait_for(first.id, timeout=300).state is jobs.JobState.CANCELLED
     assert ModelStore().list().models == []
 
 
@@ -60,7 +62,7 @@ def test_two_sessions_starting_at_once_get_one_job(dataset):
 
     def start():
         try:
-            outcomes.append(jobs.start_job(tiny(dataset, epochs=30))["id"])
+            outcomes.append(jobs.start_job(tiny(dataset, epochs=30)).id)
         except jobs.JobBusy:
             outcomes.append("busy")
 
@@ -78,35 +80,94 @@ def test_two_sessions_starting_at_once_get_one_job(dataset):
 @pytest.mark.slow
 def test_killed_worker_is_reported_failed_and_a_new_job_can_start(dataset):
     status = jobs.start_job(tiny(dataset, epochs=30))
-    running = wait_until(lambda: (s := jobs.read_job(status["id"])) and jobs.progress_of(s).batch and s)
-    assert 0 < jobs.progress_of(running).fraction < 1  # seen mid-run, from another process
-    os.kill(status["pid"], signal.SIGKILL)
-    final = wait_until(lambda: (s := jobs.read_job(status["id"]))["state"] not in jobs.ACTIVE_STATES and s)
-    assert final["state"] == "failed" and "stopped unexpectedly" in final["error"]
+    running = wait_until(lambda: (s := jobs.read_job(status.id)) and s.progress.batch and s)
+    assert 0 < running.progress.fraction < 1  # seen mid-run, from another process
+    os.kill(status.pid, signal.SIGKILL)
+    final = wait_until(lambda: (s := jobs.read_job(status.id)) and not s.active and s)
+    assert final.state is jobs.JobState.FAILED and "stopped unexpectedly" in final.error
     assert ModelStore().list().models == []
     again = jobs.start_job(tiny(dataset, epochs=1))
-    assert jobs.wait_for(again["id"], timeout=300)["state"] == "succeeded"
+    assert jobs.wait_for(again.id, timeout=300).state is jobs.JobState.SUCCEEDED
 
 
 @pytest.mark.slow
 def test_bad_config_fails_with_the_reason(tmp_path):
     status = jobs.start_job(TrainConfig(level=1, epochs=1, data_dir=str(tmp_path / "nowhere")))
-    final = jobs.wait_for(status["id"], timeout=120)
-    assert final["state"] == "failed" and final["error"].endswith("nowhere is not a folder.")
-    assert jobs.progress_of(final).error == final["error"]  # the failed event reached the progress too
+    final = jobs.wait_for(status.id, timeout=120)
+    assert final.state is jobs.JobState.FAILED and final.error.endswith("nowhere is not a folder.")
+    assert final.progress.error == final.error  # the failed event reached the progress too
 
 
-def test_progress_arithmetic():
-    progress = TrainProgress()
-    progress.apply(TrainEvent("phase", phase="extract-train", message="Extracting", done=30, total=120))
-    assert progress.fraction == 0.25 and progress.eta_seconds is None
-    progress.apply(TrainEvent("batch", epoch=2, epochs=4, batch=5, batches=10, elapsed=15.0, logs={"loss": 0.5}))
-    assert progress.batches_done == 15 and progress.fraction == pytest.approx(15 / 40)
-    assert progress.eta_seconds == pytest.approx(25.0)  # 1 s per batch, 25 batches to go
-    assert progress.message == "Epoch 2/4, batch 5/10"
-    progress.apply(TrainEvent("epoch", epoch=2, epochs=4, elapsed=20.0, history={"val_accuracy": [0.5, 0.75]}))
-    progress.apply(TrainEvent("done", model_id="m", metrics={"val_accuracy": 0.75}, seconds=30.0))
-    again = TrainProgress.from_dict(progress.to_dict())
-    assert again == progress and again.history == {"val_accuracy": [0.5, 0.75]}
-    with pytest.raises(ValueError, match="kind must be one of"):
-        TrainEvent("halfway")
+# --- The typed job: old files, every kind, every state ----------------------------------------
+
+OLD_STATUSES = Path(__file__).parent / "fixtures" / "job_status_v0_2.json"
+
+
+@pytest.mark.parametrize("kind", list(jobs.JobKind))
+def test_status_files_written_before_typed_jobs_still_load(kind, tmp_path):
+    """One status.json per kind, as the previous version's worker left it (generated by its code)."""
+    old = json.loads(OLD_STATUSES.read_text())[kind.value]
+    (tmp_path / old["id"]).mkdir()
+    (tmp_path / old["id"] / "status.json").write_text(json.dumps(old))
+    (tmp_path / "current.json").write_text(json.dumps({"job_id": old["id"]}))
+    job = jobs.current_job(tmp_path)
+    assert job.kind is kind and job.state.value == old["state"] and job.config is not None
+    expected = {jobs.JobKind.TRAIN: ("level-1 training", [1]), jobs.JobKind.SEQUENCE: ("first models (level 1)", [1]),
+                jobs.JobKind.CURVE: ("data-efficiency curve (level 1)", [1]),
+                jobs.JobKind.SWEEP: ("level-1 sweep", [1])}[kind]
+    assert (job.title, job.levels) == expected
+    if kind is jobs.JobKind.TRAIN:
+        assert job.model_id == old["model_id"] and job.progress.history["val_accuracy"] == [0.5]
+    if kind is jobs.JobKind.SEQUENCE:
+        assert job.model_ids == old["model_ids"] and job.train_configs[0].image_size == (32, 32)
+    if kind is jobs.JobKind.SWEEP:
+        assert job.sweep_id == old["sweep_id"]
+    if kind is jobs.JobKind.CURVE:
+        assert job.error == old["error"]
+    assert jobs.Job.from_dict(job.to_dict()) == job  # and what this version writes reads back the same
+
+
+def test_every_kind_has_a_runner():
+    assert set(jobs.RUNNERS) == set(jobs.JobKind)
+
+
+@pytest.mark.parametrize("kind", list(jobs.JobKind))
+@pytest.mark.parametrize("state", STATES)
+def test_job_states_as_pages_meet_them(kind, state, tmp_path, dataset):
+    written = write_job(tmp_path, kind, state, dataset)
+    with worker_for(tmp_path, state):
+        job = jobs.current_job(tmp_path)
+        busy = jobs.is_busy(tmp_path)
+    assert job.id == written.id and job.kind is kind and job.title == written.title
+    if state == WORKER_DIED:  # noticed, and saved so every reader agrees
+        assert job.state is jobs.JobState.FAILED and job.error == jobs.WORKER_DIED and not busy
+        assert jobs.read_job(job.id, tmp_path).state is jobs.JobState.FAILED
+    else:
+        assert job.state.value == state and busy == (state in ("starting", "running"))
+    assert job.status_text  # every state has something to say
+
+
+def test_a_starting_job_without_its_worker_fails_after_the_grace_period(tmp_path, dataset):
+    job = write_job(tmp_path, jobs.JobKind.TRAIN, "starting", dataset)
+    assert jobs.read_job(job.id, tmp_path).state is jobs.JobState.STARTING  # the worker may not have its lock yet
+    job.created -= jobs.START_GRACE_SECONDS + 1
+    jobs._save(tmp_path, job)
+    assert jobs.read_job(job.id, tmp_path).state is jobs.JobState.FAILED
+
+
+def test_a_config_from_another_version_still_shows_its_state(tmp_path):
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "status.json").write_text(json.dumps(
+        {"id": "j", "kind": "train", "state": "succeeded", "created": 1.0, "config": {"level": 1, "colour": "red"}}))
+    job = jobs.read_job("j", tmp_path)
+    assert job.config is None and job.title == "train job" and job.levels == []
+    assert job.state is jobs.JobState.SUCCEEDED
+
+
+def test_worker_refuses_a_job_whose_config_cannot_be_read(tmp_path):
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "status.json").write_text(json.dumps(
+        {"id": "j", "kind": "curve", "state": "starting", "created": 1.0, "config": {"sizes": "many"}}))
+    assert jobs.run_worker(tmp_path / "j") == 1
+    job = jobs.read_job("j", tmp_path)
+    assert job.state is jobs.JobState.FAILED and "could not be read" in job.error

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from core.errors import ConfigError
-from core.imagenet import CATS, DOGS, check_grouping, class_names, default_grouping, parse_grouping
+from core.networks.imagenet import CATS, DOGS, check_grouping, class_names, default_grouping, parse_grouping
 from core.levels import get_level
-from core.models import ClassGroups
-from core.training import TrainConfig, TrainingError, train
+from core.networks.factories import ClassGroups
+from core.training.loop import TrainConfig, TrainingError, train
 
 
 def test_class_groups_sum_and_renormalise():

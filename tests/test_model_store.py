@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from core.cards import CARD_VERSION, Metrics, ModelCard
-from core.models import make_level1_model
-from core.model_store import ModelError, ModelStore, load_model
+from core.serving.cards import CARD_VERSION, Metrics, ModelCard
+from core.networks.factories import make_level1_model
+from core.serving.model_store import ModelError, ModelStore, load_model
 
 
 def card(level=1, classes=("a", "b"), size=(32, 32)) -> ModelCard:

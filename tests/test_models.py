@@ -1,12 +1,12 @@
-"""Cheap random-weight forward passes over every registered backbone, and the model factories."""
+"""core.networks.backbones and core.networks.factories: cheap random-weight forward passes over every
+registered backbone, weights resolution, and the model factories."""
 
 import keras
 import numpy as np
 import pytest
 
-from core.backbones import BACKBONES, WeightsError, count_flops, get_backbone, resolve_weights
-from core.models import (CaffePreprocess, attach_head, make_feature_extractor, make_head, make_level1_model,
-                         prepare_fine_tuning, single_view, with_flip_average)
+from core.networks.backbones import BACKBONES, WeightsError, count_flops, get_backbone, resolve_weights
+from core.networks.factories import (CaffePreprocess, attach_head, make_feature_extractor, make_head, make_level1_model, prepare_fine_tuning, single_view, with_flip_average)
 
 SMALL = (64, 64)
 
@@ -95,7 +95,7 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
 
 
 def test_failed_imagenet_download_says_how_to_supply_a_file(monkeypatch):
-    from core import backbones
+    from core.networks import backbones
 
     def offline(keras, weights, shape):
         raise Exception("URL fetch failure: <urlopen error [Errno -3] Temporary failure in name resolution>")
@@ -115,3 +115,29 @@ def test_local_weights_dir_is_searched_for_imagenet(tmp_path, monkeypatch):
     resolved = resolve_weights(get_backbone("mobilenet_025"), "imagenet")
     assert resolved.keras_arg == str(tmp_path / "mobilenet_2_5_224_tf_no_top.h5")
     assert resolved.key.startswith("sha256-")
+
+
+def test_symmetric_padding_keeps_shapes_and_weights():
+    import keras
+
+    from core.networks.backbones import with_symmetric_padding
+
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(96, 96, 3))
+    patched = with_symmetric_padding(base)
+    pads = [l.padding for l in patched.layers if isinstance(l, keras.layers.ZeroPadding2D)]
+    assert pads and all(p == ((1, 1), (1, 1)) for p in pads)
+    assert patched.get_layer("Conv1").padding == "valid"
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 96, 96, 3)).astype("float32")
+    assert patched(x).shape == base(x).shape
+    first = lambda model: keras.Model(model.inputs, model.get_layer("Conv1").output)(x).numpy()
+    ours, keras_own = first(patched), first(base)
+    assert ours.shape == keras_own.shape == (1, 48, 48, 32)
+    # Symmetric padding samples one pixel up-left of Keras' grid: our output at (i, j) needs the
+    # input row/column 2i-1, so the top-left output sees padding, and interior outputs differ.
+    assert not np.allclose(ours, keras_own, rtol=1e-3, atol=1e-6)
+    # PyTorch's definition: output (0, 0) is the kernel over the 1-pixel zero-padded top-left corner.
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    kernel = patched.get_layer("Conv1").get_weights()[0]
+    expected = np.einsum("hwc,hwck->k", padded[0, :3, :3], kernel)
+    np.testing.assert_allclose(ours[0, 0, 0], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(patched.get_layer("Conv1").get_weights()[0], base.get_layer("Conv1").get_weights()[0])

@@ -1,6 +1,7 @@
-"""The level and backbone registries: every entry is complete and honest, and adding one works.
+"""core.levels and the backbone registry (core.networks.backbones): every entry is complete and honest
+(its cost model against core.training.estimate and measured runs), and adding one works.
 
-The last tests are the README's worked examples, run for real: a test-only level and a test-only
+The last tests are docs/architecture.md's worked examples, run for real: a test-only level and a test-only
 backbone, registered from outside `core/`, trained end to end through the ordinary entry points.
 """
 
@@ -11,19 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.backbones import BACKBONES, count_flops, get_backbone
+from core.networks.backbones import BACKBONES, count_flops, get_backbone
 from core.errors import ConfigError
-from core.estimate import estimate, network_gflops
-from core.levels import LEVELS, OPTIMIZERS, EndToEndCost, FeatureCost, all_levels, get_level, register_level
-from core.model_store import ModelStore, load_model
-from core.training import TrainConfig, train
+from core.training.estimate import estimate, network_gflops
+from core.levels import (LEVELS, OPTIMIZERS, EndToEndCost, FeatureCost, all_levels, format_duration, get_level,
+                         register_level)
+from core.serving.model_store import ModelStore, load_model
+from core.training.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_importing_the_registry_loads_neither_keras_nor_tensorflow():
     """Pages and the estimate read it at start-up; so do the store, the cards and the progress types."""
-    code = ("import sys, core.levels, core.cards, core.progress, core.model_store, core.workspace, core.augment; "
+    code = ("import sys, core.levels, core.serving.cards, core.training.progress, core.serving.model_store, core.app.workspace, core.data.augment; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -43,7 +45,7 @@ def test_every_level_is_complete(level):
 
 
 def test_small_convnet_gflops_are_what_count_flops_measures():
-    from core.models import make_level1_model
+    from core.networks.factories import make_level1_model
 
     level = get_level(1)
     assert count_flops(make_level1_model(2, level.image_size)) == pytest.approx(level.gflops * 1e9, rel=1e-3)
@@ -68,7 +70,7 @@ def test_estimates_match_the_measured_reference_runs():
     est = lambda level, **kw: estimate(TrainConfig(level=level, **kw), 2000, 800, gflops=220).seconds
     mobilenet = dict(backbone="mobilenet_v2")
     assert 45 * 9 < est(1, epochs=45) < 45 * 13  # measured ~10.6-11.2 s per epoch
-    # Measured with batch norm folded (README, "Batch norm folded into the convolutions").
+    # Measured with batch norm folded (docs/benchmarks.md, "Batch norm folded into the convolutions").
     assert 50 < est(2, epochs=50, **mobilenet) < 80  # measured 66 s including decoding
     assert 20 * 21 < est(3, epochs=20, **mobilenet) < 20 * 28  # measured 24.4 s per epoch, 510 s in all
     assert 60 < est(2) < 95  # EfficientNet-Lite2, the default: measured 75 s
@@ -115,7 +117,7 @@ def test_registering_twice_or_an_unknown_prerequisite_is_refused(pixel_level):
 
 
 def test_worked_example_a_new_level(pixel_level, dataset):
-    """README, 'Adding a level': one entry plus its train function, and every entry point knows it."""
+    """docs/architecture.md, 'Adding a level': one entry plus its train function, and every entry point knows it."""
     assert pixel_level in all_levels()
     config = TrainConfig(level=pixel_level.key, data_dir=str(dataset), flip_average=False)
     assert config.resolved().image_size == (32, 32) and config.resolved().learning_rate == 1e-2
@@ -126,14 +128,14 @@ def test_worked_example_a_new_level(pixel_level, dataset):
     assert card.metrics.val_accuracy >= 0.9  # red circles against blue squares: a line separates them
     assert ModelStore().resolve("level9").id == result.entry.id
     assert ModelStore().latest_per_level()[9].id == result.entry.id
-    from core.predictor import Predictor
+    from core.serving.predictor import Predictor
 
     probs = Predictor(result.entry).predict_arrays(np.zeros((1, 32, 32, 3), np.uint8))
     assert probs.shape == (1, 2)
 
 
 def test_worked_example_a_new_backbone(tiny_backbone, dataset_factory):
-    """README, 'Adding a backbone': registered, it serves levels 2 and 3 like the built-in ones."""
+    """docs/architecture.md, 'Adding a backbone': registered, it serves levels 2 and 3 like the built-in ones."""
     data = dataset_factory(n_train=24, n_val=10)
     common = dict(backbone=tiny_backbone.name, weights="none", data_dir=str(data), batch_size=8)
     level2 = train(TrainConfig(level=2, epochs=15, learning_rate=3e-3, **common))
@@ -142,7 +144,7 @@ def test_worked_example_a_new_backbone(tiny_backbone, dataset_factory):
     assert level3.entry.card.started_from == level2.entry.id
     assert level2.entry.card.backbone_flops == tiny_backbone.flops
     assert level3.entry.card.metrics.val_accuracy >= 0.8
-    from core.models import single_view
+    from core.networks.factories import single_view
 
     assert single_view(load_model(level3.entry)).get_layer(tiny_backbone.name).trainable
 
@@ -157,3 +159,7 @@ def test_cost_model_arithmetic():
     features = FeatureCost(extract=0.01, head_epoch=0.5).estimate(n_train=100, n_val=50, epochs=4, gflops=2.0,
                                                                   views=2, speed=1.0)
     assert features.seconds == pytest.approx((100 + 2 * 50) * 0.01 * 2.0 + 4 * 0.5)
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (5, 95, 3 * 3600 + 60)] == ["5 s", "1 min 35 s", "3 h 01 min"]

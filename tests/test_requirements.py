@@ -23,7 +23,7 @@ def test_every_requirement_is_pinned():
 
 
 def test_the_bench_reports_the_device_it_ran_on():
-    from core.distribute import describe_devices
+    from core.training.distribute import describe_devices
 
     devices = describe_devices()
     assert devices["device"].startswith("CPU only (") if not devices["gpus"] else " x " in devices["device"]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.model_store import load_model
-from core.predictor import Predictor, SharedTrunk, predict_every_level
-from core.training import TrainConfig, train
+from core.serving.model_store import load_model
+from core.serving.predictor import Predictor, SharedTrunk, predict_every_level
+from core.training.loop import TrainConfig, train
 from tests.helpers import png_bytes
 
 
@@ -17,7 +17,7 @@ def photo_bytes(seed: int) -> bytes:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Four small models in one store, trained once for the module."""
-    from core.backbones import BACKBONES
+    from core.networks.backbones import BACKBONES
     from tests.helpers import make_dataset
     from tests.registry_examples import TINY_BACKBONE
 

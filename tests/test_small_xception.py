@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from core.backbones import count_flops
+from core.networks.backbones import count_flops
 from core.errors import ConfigError
 from core.levels import SMALL_CONVNETS, get_level
-from core.models import SMALL_CONVNET_FACTORIES
-from core.training import TrainConfig, train
+from core.networks.factories import SMALL_CONVNET_FACTORIES
+from core.training.loop import TrainConfig, train
 
 
 @pytest.mark.parametrize("arch", list(SMALL_CONVNETS))
@@ -38,7 +38,7 @@ def test_arch_defaults_and_checks():
 
 
 def test_xception_level1_trains_is_stored_and_explained(dataset):
-    from core.explain import Explainer
+    from core.serving.explain import Explainer
 
     result = train(TrainConfig(level=1, arch="xception", epochs=2, batch_size=8, image_size=(48, 48),
                                data_dir=str(dataset)))

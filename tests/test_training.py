@@ -3,16 +3,17 @@
 import numpy as np
 import pytest
 
-from core.augment import preset
-from core.datasets import decode_split, summarize
-from core.models import FLIP_AVERAGE, single_view
-from core.evaluation import evaluate
-from core.predictor import Predictor
-from core.model_store import ModelStore, load_model
-from core.backbones import get_backbone
+from core.data.augment import preset
+from core.data.decoded import decode_split
+from core.data.folders import summarize
+from core.networks.factories import FLIP_AVERAGE, single_view
+from core.serving.evaluation import evaluate
+from core.serving.predictor import Predictor
+from core.serving.model_store import ModelStore, load_model
+from core.networks.backbones import get_backbone
 from core.errors import ConfigError
 from core.levels import all_levels, get_level
-from core.training import TrainConfig, TrainingError, train
+from core.training.loop import TrainConfig, TrainingError, train
 
 TINY = (32, 32)
 
@@ -74,9 +75,9 @@ def _all_layers(model):
 
 
 def test_with_augmentation_augments_in_training_only():
-    from core.augment import make_augmenter
-    from core.models import make_level1_model
-    from core.training import with_augmentation
+    from core.data.augment import make_augmenter
+    from core.networks.factories import make_level1_model
+    from core.training.loop import with_augmentation
 
     model = make_level1_model(2, TINY)
     trainee = with_augmentation(model, make_augmenter(preset("aggressive"), seed=3))
@@ -230,7 +231,7 @@ def test_bfloat16_training_saves_an_ordinary_float32_model(shapes, arch):
 
 
 def test_as_float32_keeps_the_weights_and_answers_within_bfloat16_rounding():
-    from core.models import as_float32, build_in_precision, make_small_xception
+    from core.networks.factories import as_float32, build_in_precision, make_small_xception
 
     mixed = build_in_precision(lambda: make_small_xception(2, (48, 48)), "bfloat16")
     assert mixed.get_layer("predictions").dtype_policy.name == "float32"  # the output stays float32

@@ -1,0 +1,69 @@
+"""Bottleneck features: a frozen network's outputs for every photo of a split, computed once and cached.
+
+Level 2 and the data-efficiency curve train small heads on these instead of running the network in
+every epoch. The cache file's name changes with the data, the network, its weights and the input size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from core import settings
+from core.atomic_files import atomic_write_npy
+from core.data.decoded import without_autotune
+from core.errors import Cancelled
+
+
+def feature_dataset(features: np.ndarray, labels, batch_size: int, shuffle_seed: int | None = None):
+    """(features, labels) as a batched `tf.data.Dataset`, shuffled each epoch when a seed is given."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((features, labels))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(features), seed=shuffle_seed)
+    return without_autotune(ds.batch(batch_size))
+
+
+def feature_cache_path(cache_dir, fingerprint: str, backbone: str, weights_key: str, image_size, split: str,
+                       mirror: bool = False) -> Path:
+    """Where one split's features are cached: the name changes with the data, network, weights or size."""
+    raw = json.dumps([fingerprint, backbone, weights_key, list(image_size), split] + (["mirror"] if mirror else []))
+    root = Path(cache_dir) if cache_dir else settings.cache_dir()
+    return root / "features" / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.npy"
+
+
+def extract_features(extractor, decoded, path: Path, should_cancel=None, progress=None, mirror: bool = False,
+                     batch_size: int = 32) -> tuple[np.ndarray, bool]:
+    """Bottleneck features of a decoded split (of its mirror images, with `mirror`), cached at `path`.
+
+    Returns:
+        (features, whether they came from the cache).
+    """
+    import tensorflow as tf
+
+    if path.exists():
+        try:
+            features = np.load(path)
+            if features.shape[0] == len(decoded):
+                return features, True
+        except (OSError, ValueError):
+            pass  # a damaged cache is recomputed
+    from core.networks.fold import fold_batch_norm
+
+    folded = fold_batch_norm(extractor, inference=True)  # the same features, fewer passes (`core.networks.fold`)
+    forward = tf.function(lambda x: folded(x, training=False), reduce_retracing=True)
+    chunks, total = [], len(decoded)
+    for start in range(0, total, batch_size):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled()
+        batch = np.asarray(decoded.images[start:start + batch_size], dtype=np.float32)
+        chunks.append(forward(batch[:, :, ::-1] if mirror else batch).numpy())
+        if progress is not None:
+            progress(min(start + batch_size, total), total)
+    features = np.concatenate(chunks)
+    atomic_write_npy(path, features)
+    return features, False

@@ -1,0 +1,125 @@
+"""How long a training run will take on this machine, and how fast this machine is.
+
+Each level's cost model (`core.levels`) is in seconds per image per GFLOP on the reference machine;
+the network's GFLOPs come from the level (no backbone) or the backbone registry, scaled with the
+number of pixels; and this machine's speed is its measured float32 matmul throughput.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+
+from core import settings
+from core.atomic_files import atomic_write_json
+from core.levels import Estimate
+
+#: TensorFlow matmul GFLOP/s of the 2-core reference machine the cost models were measured on.
+REFERENCE_GFLOPS = 220.0
+#: First run only: JPEG decode and resize into the cache.
+DECODE_SECONDS_PER_IMAGE = 0.003
+
+
+def measure_matmul_gflops(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
+    """This machine's float32 matrix-multiply throughput through TensorFlow: the best over sizes.
+
+    A single size undershoots: on AVX-512 machines oneDNN's convolutions can outrun one 2048x2048
+    matmul, so large-matrix runs are included to approach the real peak.
+    """
+    import tensorflow as tf
+
+    best_gflops = 0.0
+    for n in sizes:
+        a = tf.random.normal((n, n))
+        b = tf.random.normal((n, n))
+        tf.matmul(a, b).numpy()
+        best = float("inf")
+        for _ in range(repeats if n < 4096 else 2):
+            t0 = time.perf_counter()
+            tf.matmul(a, b).numpy()
+            best = min(best, time.perf_counter() - t0)
+        best_gflops = max(best_gflops, 2 * n**3 / best / 1e9)
+    return best_gflops
+
+
+def machine_gflops(cache_dir: str | Path | None = None) -> float:
+    """This machine's matmul GFLOP/s, measured once and remembered in the cache folder."""
+    path = Path(cache_dir or settings.cache_dir()) / "machine.json"
+    try:
+        return float(json.loads(path.read_text())["matmul_gflops"])
+    except (OSError, ValueError, KeyError):
+        gflops = measure_matmul_gflops()
+        atomic_write_json(path, {"matmul_gflops": gflops})
+        return gflops
+
+
+@functools.cache
+def measured_backbone_flops(name: str) -> int:
+    """FLOPs of a backbone at its native size, measured by building it (for backbones that don't say)."""
+    from core.networks.backbones import count_flops, get_backbone
+
+    return count_flops(get_backbone(name).build(None))
+
+
+def network_gflops(config) -> float:
+    """GFLOPs of one forward pass of the run's network at its image size (`config` resolved)."""
+    from core.networks.backbones import get_backbone
+
+    from core.levels import SMALL_CONVNETS
+
+    level = config.level_definition
+    h, w = config.image_size
+    if getattr(config, "arch", None):
+        native, gflops = SMALL_CONVNETS[config.arch].image_size, SMALL_CONVNETS[config.arch].gflops
+    elif not level.needs_backbone:
+        native, gflops = level.image_size, level.gflops
+    else:
+        backbone = get_backbone(config.backbone)
+        native, gflops = backbone.image_size, (backbone.flops or measured_backbone_flops(backbone.name)) / 1e9
+    return gflops * (h * w) / (native[0] * native[1])
+
+
+def backbone_cost_scale(backbone_name: str, cost) -> float:
+    """The backbone's seconds per GFLOP against MobileNetV2's, for a level with this cost model."""
+    from core.networks.backbones import get_backbone
+    from core.levels import EndToEndCost
+
+    backbone = get_backbone(backbone_name)
+    return backbone.training_cost if isinstance(cost, EndToEndCost) else backbone.forward_cost
+
+
+def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
+             native_bfloat16: bool | None = None) -> Estimate:
+    """Rough wall time of a training run on this machine, before starting it.
+
+    Args:
+        gflops: this machine's matmul speed (default: measured once and remembered).
+        native_bfloat16: whether it computes bfloat16 in hardware (default: asked of the machine);
+            only read for runs in bfloat16.
+    """
+    from core.levels import SMALL_CONVNETS
+
+    config = config.resolved()
+    speed = REFERENCE_GFLOPS / (gflops or machine_gflops(config.cache_dir))
+    note = ""
+    if getattr(config, "arch", None):
+        net = SMALL_CONVNETS[config.arch]
+        speed *= net.cost_scale
+        if config.precision == "bfloat16":
+            if native_bfloat16 is None:
+                from core.training.distribute import native_bfloat16 as has_native
+
+                native_bfloat16 = has_native()
+            if native_bfloat16:
+                speed /= net.bfloat16_speedup
+                note = f"; in bfloat16, about {net.bfloat16_speedup:.1f}x as fast as float32"
+            else:
+                note = "; bfloat16 is emulated on this machine, so expect longer than this"
+    network = network_gflops(config)
+    if config.level_definition.needs_backbone:  # the network's work, not a head's on features or a build, scales
+        network *= backbone_cost_scale(config.backbone, config.level_definition.cost)
+    views = 2 if config.flip_average else 1  # the final scoring pass, with mirror images or not
+    guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed)
+    return Estimate(guess.seconds + (n_train + n_val) * DECODE_SECONDS_PER_IMAGE, guess.detail + note)

@@ -1,0 +1,173 @@
+"""The train function of each built-in level: what `core.levels` names as `train`.
+
+Each takes a `core.training.loop.Run` (resolved config, decoded data, store, progress) and returns a
+`core.training.loop.RecipeResult`. The networks themselves come from the factories in `core.networks.factories`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from core.networks.backbones import (
+    BACKBONES,
+    count_flops,
+    get_backbone,
+    resolve_weights,
+)
+from core.networks.features import extract_features, feature_cache_path, feature_dataset
+from core.serving.model_store import ModelError, load_model
+from core.training.loop import Run, RecipeResult, TrainingError, with_augmentation
+
+
+def train_small_convnet(run: Run) -> RecipeResult:
+    """Level 1: a small convnet from random weights (the tutorial's, or `arch`), with augmentation and dropout."""
+    from core.networks.factories import (
+        SMALL_CONVNET_FACTORIES,
+        as_float32,
+        build_in_precision,
+    )
+
+    config = run.config
+    factory = SMALL_CONVNET_FACTORIES[config.arch or "tutorial"]
+    model = build_in_precision(lambda: factory(run.num_classes, config.image_size, config.dropout), config.precision)
+    trainee = with_augmentation(model, run.augmenter())  # augmentation stays float32
+    run.compile(trainee)
+    history, cancelled = run.fit(trainee, run.train_dataset(), run.val_dataset())
+    return RecipeResult(as_float32(model), history, cancelled)
+
+
+def train_bottleneck_classifier(run: Run) -> RecipeResult:
+    """Level 2: a frozen pretrained network's features, computed once and cached; a small head on them."""
+    from core.networks.factories import attach_head, make_feature_extractor, make_head
+
+    config = run.config
+    backbone = get_backbone(config.backbone)
+    weights = resolve_weights(backbone, config.weights)
+    run.phase("extract", f"Loading {backbone.label} ({weights.source})")
+    extractor = make_feature_extractor(backbone, weights, config.image_size)
+    t0 = time.monotonic()
+    features, extracted = {}, 0
+    # The validation photos' mirror images too, when saved models average both views: their features
+    # score the saved model without running the network again.
+    parts = [("train", run.train_data, False), ("validation", run.val_data, False)]
+    parts += [("mirrored", run.val_data, True)] if config.flip_average else []
+    for name, decoded, mirror in parts:
+        split = "validation" if mirror else name
+        path = feature_cache_path(config.cache_dir, run.summary.fingerprint, config.backbone, weights.key,
+                                  config.image_size, split, mirror=mirror)
+        features[name], cached = extract_features(
+            extractor, decoded, path, should_cancel=run.should_cancel, mirror=mirror,
+            progress=lambda done, total, name=name: run.phase(f"extract-{name}", f"Extracting {name} features",
+                                                              done, total))
+        extracted += 0 if cached else len(decoded)
+    run.timings["extract"] = time.monotonic() - t0
+    if extracted:
+        run.timings["extract_images_per_s"] = extracted / max(run.timings["extract"], 1e-9)
+
+    head = make_head(features["train"].shape[1:], run.num_classes, config.dropout)
+    run.compile(head)
+    history, cancelled = run.fit(head, feature_dataset(features["train"], run.train_data.labels, config.batch_size,
+                                                       shuffle_seed=config.seed),
+                                 feature_dataset(features["validation"], run.val_data.labels, 256))
+    views = [head.predict(features[name], batch_size=256, verbose=0)
+             for name in ("validation", "mirrored") if name in features]
+    return RecipeResult(attach_head(extractor, head), history, cancelled,
+                   {"weights": weights.source, "weights_key": weights.key, "backbone_flops": count_flops(extractor)},
+                   val_outputs=views)
+
+
+def train_fine_tuning(run: Run) -> RecipeResult:
+    """Level 3: level 2's trained model with the backbone's top block unfrozen, SGD and augmentation."""
+    from core.networks.factories import prepare_fine_tuning, single_view
+    from core.networks.fold import fold_batch_norm
+
+    config = run.config
+    backbone = get_backbone(config.backbone)
+    required = config.level_definition.requires
+    start = run.store.start_for(required, config.backbone, run.summary.classes, config.image_size)
+    if start is None:
+        raise TrainingError(
+            f"Level {config.level} fine-tunes a trained level-{required} classifier, and there is none for "
+            f"{config.backbone} at {config.image_size[0]}x{config.image_size[1]} with classes "
+            f"{run.summary.classes}. Train level {required} first (random dense weights would wreck the "
+            "pretrained features).")
+    try:
+        model = single_view(load_model(start))  # fine-tune the network, not its mirror-averaging wrapper
+    except ModelError as exc:
+        raise TrainingError(f"The level-{required} model to start from is unusable: {exc}") from exc
+    prepare_fine_tuning(model, backbone)
+    # The frozen layers' batch norms folded into their convolutions: the same steps, fewer passes over the
+    # activations. The top block and head are shared, so training the folded copy trains `model`.
+    trainee = with_augmentation(fold_batch_norm(model), run.augmenter())
+    run.compile(trainee)
+    history, cancelled = run.fit(trainee, run.train_dataset(), run.val_dataset(32))
+    return RecipeResult(model, history, cancelled,
+                   {"weights": start.card.weights, "weights_key": start.card.weights_key, "started_from": start.id,
+                    "backbone_flops": count_flops(model.get_layer(backbone.name))})
+
+
+def build_grouped_classifier(run: Run) -> RecipeResult:
+    """Level 0: no training; the backbone's ImageNet classifier with its classes grouped into ours."""
+    from core.networks.factories import make_grouped_classifier
+    from core.networks.imagenet import check_grouping, default_grouping
+
+    config = run.config
+    backbone = get_backbone(config.backbone)
+    if backbone.classifier is None:
+        offered = ", ".join(name for name, b in BACKBONES.items() if b.classifier)
+        raise TrainingError(f"Level {config.level} needs a backbone with its ImageNet classifier ({offered}); "
+                            f"{backbone.label} has none registered.")
+    classes = run.summary.classes
+    grouping = config.imagenet_classes or default_grouping(classes)
+    if grouping is None:
+        raise TrainingError(
+            f"Level {config.level} needs to know which ImageNet classes make up each of your classes "
+            f"({', '.join(classes)}): pick them on the Train page, or pass --imagenet-classes "
+            f"{classes[0]}=INDICES for each class on the CLI.")
+    grouping = check_grouping(grouping, classes)
+    weights = resolve_weights(backbone, config.weights, with_classifier=True)
+    run.phase("build", f"Loading {backbone.label}'s ImageNet classifier ({weights.source})")
+    model = make_grouped_classifier(backbone, weights, [grouping[c] for c in classes], config.image_size)
+    return RecipeResult(model, {}, card_fields={"weights": weights.source, "weights_key": weights.key,
+                                           "backbone_flops": count_flops(model.get_layer(backbone.name)),
+                                           "imagenet_classes": grouping},
+                   val_outputs=_grouped_outputs_from_features(run, model, backbone))
+
+
+def _grouped_outputs_from_features(run: Run, model, backbone) -> list[np.ndarray] | None:
+    """Level 0's validation outputs (photo, mirror image) from level 2's cached features, if any.
+
+    Level 2 caches the base's pooled features of the same photos; level 0's ImageNet top on them
+    gives its outputs without running the network again (the quick start trains both). They are
+    used only when the full network agrees on a few photos, so other weights are never mixed in.
+    """
+    import keras
+
+    config = run.config
+    try:
+        notop = resolve_weights(backbone, config.weights)
+    except Exception:  # noqa: BLE001 - no cached features to use; the full network will be run
+        return None
+    paths = [feature_cache_path(config.cache_dir, run.summary.fingerprint, config.backbone, notop.key,
+                                config.image_size, "validation", mirror=mirror) for mirror in (False, True)]
+    try:
+        features = [np.load(path) for path in paths if path.exists()]
+    except (OSError, ValueError):
+        return None
+    if len(features) != 2 or any(len(f) != len(run.val_data) for f in features):
+        return None
+    top = model.layers[model.layers.index(model.get_layer(backbone.name)) + 1:]
+
+    def apply_top(x):
+        for layer in top:
+            if not isinstance(layer, keras.layers.GlobalAveragePooling2D):  # the features are pooled already
+                x = layer(x)
+        return np.asarray(x)
+
+    views = [apply_top(f) for f in features]
+    photos = np.asarray(run.val_data.images[:4], np.float32)
+    if not np.allclose(model.predict(photos, verbose=0), views[0][:4], atol=1e-4):
+        return None
+    return views

@@ -1,0 +1,82 @@
+"""Runs: pick stored models, overlay their training curves, and compare them in a table."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.serving.model_store import ModelEntry, ModelStore
+from pages.common import latest_models
+
+
+def run_label(entry: ModelEntry) -> str:
+    card = entry.card
+    return f"L{entry.level} {card.backbone or 'convnet'} {'aug' if card.augmented else 'no-aug'} · {entry.id[-13:-7]}"
+
+
+def curves_ui(entries: list[ModelEntry]) -> None:
+    rows = []
+    for entry in entries:
+        for key, values in entry.card.history.items():
+            split = "validation" if key.startswith("val_") else "training"
+            rows += [{"run": run_label(entry), "epoch": i + 1, "metric": key.removeprefix("val_"), "split": split,
+                      "value": v} for i, v in enumerate(values)]
+    if not rows:
+        st.info("These runs have no recorded history.")
+        return
+    data = pd.DataFrame(rows)
+    for metric, column in zip(("accuracy", "loss"), st.columns(2)):
+        chart = alt.Chart(data[data.metric == metric], title=metric) \
+            .mark_line().encode(
+                x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+                y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+                color=alt.Color("run:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
+                strokeDash=alt.StrokeDash("split:N", scale=alt.Scale(domain=["validation", "training"],
+                                                                     range=[[1, 0], [5, 4]])),
+                tooltip=["run", "split", "epoch", alt.Tooltip("value:Q", format=".4f")]).properties(height=340)
+        column.altair_chart(chart.interactive(), width="stretch")
+    st.caption("Overfitting looks like training accuracy climbing to ~100% while validation loss rises: "
+               "compare level 2, or level 1 trained without augmentation.")
+
+
+def table_ui(entries: list[ModelEntry]) -> None:
+    rows = []
+    for entry in entries:
+        card = entry.card
+        rows.append({
+            "run": run_label(entry), "level": entry.level, "backbone": card.backbone or "small convnet",
+            "val accuracy": card.metrics.val_accuracy, "mirror-averaged": card.flip_average,
+            "last epoch": card.metrics.last_epoch_val_accuracy, "best epoch": card.metrics.best_val_accuracy,
+            "tutorial": card.tutorial_accuracy, "epochs": card.hyperparameters.get("epochs_run"),
+            "training time (s)": card.train_seconds, "trainable params": card.params.get("trainable"),
+            "total params": card.params.get("total"), "created": card.created, "id": entry.id})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+        "val accuracy": st.column_config.NumberColumn(format="percent", help="The saved model's score"),
+        "last epoch": st.column_config.NumberColumn(format="percent", help="The curve's last point: one view per photo"),
+        "best epoch": st.column_config.NumberColumn(format="percent", help="The curve's best point"),
+        "tutorial": st.column_config.NumberColumn(format="percent")})
+
+
+def runs_ui() -> list[ModelEntry]:
+    """The run picker, the chosen runs' curves and their table; returns the chosen runs (none: nothing drawn)."""
+    listing = ModelStore().list()
+    if listing.unusable:
+        with st.expander(f":material/warning: {len(listing.unusable)} stored model file(s) cannot be used"):
+            for name, reason in listing.unusable:
+                st.caption(f"`{name}`: {reason}")
+    entries = listing.models
+    if not entries:
+        st.info("No trained models yet: train one on the **Train** page.")
+        return []
+    labels = {run_label(e): e for e in entries}
+    latest = latest_models().values()
+    chosen = st.multiselect("Runs", list(labels), default=[run_label(e) for e in latest])
+    chosen_entries = [labels[c] for c in chosen]
+    if not chosen_entries:
+        st.info("Choose at least one run.")
+        return []
+    curves_ui(chosen_entries)
+    st.subheader("Runs")
+    table_ui(chosen_entries)
+    return chosen_entries
