@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("calibrate", help="fit a stored model's calibration and novelty judge (models trained before them)")
+    _common(p)
+    p.add_argument("model", help=_model_refs())
+    p.add_argument("--accept-rate", type=float, default=0.97,
+                   help="share of validation photos the novelty threshold accepts (default 0.97)")
+
     p = sub.add_parser("explain", help="Grad-CAM: where a model looks in each photo, as heatmaps over the photos")
     _common(p)
     p.add_argument("model", help=_model_refs())
@@ -292,11 +298,17 @@ def cmd_evaluate(args) -> int:
     summary = summarize(folder, source=source)
     if summary.classes != entry.classes:
         raise DatasetError(f"The model was trained on classes {entry.classes}; this data set has {summary.classes}.")
-    result = evaluate(Predictor(entry), decode_split(summary, args.split, entry.image_size))
+    predictor = Predictor(entry)
+    judged = (decode_split(summary, args.split, predictor.judge.judge.image_size)
+              if predictor.judge is not None else None)
+    result = evaluate(predictor, decode_split(summary, args.split, entry.image_size), judged=judged)
     if args.json:
         print(json.dumps({"model": entry.id, "split": args.split, **result.to_dict()}))
         return 0
     print(f"{entry.label()}\n{args.split}: accuracy {result.accuracy:.4f} on {result.n} images")
+    print(f"calibration error (ECE, 15 bins): {result.ece:.4f}, {result.ece_uncalibrated:.4f} before calibration")
+    if result.unknown_rate is not None:
+        print(f"refused as none of these: {result.unknown_rate:.1%} of the split")
     for name, acc in result.per_class_accuracy.items():
         print(f"  {name:<16} {acc:.4f}")
     print("confusion matrix (rows: true, columns: predicted)")
@@ -318,11 +330,47 @@ def cmd_predict(args) -> int:
             failed += 1
             print(json.dumps({"image": r.name, "error": r.error}) if args.json else f"{r.name}: ERROR {r.error}")
         elif args.json:
-            print(json.dumps({"image": r.name, "label": r.label, "probabilities": r.probabilities}))
+            print(json.dumps({"image": r.name, "label": r.label, "unknown": r.unknown,
+                              "novelty": r.verdict.novelty if r.verdict else None, "probabilities": r.probabilities}))
+        elif r.unknown:
+            print(f"{r.name}: none of these (nearest: {r.nearest}, {r.verdict.describe()})")
         else:
             probs = "  ".join(f"{c} {p:.3f}" for c, p in r.probabilities.items())
             print(f"{r.name}: {r.label}  ({probs})")
     return 1 if failed else 0
+
+
+def cmd_calibrate(args) -> int:
+    from dataclasses import replace
+
+    from core.data.decoded import decode_split
+    from core.data.download import resolve_data_dir
+    from core.data.folders import DatasetError, summarize
+    from core.serving.honesty import fit_honesty
+    from core.serving.model_store import ModelStore
+    from core.serving.predictor import Predictor
+
+    store = ModelStore(args.models_dir)
+    entry = store.resolve(args.model)
+    folder, source = resolve_data_dir(args.data_dir or entry.card.dataset.get("root"))
+    summary = summarize(folder, source=source)
+    if summary.classes != entry.classes:
+        raise DatasetError(f"The model was trained on classes {entry.classes}; this data set has {summary.classes}.")
+    decoded = decode_split(summary, "validation", entry.image_size)
+    predictor = Predictor(entry)
+    raw = np.concatenate([predictor.predict_arrays(decoded.images[i:i + 64], calibrated=False)
+                          for i in range(0, len(decoded), 64)])
+    # The weights the model was built with: as given, else the setting (which finds the same file again).
+    weights = args.weights or ("none" if entry.card.weights_key == "none" else None)
+    honesty = fit_honesty(summary, entry.card.backbone, weights, entry.image_size, raw, decoded.labels,
+                          accept_rate=args.accept_rate)
+    card = replace(entry.card, calibration=honesty.calibration, novelty=honesty.judge, novelty_note=honesty.judge_note)
+    store.update_card(entry, card, novelty_bank=honesty.bank)
+    calibration = honesty.calibration
+    print(f"{entry.id}: temperature {calibration.temperature:.3f}, validation ECE {calibration.ece_before:.4f} -> "
+          f"{calibration.ece_after:.4f} (cross-fitted {calibration.ece_cross_fitted:.4f})")
+    print(f"  {honesty.judge.describe() if honesty.judge else honesty.judge_note}")
+    return 0
 
 
 def cmd_explain(args) -> int:
@@ -468,7 +516,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"data": cmd_data, "augment": cmd_augment, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "explain": cmd_explain, "curve": cmd_curve, "sweep": cmd_sweep, "export": cmd_export,
+            "predict": cmd_predict, "calibrate": cmd_calibrate, "explain": cmd_explain, "curve": cmd_curve, "sweep": cmd_sweep, "export": cmd_export,
             "models": cmd_models,
             "bench": cmd_bench}
 

@@ -92,6 +92,8 @@ SETTINGS: dict[str, Setting] = _table(
                                                   "(e.g. `LITTLE_DATA_WEIGHTS_VGG16=/path/vgg16.h5`)."),
     Setting("LITTLE_DATA_FOLD_BATCH_NORM", "1", "Fold frozen batch norm into convolutions for speed "
                                                 "(`0` turns it off; answers are the same).", _flag),
+    Setting("LITTLE_DATA_JUDGE_BACKBONE", "efficientnet_lite2", "The network whose ImageNet features judge \"none of "
+                                                                "these\" for models without one (level 1); `none`: no judge."),
     Setting("LITTLE_DATA_RAY_ADDRESS", "", "The Ray cluster for sweeps, curves and multi-worker training "
                                            "(`auto`, `ray://HOST:10001`; default: a local instance).",
             forwarded=False),
@@ -171,6 +173,12 @@ def fold_batch_norm() -> bool:
 def ray_address() -> str | None:
     """The Ray cluster to use when none is given (`LITTLE_DATA_RAY_ADDRESS`); None: a local instance."""
     return SETTINGS["LITTLE_DATA_RAY_ADDRESS"].raw() or None
+
+
+def judge_backbone() -> str | None:
+    """The backbone that judges novelty for models without a pretrained network, or None (`LITTLE_DATA_JUDGE_BACKBONE`)."""
+    value = SETTINGS["LITTLE_DATA_JUDGE_BACKBONE"].raw()
+    return None if value.lower() == "none" else value
 
 
 def keras_home() -> Path:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.serving.explain import heatmap_note, legend, overlay
 from core.serving.model_store import ModelError
+from core.serving.novelty import none_of_these
 from core.serving.predictor import predict_every_level
 from pages.common import (IMAGE_TYPES, current_summary, ensure_app_shell, explainer_for, latest_models, level_label,
                           page_header, predictor_for, shared_trunks)
@@ -38,12 +39,14 @@ def explainers(loaded: dict) -> dict:
     return found
 
 
-def probability_chart(probs: dict):
+def probability_chart(probs: dict, greyed: bool = False):
+    """The classes' probabilities as bars; greyed when the model says the photo is none of them."""
     data = pd.DataFrame({"class": list(probs), "probability": list(probs.values())})
-    bars = alt.Chart(data).mark_bar(cornerRadiusEnd=3).encode(
+    top = "#ced4da" if greyed else "#d9480f"
+    bars = alt.Chart(data).mark_bar(cornerRadiusEnd=3, opacity=0.5 if greyed else 1.0).encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=None)),
         y=alt.Y("class:N", title=None, sort="-x"),
-        color=alt.condition(alt.datum.probability == max(probs.values()), alt.value("#d9480f"), alt.value("#adb5bd")),
+        color=alt.condition(alt.datum.probability == max(probs.values()), alt.value(top), alt.value("#dee2e6")),
         tooltip=["class", alt.Tooltip("probability:Q", format=".2%")])
     return bars.properties(height=34 * len(probs) + 10)
 
@@ -83,8 +86,14 @@ def result_ui(result, levels):
                     continue
                 probs = result.per_level[level]
                 best = max(probs, key=probs.get)
-                st.markdown(f"### {best} · {probs[best]:.0%}")
-                st.altair_chart(probability_chart(probs), width="stretch")
+                verdict = result.verdicts.get(level)
+                if verdict is not None and verdict.unknown:
+                    st.markdown(f"### Doesn't look like {none_of_these(list(probs))}")
+                    st.caption(f"Nearest: {best} · {verdict.describe()}")
+                else:
+                    st.markdown(f"### {best} · {probs[best]:.0%}")
+                st.altair_chart(probability_chart(probs, greyed=verdict is not None and verdict.unknown),
+                                width="stretch")
                 if level in result.heatmaps:
                     st.image(overlay(result.image, result.heatmaps[level], max_side=360), width="stretch",
                              caption=f"Where it looks for “{best}”")
@@ -92,6 +101,8 @@ def result_ui(result, levels):
                         st.caption(f"{note[:1].upper()}{note[1:]}.")
                 elif level in result.explain_errors:
                     st.caption(f"No heatmap: {result.explain_errors[level]}")
+        if disagreement := result.disagreement():
+            st.caption(f":material/info: {disagreement}")
         what = " and heatmap" if result.heatmaps else ""
         st.caption(f"Server time: {result.server_ms:.0f} ms for decoding and {len(result.per_level)} model(s){what}.")
 

@@ -26,6 +26,9 @@ def isolate_environment(monkeypatch, root: Path) -> Path:
     for name in INHERITED_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(root / "no-shared"))
+    # Level 1's separate judge would build EfficientNet-Lite2 for every tiny test model; tests that
+    # exercise it set a small backbone instead.
+    monkeypatch.setenv("LITTLE_DATA_JUDGE_BACKBONE", "none")
     return home
 
 # Each class is a shape in a colour family, so even a tiny convnet separates them.

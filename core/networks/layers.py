@@ -68,6 +68,33 @@ class ClassGroups(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="little_data")
+class TemperatureScaling(layers.Layer):
+    """Calibrated probabilities: [N, C] probabilities with their logs divided by `temperature`, renormalised.
+
+    The same arithmetic as `core.serving.calibration.scale` (clipped at 1e-7 so that a saturated 0 stays
+    finite), so an exported model answers as the Predictor does. It never changes which class wins.
+    """
+
+    EPSILON = 1e-7
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        self.temperature = float(temperature)
+
+    def call(self, probabilities):
+        logits = keras.ops.log(keras.ops.clip(probabilities, self.EPSILON, 1.0)) / self.temperature
+        return keras.ops.softmax(logits, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="little_data")
 class ClassProbabilities(layers.Layer):
     """A classifier's output as one probability per class: one sigmoid unit p becomes [1 - p, p].
 

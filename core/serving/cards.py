@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from core.levels import LEVELS
+from core.serving.calibration import Calibration
+from core.serving.novelty import NoveltyJudge
 
-CARD_VERSION = 2
+#: 3: calibration and the novelty judge (cards without them load, and their models predict as before).
+CARD_VERSION = 3
 
 
 @dataclass
@@ -63,6 +66,9 @@ class ModelCard:
     params: dict[str, int] = field(default_factory=dict)
     backbone_flops: int | None = None
     imagenet_classes: dict[str, list[int]] | None = None  # level 0's grouping
+    calibration: Calibration | None = None
+    novelty: NoveltyJudge | None = None
+    novelty_note: str | None = None  # why there is no judge
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     model_file: str = ""
@@ -97,6 +103,8 @@ class ModelCard:
         data = asdict(self)
         extra = data.pop("extra")
         data["image_size"] = list(self.image_size)
+        data["calibration"] = self.calibration.to_dict() if self.calibration else None
+        data["novelty"] = self.novelty.to_dict() if self.novelty else None
         return {**extra, **data}
 
     @classmethod
@@ -112,6 +120,8 @@ class ModelCard:
         try:
             values["level"] = int(values["level"])
             values["metrics"] = Metrics.from_dict(values.get("metrics"))
+            values["calibration"] = Calibration.from_dict(values.get("calibration"))
+            values["novelty"] = NoveltyJudge.from_dict(values.get("novelty"))
             values.setdefault("version", 1)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"malformed card ({exc})") from exc

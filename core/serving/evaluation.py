@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.data.decoded import DecodedSplit, make_tf_dataset
+from core.serving.calibration import expected_calibration_error
 from core.serving.predictor import Predictor, to_probabilities
 
 
@@ -33,13 +34,17 @@ class Evaluation:
     classes: list[str]
     per_class_accuracy: dict[str, float]
     confusion: list[list[int]]  # rows: true class, columns: predicted class
-    probabilities: np.ndarray
+    probabilities: np.ndarray  # calibrated, where the model's card has a temperature
     labels: np.ndarray
     paths: list[str]
+    ece: float | None = None  # expected calibration error (15 bins) of `probabilities`
+    ece_uncalibrated: float | None = None  # the same before the card's temperature
+    unknown_rate: float | None = None  # share of the split's photos the model refused; None without a judge
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy, "n": self.n, "classes": self.classes,
-                "per_class_accuracy": self.per_class_accuracy, "confusion_matrix": self.confusion}
+                "per_class_accuracy": self.per_class_accuracy, "confusion_matrix": self.confusion,
+                "ece": self.ece, "ece_uncalibrated": self.ece_uncalibrated, "unknown_rate": self.unknown_rate}
 
     def mistakes(self, limit: int = 24) -> list[Mistake]:
         """The wrongly classified photos, most confidently wrong first, at most `limit`."""
@@ -53,10 +58,23 @@ class Evaluation:
                 for i in order]
 
 
-def evaluate(predictor: Predictor, decoded: DecodedSplit, batch_size: int = 64) -> Evaluation:
-    """Accuracy, per-class accuracy and confusion matrix of a stored model on a decoded split."""
-    probs = np.concatenate([predictor.predict_arrays(decoded.images[i:i + batch_size])
-                            for i in range(0, len(decoded), batch_size)])
+def refused_share(predictor: Predictor, decoded: DecodedSplit, batch_size: int = 32) -> float | None:
+    """The share of `decoded` (decoded at the judge's size) that the model says look like none of its classes."""
+    judge = predictor.judge
+    if judge is None:
+        return None
+    refused = sum(verdict.unknown for i in range(0, len(decoded), batch_size)
+                  for verdict in judge.verdicts(np.asarray(decoded.images[i:i + batch_size])))
+    return refused / max(len(decoded), 1)
+
+
+def evaluate(predictor: Predictor, decoded: DecodedSplit, batch_size: int = 64,
+             judged: DecodedSplit | None = None) -> Evaluation:
+    """Accuracy, per-class accuracy, confusion matrix and calibration error of a stored model on a split;
+    with `judged` (the same split decoded at the judge's size), the share of photos it refuses."""
+    raw = np.concatenate([predictor.predict_arrays(decoded.images[i:i + batch_size], calibrated=False)
+                          for i in range(0, len(decoded), batch_size)])
+    probs = predictor.calibrate(raw)
     labels = np.asarray(decoded.labels)
     predicted = probs.argmax(axis=1)
     k = len(predictor.classes)
@@ -64,7 +82,9 @@ def evaluate(predictor: Predictor, decoded: DecodedSplit, batch_size: int = 64) 
     np.add.at(confusion, (labels, predicted), 1)
     per_class = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, c in enumerate(predictor.classes)}
     return Evaluation(float((predicted == labels).mean()), int(len(labels)), list(predictor.classes), per_class,
-                      confusion.tolist(), probs, labels, list(decoded.paths))
+                      confusion.tolist(), probs, labels, list(decoded.paths),
+                      ece=expected_calibration_error(probs, labels), ece_uncalibrated=expected_calibration_error(raw, labels),
+                      unknown_rate=refused_share(predictor, judged) if judged is not None else None)
 
 
 def accuracy_of_outputs(outputs: np.ndarray, labels, num_classes: int) -> float:
@@ -72,11 +92,15 @@ def accuracy_of_outputs(outputs: np.ndarray, labels, num_classes: int) -> float:
     return float(np.mean(to_probabilities(outputs, num_classes).argmax(axis=1) == np.asarray(labels)))
 
 
-def accuracy(model, decoded: DecodedSplit, num_classes: int, batch_size: int = 16) -> float:
-    """The share of `decoded` images that a (not yet saved) Keras `model` classifies right.
+def model_outputs(model, decoded: DecodedSplit, batch_size: int = 16) -> np.ndarray:
+    """A (not yet saved) Keras `model`'s raw outputs on every image of `decoded`, in order.
 
     Batches of 16: a mirror-averaged network holds both views' activations at once, and 16 is as
     fast as 32 with a smaller memory peak (see docs/design.md).
     """
-    outputs = model.predict(make_tf_dataset(decoded, batch_size), verbose=0)
-    return accuracy_of_outputs(outputs, decoded.labels, num_classes)
+    return model.predict(make_tf_dataset(decoded, batch_size), verbose=0)
+
+
+def accuracy(model, decoded: DecodedSplit, num_classes: int, batch_size: int = 16) -> float:
+    """The share of `decoded` images that a (not yet saved) Keras `model` classifies right."""
+    return accuracy_of_outputs(model_outputs(model, decoded, batch_size), decoded.labels, num_classes)

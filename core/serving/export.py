@@ -142,6 +142,7 @@ class ExportInfo:
     quantize_note: str | None = None  # how the quantization differs from int8 weights and activations
     flip_average: bool = True
     val_accuracy: float | None = None
+    temperature: float | None = None  # the calibration inside the model; None: probabilities as trained
     bytes: int = 0  # size of the model file or folder
     seconds: float = 0.0  # time to convert
     extra_files: list[str] = field(default_factory=list)
@@ -172,14 +173,18 @@ def offered_formats(entry: ModelEntry, summary: DatasetSummary | None) -> list[E
 
 
 def serving_model(model, entry: ModelEntry):
-    """`model` with a fixed [N, H, W, 3] float input of raw pixels and a [N, C] probability output."""
+    """`model` with a fixed [N, H, W, 3] float input of raw pixels and a [N, C] probability output,
+    calibrated with the card's temperature where it has one (as the Predictor answers)."""
     import keras
 
-    from core.networks.layers import ClassProbabilities
+    from core.networks.layers import ClassProbabilities, TemperatureScaling
 
     height, width = entry.image_size
     inputs = keras.Input(shape=(height, width, 3), dtype="float32", name="pixels")
-    outputs = ClassProbabilities(name="probabilities")(model(inputs))
+    probabilities = ClassProbabilities(name="class_probabilities")(model(inputs))
+    calibration = entry.card.calibration
+    temperature = calibration.temperature if calibration is not None else 1.0
+    outputs = TemperatureScaling(temperature, name="probabilities")(probabilities)
     wrapped = keras.Model(inputs, outputs, name=f"little_data_level{entry.level}")
     wrapped(np.zeros((1, height, width, 3), np.float32))  # the ONNX exporter wants a model called once
     return wrapped
@@ -242,6 +247,7 @@ def export_model(entry: ModelEntry, fmt: ExportFormat | str, output: str | Path,
                           classes=list(entry.classes), image_size=tuple(entry.image_size), quantize=quantize,
                           quantize_note=quantize_note, flip_average=bool(entry.card.flip_average),
                           val_accuracy=entry.val_accuracy,
+                          temperature=entry.card.calibration.temperature if entry.card.calibration else None,
                           bytes=_size(target), seconds=round(seconds, 2), extra_files=extra)
         (folder / "labels.txt").write_text("\n".join(entry.classes) + "\n")
         (folder / "README.md").write_text(usage_readme(info))
@@ -452,6 +458,9 @@ def usage_readme(info: ExportInfo) -> str:
         how = info.quantize_note or "int8 weights and activations"
         quant = (f" Quantized: {how} (input and output stay float32); expect slightly different "
                  "probabilities than the float model.")
+    calibrated = ((f"The probabilities are calibrated (temperature {info.temperature:.2f}, fitted on the validation "
+                   "photos, applied inside the model): of the photos it calls at 90%, about 90% are right.")
+                  if info.temperature is not None else "The probabilities are the model's own, not calibrated.")
     mirror = ("It predicts the mean of the photo and its mirror image (done inside)."
               if info.flip_average else "It predicts on the photo as given (no mirror averaging).")
     return f"""# Little Data model: level {info.level}, {info.format}{' ' + info.quantize if info.quantize else ''}
@@ -464,7 +473,8 @@ Runtime: {info.export_format.runtime}.
   bilinear, squashing rather than cropping, as Little Data does. Resizing, ImageNet
   preprocessing and everything else happen inside the model. {mirror}{quant}
 - **Output:** `[N, {len(info.classes)}]`, one probability per class, in the order of `labels.txt`:
-  {", ".join(f"{i} = {c}" for i, c in enumerate(info.classes))}.
+  {", ".join(f"{i} = {c}" for i, c in enumerate(info.classes))}. {calibrated} Saying "none of
+  these" for photos of other things needs Little Data's novelty judge, which is not part of the export.
 
 ```python
 {snippet}

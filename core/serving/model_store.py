@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core import settings
-from core.atomic_files import atomic_write, atomic_write_json
+from core.atomic_files import atomic_write, atomic_write_json, atomic_write_npy
 from core.serving.cards import ModelCard
 from core.errors import LittleDataError
 
@@ -50,6 +50,11 @@ class ModelEntry:
     def val_accuracy(self) -> float | None:
         return self.card.val_accuracy
 
+    @property
+    def novelty_bank_path(self) -> Path:
+        """The novelty judge's training features (`core.serving.novelty`), beside the model."""
+        return self.model_path.with_name(f"{self.id}.novelty.npy")
+
     def label(self) -> str:
         return self.card.label()
 
@@ -70,8 +75,8 @@ class ModelStore:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
         return f"level{level}-{backbone or 'scratch'}-{stamp}"
 
-    def save(self, model, card: ModelCard) -> ModelEntry:
-        """Saves atomically: model file first, then its card. Returns the new entry."""
+    def save(self, model, card: ModelCard, novelty_bank=None) -> ModelEntry:
+        """Saves atomically: model file (and the judge's bank) first, then its card. Returns the new entry."""
         model_id = card.id or self.new_id(card.level, card.backbone)
         if not ID_PATTERN.match(model_id):
             raise ModelError(f"Invalid model id {model_id!r}.")
@@ -80,8 +85,19 @@ class ModelStore:
         model_path = self.root / f"{model_id}.keras"
         card_path = self.root / f"{model_id}.json"
         atomic_write(model_path, lambda tmp: model.save(tmp))
+        entry = ModelEntry(model_id, card, model_path, card_path)
+        if novelty_bank is not None:
+            atomic_write_npy(entry.novelty_bank_path, novelty_bank)
         atomic_write_json(card_path, card.to_dict())
-        return ModelEntry(model_id, card, model_path, card_path)
+        return entry
+
+    def update_card(self, entry: ModelEntry, card: ModelCard, novelty_bank=None) -> ModelEntry:
+        """Rewrites a stored model's card (and its judge's bank), the model file untouched."""
+        card = replace(card, id=entry.id, model_file=entry.model_path.name)
+        if novelty_bank is not None:
+            atomic_write_npy(entry.novelty_bank_path, novelty_bank)
+        atomic_write_json(entry.card_path, card.to_dict())
+        return ModelEntry(entry.id, card, entry.model_path, entry.card_path)
 
     def list(self) -> Listing:
         """Every complete model, newest first, and the files that cannot be used (with why)."""
@@ -154,7 +170,7 @@ class ModelStore:
         return self.get(ref)
 
     def delete(self, model_id: str) -> None:
-        for suffix in (".json", ".keras"):  # card first: the model stops being listed at once
+        for suffix in (".json", ".keras", ".novelty.npy"):  # card first: the model stops being listed at once
             (self.root / f"{model_id}{suffix}").unlink(missing_ok=True)
 
 

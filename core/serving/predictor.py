@@ -15,21 +15,36 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.images import ImageError, load_array, load_image, to_array
+from core.data.images import ImageError, load_image, to_array
 from core.serving.model_store import ModelEntry, load_model
+from core.serving.novelty import LoadedJudge, Verdict
 
 
 @dataclass
 class Prediction:
+    """One photo's answer: calibrated probabilities and, where the model has a judge, its verdict."""
+
     name: str
-    probabilities: dict[str, float] | None  # class -> probability; None on error
+    probabilities: dict[str, float] | None  # class -> probability (calibrated); None on error
     error: str | None = None
+    verdict: Verdict | None = None  # None: the model has no novelty judge
 
     @property
-    def label(self) -> str | None:
+    def nearest(self) -> str | None:
+        """The most probable class, whether or not the photo looks like any class."""
         if not self.probabilities:
             return None
         return max(self.probabilities, key=self.probabilities.get)
+
+    @property
+    def unknown(self) -> bool:
+        """The model says the photo looks like none of its classes."""
+        return self.verdict is not None and self.verdict.unknown
+
+    @property
+    def label(self) -> str | None:
+        """The answer: the most probable class, or None when the photo looks like none of them."""
+        return None if self.unknown else self.nearest
 
 
 def to_probabilities(outputs: np.ndarray, num_classes: int) -> np.ndarray:
@@ -63,6 +78,9 @@ class Predictor:
         from core.networks.fold import fold_batch_norm
 
         self.entry = entry
+        self.calibration = entry.card.calibration
+        self._judge: LoadedJudge | None | bool = False  # loaded on first use
+        self.judge_error: str | None = None
         self.model = model if model is not None else load_model(entry)
         self.classes = entry.classes
         self.image_size = entry.image_size
@@ -76,29 +94,58 @@ class Predictor:
         if not getattr(self, "_warm", False):
             h, w = self.image_size
             self.predict_arrays(np.zeros((1, h, w, 3), np.uint8))
+            if self.judge is not None:  # its network is built and traced now too, not at the first photo
+                self.judge.features(np.zeros((1, *self.judge.judge.image_size, 3), np.uint8))
             self._warm = True
 
-    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
-        """uint8 [N, H, W, 3] at the model's size -> probabilities [N, C]."""
+    def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
+        """The model's probabilities [N, C] with its card's temperature applied (as they are, without one)."""
+        return probabilities if self.calibration is None else self.calibration.apply(probabilities)
+
+    def predict_arrays(self, images: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """uint8 [N, H, W, 3] at the model's size -> probabilities [N, C], calibrated unless asked not to be."""
         outputs = self._forward(np.asarray(images, dtype=np.float32)).numpy()
-        return to_probabilities(outputs, len(self.classes))
+        probabilities = to_probabilities(outputs, len(self.classes))
+        return self.calibrate(probabilities) if calibrated else probabilities
+
+    @property
+    def judge(self) -> LoadedJudge | None:
+        """The model's novelty judge, ready (loaded once); None for a model without one, or whose judge
+        cannot be loaded (`judge_error` says why: the model still predicts)."""
+        if self._judge is False:
+            self._judge = None
+            judge = self.entry.card.novelty
+            if judge is not None:
+                try:
+                    self._judge = LoadedJudge(judge, self.entry.novelty_bank_path)
+                except Exception as exc:  # noqa: BLE001 - a missing bank or weights: answer without a judge
+                    self.judge_error = f"{type(exc).__name__}: {exc}"
+        return self._judge
+
+    def verdicts(self, images: list) -> list[Verdict] | None:
+        """The judge's verdict on each decoded photo (upright PIL images), or None without a judge."""
+        if self.judge is None:
+            return None
+        return self.judge.verdicts(np.stack([to_array(image, self.judge.judge.image_size) for image in images]))
 
     def predict(self, sources, names=None) -> list[Prediction]:
         """Predicts each path or bytes object; a bad input gets an error, the others a result."""
         names = list(names) if names is not None else [Path(s).name if isinstance(s, (str, Path)) else f"image {i + 1}"
                                                        for i, s in enumerate(sources)]
-        arrays, results = [], []
+        images, results = [], []
         for source, name in zip(sources, names):
             try:
-                arrays.append(load_array(source, self.image_size, name=name))
+                images.append(load_image(source, name=name))
                 results.append(Prediction(name, None))
             except ImageError as exc:
                 results.append(Prediction(name, None, error=str(exc)))
         good = [r for r in results if r.error is None]
         if good:
-            probs = self.predict_arrays(np.stack(arrays))
-            for result, row in zip(good, probs):
+            probs = self.predict_arrays(np.stack([to_array(image, self.image_size) for image in images]))
+            verdicts = self.verdicts(images) or [None] * len(good)
+            for result, row, verdict in zip(good, probs, verdicts):
                 result.probabilities = {c: float(p) for c, p in zip(self.classes, row)}
+                result.verdict = verdict
         return results
 
 
@@ -111,9 +158,29 @@ class MultiPrediction:
     per_level: dict[int, dict[str, float]] = field(default_factory=dict)  # level -> class -> probability
     error: str | None = None
     model_errors: dict[int, str] = field(default_factory=dict)
+    verdicts: dict[int, Verdict] = field(default_factory=dict)  # level -> its judge's verdict (levels with one)
     heatmaps: dict[int, np.ndarray] = field(default_factory=dict)  # level -> Grad-CAM heatmap, 0..1
     explain_errors: dict[int, str] = field(default_factory=dict)
     server_ms: float = 0.0
+
+    def answer(self, level: int) -> str | None:
+        """A level's answer: its most probable class, or None when it says the photo is none of its classes."""
+        verdict = self.verdicts.get(level)
+        if verdict is not None and verdict.unknown:
+            return None
+        probs = self.per_level[level]
+        return max(probs, key=probs.get)
+
+    def disagreement(self) -> str | None:
+        """'The levels disagree: level 2 says dogs; levels 0, 3 say none of these.', or None when they agree."""
+        by_answer: dict[str, list[int]] = {}
+        for level in self.per_level:
+            by_answer.setdefault(self.answer(level) or "none of these", []).append(level)
+        if len(by_answer) < 2:
+            return None
+        parts = [f"level{'s' if len(levels) > 1 else ''} {', '.join(map(str, levels))} say{'' if len(levels) > 1 else 's'} "
+                 f"{answer}" for answer, levels in by_answer.items()]
+        return "The levels disagree: " + "; ".join(parts) + "."
 
 
 class SharedTrunk:
@@ -186,7 +253,7 @@ class SharedTrunk:
                     first.mirrored, {level: cut.predictor.classes for level, cut in same.items()})
         check = np.random.default_rng(0).integers(0, 256, (1, *first.predictor.image_size, 3), dtype=np.uint8)
         shared = trunk.predict_arrays(check)
-        agrees = all(np.abs(shared[level] - cut.predictor.predict_arrays(check)).max() <= cls.TOLERANCE
+        agrees = all(np.abs(shared[level] - cut.predictor.predict_arrays(check, calibrated=False)).max() <= cls.TOLERANCE
                      for level, cut in same.items())
         return trunk if agrees else None
 
@@ -268,7 +335,7 @@ def predict_every_level(data: bytes, name: str, predictors: dict, explainers: di
         result.server_ms = (time.perf_counter() - start) * 1000
         return result
     result.image = image
-    arrays, shared = {}, {}
+    arrays, shared, features = {}, {}, {}
     for trunk in trunks or ():
         if any(level in predictors and not (explainers or {}).get(level) for level in trunk.levels):
             arrays.setdefault(trunk.image_size, to_array(image, trunk.image_size))
@@ -287,7 +354,13 @@ def predict_every_level(data: bytes, name: str, predictors: dict, explainers: di
         else:
             if isinstance(explainer, Exception):
                 result.explain_errors[level] = str(explainer)
-            probs = shared[level][0] if level in shared else predictor.predict_arrays(arrays[size][None])[0]
+            probs = shared[level][0] if level in shared else predictor.predict_arrays(arrays[size][None], False)[0]
+        probs = predictor.calibrate(np.asarray(probs)[None])[0]
         result.per_level[level] = {c: float(p) for c, p in zip(predictor.classes, probs)}
+        judge = predictor.judge
+        if judge is not None:  # levels judged by the same network share one pass of it
+            if judge.key not in features:
+                features[judge.key] = judge.features(to_array(image, judge.judge.image_size)[None])
+            result.verdicts[level] = judge.verdicts_from_features(features[judge.key])[0]
     result.server_ms = (time.perf_counter() - start) * 1000
     return result

@@ -400,19 +400,31 @@ def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
     run.phase("evaluate", "Scoring the final model on the validation photos"
               + (" and their mirror images" if config.flip_average else ""))
     t0 = time.monotonic()
-    from core.serving.evaluation import accuracy, accuracy_of_outputs
+    from core.serving.evaluation import accuracy_of_outputs, model_outputs
+    from core.serving.honesty import fit_honesty
+    from core.serving.predictor import to_probabilities
 
     views = (trained.val_outputs or [])[:2 if config.flip_average else 1]
     if len(views) == (2 if config.flip_average else 1):
         # The same arithmetic as the saved model (the mean of both views), without running the network again.
-        val_accuracy = accuracy_of_outputs(np.mean(views, axis=0), run.val_data.labels, run.num_classes)
+        val_outputs = np.mean(views, axis=0)
     else:
-        val_accuracy = accuracy(model, run.val_data, run.num_classes)
+        val_outputs = model_outputs(model, run.val_data)
+    val_accuracy = accuracy_of_outputs(val_outputs, run.val_data.labels, run.num_classes)
     timings["evaluate"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    run.phase("honesty", "Calibrating, and learning what its classes look like")
+    honesty = fit_honesty(summary, config.backbone, config.weights, config.image_size,
+                          to_probabilities(val_outputs, run.num_classes), run.val_data.labels,
+                          cache_dir=config.cache_dir, should_cancel=should_cancel,
+                          progress=lambda what, done, total: report(TrainEvent(
+                              PHASE, phase=what, message="Extracting the judge's features", done=done, total=total)))
+    timings["honesty"] = time.monotonic() - t0
     seconds = time.monotonic() - started
     run.phase("save", "Saving the model")
     card = make_card(config, summary, model, trained, val_accuracy, seconds, timings, run)
-    entry = run.store.save(model, card)
+    card = replace(card, calibration=honesty.calibration, novelty=honesty.judge, novelty_note=honesty.judge_note)
+    entry = run.store.save(model, card, novelty_bank=honesty.bank)
     report(TrainEvent(DONE, model_id=entry.id, metrics=asdict(card.metrics), seconds=seconds))
     return TrainResult(entry, trained.history, seconds, timings=timings)
 

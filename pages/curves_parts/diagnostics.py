@@ -1,4 +1,5 @@
-"""Where each model goes wrong: its confusion matrix and mistakes on the active data set, with label fixes."""
+"""Where each model goes wrong: its confusion matrix and mistakes on the active data set, with label fixes,
+and how far its confidence can be trusted (`pages.curves_parts.calibration`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from core.serving.data_match import DataMatch, data_match
 from core.serving.evaluation import Evaluation, Mistake, evaluate
 from core.serving.model_store import ModelEntry, ModelError, ModelStore
 from pages.common import explainer_for, predictor_for
+from pages.curves_parts.calibration import calibration_ui
 from pages.curves_parts.export import export_ui
 from pages.curves_parts.runs import run_label
 
@@ -143,12 +145,16 @@ def model_diagnostics_ui(entry: ModelEntry, summary) -> None:
 
 
 def diagnostics_ui(entries: list[ModelEntry], summary, error: str | None) -> None:
-    """'Where each model goes wrong': one tab per chosen model, on the active data set."""
+    """'Where each model goes wrong': one tab per chosen model, on the active data set, with its calibration.
+
+    The calibration comes from the model's card, so it is shown even without a usable data set.
+    """
     st.subheader("Where each model goes wrong")
     if summary is None:
         st.warning(f"No usable data set to evaluate on: {error}")
-        return
     tabs = st.tabs([run_label(e) for e in entries])
     for tab, entry in zip(tabs, entries):
         with tab:
-            model_diagnostics_ui(entry, summary)
+            if summary is not None:
+                model_diagnostics_ui(entry, summary)
+            calibration_ui(entry)

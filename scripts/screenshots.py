@@ -1,0 +1,68 @@
+"""Screenshots of the app for the README and for looking at what we built.
+
+    LITTLE_DATA_MODELS_DIR=<trained levels> python scripts/screenshots.py --out docs/images \
+        --photo ../shared/datasets/cats_vs_dogs/validation/dogs/dog.4001.jpg
+
+Starts `streamlit run app.py` with the current settings, opens the Overview, Predict (with the
+photo uploaded, "Where it looks" on) and Curves & comparison in headless Chromium at desktop
+size, and Predict at phone size (Pixel 7), and writes one PNG per view; with `--stranger`, Predict
+on a photo of something else too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.browser import browser_page, streamlit_server, wait_for_app_idle  # noqa: E402
+
+
+def predict_view(page, url: str, photo: Path, heatmaps: bool) -> None:
+    page.goto(f"{url}/predict")
+    page.get_by_role("heading", name="Predict", exact=True).first.wait_for(timeout=120_000)
+    wait_for_app_idle(page, 120_000)
+    if heatmaps:
+        page.get_by_text("Where it looks", exact=True).first.click()
+        wait_for_app_idle(page, 120_000)
+    page.locator("input[type='file']").first.set_input_files(str(photo))
+    page.get_by_text("Server time").first.wait_for(timeout=120_000)
+    wait_for_app_idle(page, 120_000)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs/images", help="folder for the PNGs")
+    parser.add_argument("--photo", required=True, help="the photo uploaded on Predict")
+    parser.add_argument("--stranger", help="a photo of something else, for Predict's refusal (predict-stranger.png)")
+    parser.add_argument("--width", type=int, default=1400)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with streamlit_server({}) as (url, _, _):
+        with browser_page(viewport=(args.width, 900)) as page:
+            page.goto(url)
+            page.get_by_text("How to use it").first.wait_for(timeout=120_000)
+            wait_for_app_idle(page, 120_000)
+            page.screenshot(path=str(out / "overview.png"))
+            predict_view(page, url, Path(args.photo), heatmaps=True)
+            page.screenshot(path=str(out / "predict.png"), full_page=True)
+            if args.stranger:
+                predict_view(page, url, Path(args.stranger), heatmaps=False)
+                page.screenshot(path=str(out / "predict-stranger.png"), full_page=True)
+            page.goto(f"{url}/curves")
+            page.get_by_role("heading", name="Curves & comparison", exact=True).first.wait_for(timeout=120_000)
+            wait_for_app_idle(page, 120_000)
+            page.screenshot(path=str(out / "curves.png"), full_page=True)
+        with browser_page(viewport=(412, 915)) as page:
+            predict_view(page, url, Path(args.photo), heatmaps=False)
+            page.screenshot(path=str(out / "predict-phone.png"), full_page=True)
+    for path in sorted(out.glob("*.png")):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
