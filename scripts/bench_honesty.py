@@ -54,6 +54,18 @@ def verdict_rate(predictor, paths: list[Path], batch: int = 32) -> float:
     return refused / max(len(paths), 1)
 
 
+def cross_fitted_accept_rate(scores: np.ndarray, accept_rate: float, seed: int = 0) -> float:
+    """The share of in-class photos accepted by a threshold set on other in-class photos: the threshold
+    set on one half of the validation split, measured on the other, both ways (what new photos meet)."""
+    from core.serving.novelty import threshold_for
+
+    order = np.random.default_rng(seed).permutation(len(scores))
+    halves = order[: len(order) // 2], order[len(order) // 2:]
+    accepted = [np.mean(scores[other] <= threshold_for(scores[fit], accept_rate))
+                for fit, other in (halves, halves[::-1])]
+    return float(np.mean(accepted))
+
+
 def measure_level(entry, summary, ood: list[Path], other: list[Path]) -> dict:
     from core.data.decoded import decode_split
     from core.serving.calibration import expected_calibration_error
@@ -80,6 +92,8 @@ def measure_level(entry, summary, ood: list[Path], other: list[Path]) -> dict:
         for i in range(0, len(judged), 32):
             verdicts += predictor.judge.verdicts(np.asarray(judged.images[i:i + 32]))
         row["validation_accepted"] = float(np.mean([not v.unknown for v in verdicts]))
+        row["validation_accepted_cross_fitted"] = cross_fitted_accept_rate(
+            np.array([v.novelty for v in verdicts]), predictor.judge.judge.accept_rate)
         row["judge"] = predictor.judge.judge.describe()
         if ood:
             row["ood_refused"] = verdict_rate(predictor, ood)
@@ -94,11 +108,13 @@ def table(rows: list[dict]) -> str:
     def pct(value):
         return f"{value:.1%}" if isinstance(value, float) else "-"
 
-    lines = ["| level | backbone | accuracy | validation accepted | ood_dev refused | other data set refused | "
-             "ECE before | ECE after (cross-fitted) | temperature |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| level | backbone | accuracy | validation accepted (cross-fitted) | ood_dev refused | "
+             "other data set refused | ECE before | ECE after (cross-fitted) | temperature |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['level']} | {r['backbone'] or 'own convnet'} | {pct(r['accuracy'])} | "
-                     f"{pct(r.get('validation_accepted'))} | {pct(r.get('ood_refused'))} | {pct(r.get('other_refused'))} | "
+                     f"{pct(r.get('validation_accepted'))} ({pct(r.get('validation_accepted_cross_fitted'))}) | "
+                     f"{pct(r.get('ood_refused'))} | {pct(r.get('other_refused'))} | "
                      f"{pct(r['ece_uncalibrated'])} | {pct(r.get('ece_calibrated_cross_fitted'))} | "
                      f"{r.get('temperature', float('nan')):.2f} |")
     return "\n".join(lines)
