@@ -195,13 +195,13 @@ def test_exports_return_the_calibrated_probabilities(app_env, seeded, tmp_path, 
 @pytest.mark.slow
 def test_a_model_of_one_data_set_refuses_photos_of_the_other(shared, tmp_path, monkeypatch):
     """Cats vs dogs and five flowers, on the default backbone's genuine ImageNet features: 30 photos
-    per class for the flowers, 200 for the pets (with 40, too few neighbours make the pets' judge
+    per class for the flowers, 150 for the pets (with 40, too few neighbours make the pets' judge
     lenient: it refuses 80% of the flowers). With MobileNetV2 the flowers model refuses only 70% of the
     cats and dogs (scripts/bench_honesty.py --compare-methods --backbone mobilenet_v2)."""
     monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(shared))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    common = dict(level=2, backbone="efficientnet_lite2", epochs=3)
-    pets = train(TrainConfig(data_dir=str(shared / "datasets" / "cats_vs_dogs"), limit_per_class=200, **common)).entry
+    common = dict(level=2, backbone="efficientnet_lite2", epochs=2, flip_average=False)  # no mirror features: CI time
+    pets = train(TrainConfig(data_dir=str(shared / "datasets" / "cats_vs_dogs"), limit_per_class=150, **common)).entry
     flowers = train(TrainConfig(data_dir=str(shared / "datasets" / "flowers_fewshot"), **common)).entry
 
     def refused(entry, root: Path, split="validation", per_class=20):
