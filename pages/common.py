@@ -104,7 +104,8 @@ def current_summary():
 
 @st.cache_resource(max_entries=12, show_spinner="Loading model…")
 def load_predictor(model_id: str, model_path: str, mtime: float):
-    """One loaded model per file version: a newer model (new id) is loaded fresh."""
+    """One loaded model per file version (model and card): a newer model, or a card that `python -m
+    core calibrate` rewrote, is loaded fresh."""
     from core.serving.predictor import Predictor, configure_for_serving
 
     configure_for_serving()
@@ -112,7 +113,8 @@ def load_predictor(model_id: str, model_path: str, mtime: float):
 
 
 def predictor_for(entry):
-    return load_predictor(entry.id, str(entry.model_path), entry.model_path.stat().st_mtime)
+    stamp = max(entry.model_path.stat().st_mtime, entry.card_path.stat().st_mtime)
+    return load_predictor(entry.id, str(entry.model_path), stamp)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Sharing the pretrained layers between levels…")

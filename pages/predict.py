@@ -70,7 +70,9 @@ def inputs_ui(summary) -> list[tuple[str, bytes]]:
     return inputs
 
 
-def result_ui(result, levels):
+def result_ui(result, loaded: dict):
+    """One photo's answers, a column per level (`loaded`: level -> its Predictor, or why it cannot load)."""
+    levels = list(loaded)
     with st.container(border=True):
         if result.error:
             st.error(result.error, icon=":material/broken_image:")
@@ -94,6 +96,8 @@ def result_ui(result, levels):
                     st.markdown(f"### {best} · {probs[best]:.0%}")
                 st.altair_chart(probability_chart(probs, greyed=verdict is not None and verdict.unknown),
                                 width="stretch")
+                if (error := getattr(loaded[level], "judge_error", None)) is not None:
+                    st.caption(f"No \"none of these\" for this level: {error}")
                 if level in result.heatmaps:
                     st.image(overlay(result.image, result.heatmaps[level], max_side=360), width="stretch",
                              caption=f"Where it looks for “{best}”")
@@ -135,7 +139,7 @@ def main():
     found = explainers(loaded) if show_heatmaps else None
     trunks = shared_trunks(loaded)
     for name, data in inputs:
-        result_ui(predict_every_level(data, name, loaded, explainers=found, trunks=trunks), list(loaded))
+        result_ui(predict_every_level(data, name, loaded, explainers=found, trunks=trunks), loaded)
 
 
 ensure_app_shell()

@@ -50,3 +50,10 @@ def test_card_round_trip_and_old_cards():
     assert again == fitted
     assert Calibration.from_dict(None) is None and Calibration.from_dict({"temperature": "warm"}) is None
     assert np.allclose(again.apply(reported), scale(reported, fitted.temperature))
+
+
+def test_a_split_without_errors_leaves_the_temperature_at_one():
+    """Its likelihood only grows as T shrinks; scaling would make every future answer read ~100%."""
+    p = np.random.default_rng(0).uniform(0.6, 0.99, 60)
+    fitted = calibrate(np.stack([1 - p, p], 1), np.ones(60, int))
+    assert fitted.temperature == 1.0 and fitted.fitted_temperature < 1.0

@@ -213,3 +213,26 @@ def test_a_model_of_one_data_set_refuses_photos_of_the_other(shared, tmp_path, m
     assert refused(flowers, shared / "datasets" / "cats_vs_dogs") >= 0.9
     # Its own classes, photos it has not seen (the last of each class folder): mostly accepted.
     assert refused(pets, shared / "datasets" / "cats_vs_dogs") <= 0.2
+
+
+def test_a_judge_whose_weights_changed_is_dropped_with_a_reason(app_env, seeded):
+    entry = level2(app_env, seeded)
+    changed = with_card(entry, novelty=replace(entry.card.novelty, weights_key="sha256-other"))
+    predictor = Predictor(changed)
+    assert predictor.judge is None and "not the ones its training photos were seen with" in predictor.judge_error
+    assert predictor.predict([photo()], names=["c.jpg"])[0].label in ("circles", "squares")  # it still answers
+
+
+def test_cancelling_while_the_judge_is_fitted_saves_nothing(app_env, seeded, monkeypatch):
+    monkeypatch.setenv("LITTLE_DATA_JUDGE_BACKBONE", SEEDED.name)
+    monkeypatch.setenv("LITTLE_DATA_WEIGHTS_SEEDED_NET", seeded)
+    phases = []
+    result = train(TrainConfig(level=1, epochs=1, batch_size=8, image_size=(32, 32), data_dir=str(app_env)),
+                   report=lambda event: phases.append(event.phase), should_cancel=lambda: "honesty" in phases)
+    assert result.cancelled and result.entry is None and ModelStore().list().models == []
+
+
+def test_an_unknown_judge_network_is_a_note_not_a_failure(app_env, monkeypatch):
+    monkeypatch.setenv("LITTLE_DATA_JUDGE_BACKBONE", "no_such_net")
+    entry = train(TrainConfig(level=1, epochs=1, batch_size=8, image_size=(32, 32), data_dir=str(app_env))).entry
+    assert entry is not None and entry.card.novelty is None and "no_such_net" in entry.card.novelty_note

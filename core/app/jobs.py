@@ -241,7 +241,9 @@ def read_job(job_id: str, jobs_dir=None) -> Job | None:
     except (TypeError, ValueError):
         return None  # not a status file this version can read
     if job.active and not _worker_alive(root):
-        if job.state is JobState.RUNNING or time.time() - job.created > START_GRACE_SECONDS:
+        # The worker may have finished between reading the file and probing its lock: read it again.
+        job = Job.from_dict(_read_json(root / job_id / "status.json") or data)
+        if job.active and (job.state is JobState.RUNNING or time.time() - job.created > START_GRACE_SECONDS):
             job.state, job.finished, job.error = JobState.FAILED, time.time(), WORKER_DIED
             _save(root, job)
     return job

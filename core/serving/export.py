@@ -247,7 +247,8 @@ def export_model(entry: ModelEntry, fmt: ExportFormat | str, output: str | Path,
                           classes=list(entry.classes), image_size=tuple(entry.image_size), quantize=quantize,
                           quantize_note=quantize_note, flip_average=bool(entry.card.flip_average),
                           val_accuracy=entry.val_accuracy,
-                          temperature=entry.card.calibration.temperature if entry.card.calibration else None,
+                          temperature=(entry.card.calibration.temperature if entry.card.calibration
+                                       and entry.card.calibration.temperature != 1.0 else None),
                           bytes=_size(target), seconds=round(seconds, 2), extra_files=extra)
         (folder / "labels.txt").write_text("\n".join(entry.classes) + "\n")
         (folder / "README.md").write_text(usage_readme(info))

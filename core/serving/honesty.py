@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from core import settings
-from core.errors import LittleDataError
+from core.errors import describe
 from core.serving.calibration import Calibration, calibrate
 from core.serving.novelty import (DEFAULT_ACCEPT_RATE, NoveltyJudge, neighbours_for, normalised, novelty_scores,
                                   threshold_for)
@@ -87,15 +87,15 @@ def fit_honesty(summary, backbone: str | None, weights: str | None, image_size, 
     from core.errors import Cancelled
 
     honesty = Honesty(calibrate(val_probabilities, val_labels))
-    network = judge_network(backbone, weights, image_size)
-    if network is None:
-        honesty.judge_note = "no judge: LITTLE_DATA_JUDGE_BACKBONE is none"
-        return honesty
     try:
+        network = judge_network(backbone, weights, image_size)
+        if network is None:
+            honesty.judge_note = "no judge: LITTLE_DATA_JUDGE_BACKBONE is none"
+            return honesty
         honesty.judge, honesty.bank = fit_judge(summary, network[0], network[1], network[2], network[3], accept_rate,
                                                 cache_dir, progress, should_cancel)
     except Cancelled:
         raise
-    except (LittleDataError, OSError, ValueError) as exc:
-        honesty.judge_note = f"no judge: {exc}"
+    except Exception as exc:  # noqa: BLE001 - the model is trained: a judge that cannot be had is a note, not a failure
+        honesty.judge_note = f"no judge: {describe(exc)}"
     return honesty

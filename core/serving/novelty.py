@@ -133,7 +133,8 @@ class Verdict:
 
 @functools.lru_cache(maxsize=4)
 def judge_extractor(backbone: str, weights: str | None, image_size: tuple[int, int]):
-    """The judge's network (raw pixels -> pooled features), built once per process and shared by models."""
+    """(weights key, the judge's network: raw pixels -> pooled features), built once per process and
+    shared by models."""
     import tensorflow as tf
 
     from core.networks.backbones import get_backbone, resolve_weights
@@ -141,11 +142,12 @@ def judge_extractor(backbone: str, weights: str | None, image_size: tuple[int, i
     from core.networks.fold import fold_batch_norm
 
     spec = get_backbone(backbone)
-    extractor = make_feature_extractor(spec, resolve_weights(spec, weights), image_size)
+    resolved = resolve_weights(spec, weights)
+    extractor = make_feature_extractor(spec, resolved, image_size)
     folded = fold_batch_norm(extractor, inference=True)
     h, w = image_size
-    return extractor, tf.function(lambda x: folded(x, training=False),
-                                  input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)])
+    return resolved.key, tf.function(lambda x: folded(x, training=False),
+                                     input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)])
 
 
 class LoadedJudge:
@@ -154,7 +156,10 @@ class LoadedJudge:
     def __init__(self, judge: NoveltyJudge, bank_path: Path):
         self.judge = judge
         self.bank = normalised(np.load(bank_path))
-        _, self._forward = judge_extractor(judge.backbone, judge.weights, tuple(judge.image_size))
+        key, self._forward = judge_extractor(judge.backbone, judge.weights, tuple(judge.image_size))
+        if key != judge.weights_key:  # other weights found here than at training: its distances would mean nothing
+            raise ValueError(f"the judge's {judge.backbone} weights here ({key}) are not the ones its training "
+                             f"photos were seen with ({judge.weights_key}); run `python -m core calibrate` again")
 
     @property
     def key(self) -> tuple:

@@ -414,11 +414,14 @@ def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
     timings["evaluate"] = time.monotonic() - t0
     t0 = time.monotonic()
     run.phase("honesty", "Calibrating, and learning what its classes look like")
-    honesty = fit_honesty(summary, config.backbone, config.weights, config.image_size,
-                          to_probabilities(val_outputs, run.num_classes), run.val_data.labels,
-                          cache_dir=config.cache_dir, should_cancel=should_cancel,
-                          progress=lambda what, done, total: report(TrainEvent(
-                              PHASE, phase=what, message="Extracting the judge's features", done=done, total=total)))
+    try:
+        honesty = fit_honesty(summary, config.backbone, config.weights, config.image_size,
+                              to_probabilities(val_outputs, run.num_classes), run.val_data.labels,
+                              cache_dir=config.cache_dir, should_cancel=should_cancel,
+                              progress=lambda what, done, total: report(TrainEvent(
+                                  PHASE, phase=what, message="Extracting the judge's features", done=done, total=total)))
+    except Cancelled:  # as a cancel during training: nothing is saved
+        return TrainResult(None, trained.history, time.monotonic() - started, cancelled=True, timings=timings)
     timings["honesty"] = time.monotonic() - t0
     seconds = time.monotonic() - started
     run.phase("save", "Saving the model")
