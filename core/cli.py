@@ -343,12 +343,10 @@ def cmd_predict(args) -> int:
 def cmd_calibrate(args) -> int:
     from dataclasses import replace
 
-    from core.data.decoded import decode_split
     from core.data.download import resolve_data_dir
     from core.data.folders import DatasetError, summarize
-    from core.serving.honesty import fit_honesty
+    from core.serving.honesty import refit_honesty
     from core.serving.model_store import ModelStore
-    from core.serving.predictor import Predictor
 
     store = ModelStore(args.models_dir)
     entry = store.resolve(args.model)
@@ -356,14 +354,7 @@ def cmd_calibrate(args) -> int:
     summary = summarize(folder, source=source)
     if summary.classes != entry.classes:
         raise DatasetError(f"The model was trained on classes {entry.classes}; this data set has {summary.classes}.")
-    decoded = decode_split(summary, "validation", entry.image_size)
-    predictor = Predictor(entry)
-    raw = np.concatenate([predictor.predict_arrays(decoded.images[i:i + 64], calibrated=False)
-                          for i in range(0, len(decoded), 64)])
-    # The weights the model was built with: as given, else the setting (which finds the same file again).
-    weights = args.weights or ("none" if entry.card.weights_key == "none" else None)
-    honesty = fit_honesty(summary, entry.card.backbone, weights, entry.image_size, raw, decoded.labels,
-                          accept_rate=args.accept_rate)
+    honesty = refit_honesty(entry, summary, args.weights, args.accept_rate)
     card = replace(entry.card, calibration=honesty.calibration, novelty=honesty.judge, novelty_note=honesty.judge_note)
     store.update_card(entry, card, novelty_bank=honesty.bank)
     calibration = honesty.calibration

@@ -57,12 +57,11 @@ def verdict_rate(predictor, paths: list[Path], batch: int = 32) -> float:
 def cross_fitted_accept_rate(scores: np.ndarray, accept_rate: float, seed: int = 0) -> float:
     """The share of in-class photos accepted by a threshold set on other in-class photos: the threshold
     set on one half of the validation split, measured on the other, both ways (what new photos meet)."""
+    from core.serving.calibration import halves
     from core.serving.novelty import threshold_for
 
-    order = np.random.default_rng(seed).permutation(len(scores))
-    halves = order[: len(order) // 2], order[len(order) // 2:]
-    accepted = [np.mean(scores[other] <= threshold_for(scores[fit], accept_rate))
-                for fit, other in (halves, halves[::-1])]
+    parts = halves(len(scores), seed)
+    accepted = [np.mean(scores[other] <= threshold_for(scores[fit], accept_rate)) for fit, other in (parts, parts[::-1])]
     return float(np.mean(accepted))
 
 
@@ -75,8 +74,7 @@ def measure_level(entry, summary, ood: list[Path], other: list[Path]) -> dict:
     card = entry.card
     row = {"level": entry.level, "model": entry.id, "backbone": card.backbone}
     decoded = decode_split(summary, "validation", entry.image_size)
-    raw = np.concatenate([predictor.predict_arrays(decoded.images[i:i + 64], calibrated=False)
-                          for i in range(0, len(decoded), 64)])
+    raw = predictor.predict_rows(decoded.images, calibrated=False)
     labels = np.asarray(decoded.labels)
     row["accuracy"] = float(np.mean(raw.argmax(1) == labels))
     row["ece_uncalibrated"] = expected_calibration_error(raw, labels)
@@ -88,9 +86,7 @@ def measure_level(entry, summary, ood: list[Path], other: list[Path]) -> dict:
                    argmax_unchanged=bool(np.array_equal(calibrated.argmax(1), raw.argmax(1))))
     if predictor.judge is not None:
         judged = decode_split(summary, "validation", predictor.judge.judge.image_size)
-        verdicts = []
-        for i in range(0, len(judged), 32):
-            verdicts += predictor.judge.verdicts(np.asarray(judged.images[i:i + 32]))
+        verdicts = predictor.judge.verdicts(judged.images)
         row["validation_accepted"] = float(np.mean([not v.unknown for v in verdicts]))
         row["validation_accepted_cross_fitted"] = cross_fitted_accept_rate(
             np.array([v.novelty for v in verdicts]), predictor.judge.judge.accept_rate)

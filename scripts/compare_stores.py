@@ -44,8 +44,7 @@ def main() -> int:
                 return 1
             predictor = Predictor(entry)
             decoded = decode_split(summary, args.split, entry.image_size)
-            probs = np.concatenate([predictor.predict_arrays(decoded.images[i:i + 64], calibrated=False)
-                                    for i in range(0, len(decoded), 64)])
+            probs = predictor.predict_rows(decoded.images, calibrated=False)
             answers.append(probs)
             right = int((probs.argmax(1) == np.asarray(decoded.labels)).sum())
             print(f"level {level} {entry.id}: {right} of {len(decoded)} right")

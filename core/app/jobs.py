@@ -66,15 +66,16 @@ class JobState(str, Enum):
 JobConfig = Union[TrainConfig, list, CurveConfig, SweepConfig]
 
 
+#: Each kind's config class; a sequence is a list of `TrainConfig`s.
+_CONFIG_CLASSES = {JobKind.TRAIN: TrainConfig, JobKind.CURVE: CurveConfig, JobKind.SWEEP: SweepConfig}
+
+
 def _kind_of(config) -> JobKind:
     if isinstance(config, (list, tuple)):
         return JobKind.SEQUENCE
-    if isinstance(config, CurveConfig):
-        return JobKind.CURVE
-    if isinstance(config, SweepConfig):
-        return JobKind.SWEEP
-    if isinstance(config, TrainConfig):
-        return JobKind.TRAIN
+    for kind, config_class in _CONFIG_CLASSES.items():
+        if isinstance(config, config_class):
+            return kind
     raise TypeError(f"Not a job config: {type(config).__name__}.")
 
 
@@ -87,7 +88,7 @@ def _config_to_dict(kind: JobKind, config) -> dict:
 def _config_from_dict(kind: JobKind, data: dict):
     if kind is JobKind.SEQUENCE:
         return [TrainConfig.from_dict(step) for step in data["steps"]]
-    return {JobKind.TRAIN: TrainConfig, JobKind.CURVE: CurveConfig, JobKind.SWEEP: SweepConfig}[kind].from_dict(data)
+    return _CONFIG_CLASSES[kind].from_dict(data)
 
 
 @dataclass

@@ -98,15 +98,20 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
                      if b.count))
 
 
+def halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices 0..n-1 shuffled (seeded) and cut in two: fit on one, measure on the other, then swap."""
+    order = np.random.default_rng(seed).permutation(n)
+    return order[: n // 2], order[n // 2:]
+
+
 def cross_fitted_ece(probabilities: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
     """ECE on photos the temperature was not fitted on: two halves, each scaled by the other's T."""
     labels = np.asarray(labels)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    halves = order[: len(order) // 2], order[len(order) // 2:]
-    if min(len(h) for h in halves) < 2:
+    parts = halves(len(labels), seed)
+    if min(len(h) for h in parts) < 2:
         return expected_calibration_error(probabilities, labels)
     scaled = np.empty_like(np.asarray(probabilities, dtype=np.float64))
-    for fit_on, apply_to in (halves, halves[::-1]):
+    for fit_on, apply_to in (parts, parts[::-1]):
         t = fit_temperature(probabilities[fit_on], labels[fit_on])
         scaled[apply_to] = scale(probabilities[apply_to], t)
     return expected_calibration_error(scaled, labels)

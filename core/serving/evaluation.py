@@ -58,22 +58,18 @@ class Evaluation:
                 for i in order]
 
 
-def refused_share(predictor: Predictor, decoded: DecodedSplit, batch_size: int = 32) -> float | None:
+def refused_share(predictor: Predictor, decoded: DecodedSplit) -> float | None:
     """The share of `decoded` (decoded at the judge's size) that the model says look like none of its classes."""
-    judge = predictor.judge
-    if judge is None:
+    if predictor.judge is None:
         return None
-    refused = sum(verdict.unknown for i in range(0, len(decoded), batch_size)
-                  for verdict in judge.verdicts(np.asarray(decoded.images[i:i + batch_size])))
-    return refused / max(len(decoded), 1)
+    return float(np.mean([verdict.unknown for verdict in predictor.judge.verdicts(decoded.images)] or [0.0]))
 
 
 def evaluate(predictor: Predictor, decoded: DecodedSplit, batch_size: int = 64,
              judged: DecodedSplit | None = None) -> Evaluation:
     """Accuracy, per-class accuracy, confusion matrix and calibration error of a stored model on a split;
     with `judged` (the same split decoded at the judge's size), the share of photos it refuses."""
-    raw = np.concatenate([predictor.predict_arrays(decoded.images[i:i + batch_size], calibrated=False)
-                          for i in range(0, len(decoded), batch_size)])
+    raw = predictor.predict_rows(decoded.images, calibrated=False, batch_size=batch_size)
     probs = predictor.calibrate(raw)
     labels = np.asarray(decoded.labels)
     predicted = probs.argmax(axis=1)

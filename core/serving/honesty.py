@@ -79,6 +79,20 @@ def fit_judge(summary, backbone: str, weights: str | None, image_size, own_netwo
     return judge, bank.astype(np.float16)
 
 
+def refit_honesty(entry, summary, weights: str | None = None, accept_rate: float = DEFAULT_ACCEPT_RATE) -> Honesty:
+    """`fit_honesty` for a stored model (one trained before, or to fit again): its raw probabilities on
+    the validation split, and its judge on the weights it was built with (`weights` as given, else
+    random where the card says so, else the setting, which finds the same file again)."""
+    from core.data.decoded import decode_split
+    from core.serving.predictor import Predictor
+
+    decoded = decode_split(summary, "validation", entry.image_size)
+    raw = Predictor(entry).predict_rows(decoded.images, calibrated=False)
+    weights = weights or ("none" if entry.card.weights_key == "none" else None)
+    return fit_honesty(summary, entry.card.backbone, weights, entry.image_size, raw, decoded.labels,
+                       accept_rate=accept_rate)
+
+
 def fit_honesty(summary, backbone: str | None, weights: str | None, image_size, val_probabilities: np.ndarray,
                 val_labels: np.ndarray, accept_rate: float = DEFAULT_ACCEPT_RATE, cache_dir=None,
                 progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None) -> Honesty:

@@ -174,5 +174,7 @@ class LoadedJudge:
         scores = novelty_scores(self.bank, features, self.judge.neighbours)
         return [Verdict(float(s), self.judge.threshold) for s in scores]
 
-    def verdicts(self, images: np.ndarray) -> list[Verdict]:
-        return self.verdicts_from_features(self.features(images))
+    def verdicts(self, images, batch_size: int = 32) -> list[Verdict]:
+        """Verdicts on every row of `images` (uint8 at the judge's size, or a decoded split's rows)."""
+        return [verdict for i in range(0, len(images), batch_size)
+                for verdict in self.verdicts_from_features(self.features(np.asarray(images[i:i + batch_size])))]

@@ -108,6 +108,12 @@ class Predictor:
         probabilities = to_probabilities(outputs, len(self.classes))
         return self.calibrate(probabilities) if calibrated else probabilities
 
+    def predict_rows(self, images, calibrated: bool = True, batch_size: int = 64) -> np.ndarray:
+        """Probabilities [N, C] for every row of `images` ([N, H, W, 3] uint8 at the model's size, or a
+        decoded split's `ImageRows`, read a batch at a time)."""
+        return np.concatenate([self.predict_arrays(np.asarray(images[i:i + batch_size]), calibrated)
+                               for i in range(0, len(images), batch_size)])
+
     @property
     def judge(self) -> LoadedJudge | None:
         """The model's novelty judge, ready (loaded once); None for a model without one, or whose judge
