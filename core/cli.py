@@ -358,8 +358,9 @@ def cmd_calibrate(args) -> int:
     card = replace(entry.card, calibration=honesty.calibration, novelty=honesty.judge, novelty_note=honesty.judge_note)
     store.update_card(entry, card, novelty_bank=honesty.bank)
     calibration = honesty.calibration
-    print(f"{entry.id}: temperature {calibration.temperature:.3f}, validation ECE {calibration.ece_before:.4f} -> "
-          f"{calibration.ece_after:.4f} (cross-fitted {calibration.ece_cross_fitted:.4f})")
+    floor = f"; {calibration.ece_floor:.4f} for a perfectly calibrated model" if calibration.ece_floor is not None else ""
+    print(f"{entry.id}: {calibration.describe()}, validation ECE {calibration.ece_before:.4f} -> "
+          f"{calibration.ece_after:.4f} (cross-fitted {calibration.ece_cross_fitted:.4f}{floor})")
     print(f"  {honesty.judge.describe() if honesty.judge else honesty.judge_note}")
     return 0
 

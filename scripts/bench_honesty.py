@@ -9,8 +9,10 @@ other things are refused, and the calibration error before and after temperature
 For each level's newest model in the store: the share of the validation split it accepts (its
 threshold was set there, so this is by construction near the card's accept rate), the share of
 `--ood` photos and of `--other`'s photos it refuses, its accuracy, and the expected calibration
-error (15 bins) on the validation split before and after scaling (cross-fitted: the temperature
-fitted on the other half of the split; this is what to expect on new photos). Models trained
+error (15 bins) on the validation split before and after scaling (cross-fitted: the scaling
+fitted on the other half of the split; this is what to expect on new photos), beside the ECE a
+perfectly calibrated model with the same confidences would measure on as many photos (the
+measurement's own noise). Models trained
 before honest answers are fitted first with `python -m core calibrate MODEL`.
 
 `--compare-methods` extracts the default backbone's features of cats vs dogs, flowers and ood_dev
@@ -80,7 +82,8 @@ def measure_level(entry, summary, ood: list[Path], other: list[Path]) -> dict:
     row["ece_uncalibrated"] = expected_calibration_error(raw, labels)
     if predictor.calibration is not None:
         calibrated = predictor.calibration.apply(raw)
-        row.update(temperature=predictor.calibration.temperature,
+        row.update(temperature=predictor.calibration.temperature, exponent=predictor.calibration.exponent,
+                   ece_floor=predictor.calibration.ece_floor,
                    ece_calibrated_in_sample=expected_calibration_error(calibrated, labels),
                    ece_calibrated_cross_fitted=predictor.calibration.ece_cross_fitted,
                    argmax_unchanged=bool(np.array_equal(calibrated.argmax(1), raw.argmax(1))))
@@ -105,14 +108,16 @@ def table(rows: list[dict]) -> str:
         return f"{value:.1%}" if isinstance(value, float) else "-"
 
     lines = ["| level | backbone | accuracy | validation accepted (cross-fitted) | ood_dev refused | "
-             "other data set refused | ECE before | ECE after (cross-fitted) | temperature |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "other data set refused | ECE before | ECE after (cross-fitted) | ECE of a perfect model | "
+             "temperature, exponent |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['level']} | {r['backbone'] or 'own convnet'} | {pct(r['accuracy'])} | "
                      f"{pct(r.get('validation_accepted'))} ({pct(r.get('validation_accepted_cross_fitted'))}) | "
                      f"{pct(r.get('ood_refused'))} | {pct(r.get('other_refused'))} | "
                      f"{pct(r['ece_uncalibrated'])} | {pct(r.get('ece_calibrated_cross_fitted'))} | "
-                     f"{r.get('temperature', float('nan')):.2f} |")
+                     f"{pct(r.get('ece_floor'))} | {r.get('temperature', float('nan')):.2f}, "
+                     f"{r.get('exponent', 1.0):.2f} |")
     return "\n".join(lines)
 
 

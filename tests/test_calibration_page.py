@@ -71,6 +71,8 @@ def test_a_trained_model_shows_its_reliability_diagram_figures_and_why_it_has_no
     assert metrics["ECE on new photos"] == f"{calibration.ece_cross_fitted:.1%}"  # the headline: cross-fitted
     assert metrics["Temperature"] == f"{calibration.temperature:.2f}"
     assert any(f"In-sample after scaling: {calibration.ece_after:.1%}" in t for t in texts(part))
+    assert any(f"A perfectly calibrated model would measure about {calibration.ece_floor:.1%}" in t for t in texts(part))
+    assert not any(t.startswith("Margin exponent") for t in texts(part)) or calibration.exponent != 1.0
     assert any("random weights" in t and t.startswith("No judge") for t in texts(part))
     specs = [json.loads(c.proto.spec) for c in part.get("vega_lite_chart")]
     assert len(specs) == 1, "the reliability diagram"
@@ -109,3 +111,13 @@ def test_a_model_with_a_judge_says_what_share_of_its_own_photos_it_accepts(store
     assert any(judge.describe() in t for t in texts(part))
     assert any("Left at 1: scaling did not help on held-out halves" in t and "was 2.50" in t for t in texts(part))
     assert {m.label: m.value for m in part.metric}["Temperature"] == "1.00"
+
+
+def test_a_margin_exponent_is_named_and_explained(store):
+    entry = store.list().models[0]
+    calibration = dataclasses.replace(entry.card.calibration, temperature=1.3, exponent=0.6)
+    store.update_card(entry, dataclasses.replace(entry.card, calibration=calibration))
+    part = section(curves_page())
+    assert {m.label: m.value for m in part.metric}["Temperature"] == "1.30"
+    assert any(t.startswith("Margin exponent 0.60: the model's over-confidence depends on how sure it is")
+               for t in texts(part))

@@ -176,18 +176,20 @@ def test_predict_page_shows_a_refused_photo(app_env, seeded):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["keras", "onnx"])
+@pytest.mark.parametrize("fmt", ["keras", "onnx", "tflite"])
 def test_exports_return_the_calibrated_probabilities(app_env, seeded, tmp_path, fmt):
+    """With a margin exponent, so the exported layer's top-2 margin is checked in every runtime."""
     from core.serving.export import export_model, open_export
 
-    entry = with_card(level2(app_env, seeded), calibration=Calibration(2.5, 0.1, 0.02, 0.03, 12))
+    entry = with_card(level2(app_env, seeded), calibration=Calibration(2.5, 0.1, 0.02, 0.03, 12, exponent=0.6))
     predictor = Predictor(entry)
     images = np.stack([np.asarray(make_image(c, np.random.default_rng(i)).resize((32, 32)))
                        for i, c in enumerate(["circles", "squares"] * 4)])
     export_model(entry, fmt, tmp_path / "out")
     info, run = open_export(tmp_path / "out")
     exported = run(images.astype(np.float32))
-    assert info.temperature == 2.5 and "calibrated (temperature 2.50" in (tmp_path / "out" / "README.md").read_text()
+    assert info.temperature == 2.5 and info.exponent == 0.6
+    assert "calibrated (temperature 2.50, margin exponent 0.60" in (tmp_path / "out" / "README.md").read_text()
     assert np.abs(exported - predictor.predict_arrays(images)).max() < 1e-4
     assert np.abs(exported - predictor.predict_arrays(images, calibrated=False)).max() > 1e-3
 

@@ -18,13 +18,13 @@ def photo_bytes(seed: int) -> bytes:
 def trained(tmp_path_factory):
     """Four small models in one store, trained once for the module."""
     from core.networks.backbones import BACKBONES
-    from tests.helpers import make_dataset
+    from tests.helpers import isolate_environment, make_dataset
     from tests.registry_examples import TINY_BACKBONE
 
     root = tmp_path_factory.mktemp("shared-trunk")
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(BACKBONES, TINY_BACKBONE.name, TINY_BACKBONE)
-        patch.setenv("LITTLE_DATA_HOME", str(root / "home"))
+        isolate_environment(patch, root)  # a module-wide fixture runs before the per-test isolation
         yield _train_four(TINY_BACKBONE, make_dataset(root / "data", n_train=16, n_val=6))
 
 

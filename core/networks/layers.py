@@ -69,29 +69,39 @@ class ClassGroups(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="little_data")
 class TemperatureScaling(layers.Layer):
-    """Calibrated probabilities: [N, C] probabilities with their logs divided by `temperature`, renormalised.
+    """Calibrated probabilities: [N, C] probabilities with their logs times m^(exponent-1) / `temperature`,
+    renormalised (m: the gap between a row's two largest log-probabilities).
 
     The same arithmetic as `core.serving.calibration.scale` (clipped at 1e-7 so that a saturated 0 stays
-    finite), so an exported model answers as the Predictor does. It never changes which class wins.
+    finite, the margin floored at 1e-3), so an exported model answers as the Predictor does. The
+    factor is positive, so it never changes which class wins.
     """
 
     EPSILON = 1e-7
+    MARGIN_FLOOR = 1e-3
 
-    def __init__(self, temperature: float = 1.0, **kwargs):
+    def __init__(self, temperature: float = 1.0, exponent: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
+        if not exponent > 0:
+            raise ValueError(f"exponent must be positive, got {exponent}.")
         self.temperature = float(temperature)
+        self.exponent = float(exponent)
 
     def call(self, probabilities):
-        logits = keras.ops.log(keras.ops.clip(probabilities, self.EPSILON, 1.0)) / self.temperature
-        return keras.ops.softmax(logits, axis=-1)
+        logits = keras.ops.log(keras.ops.clip(probabilities, self.EPSILON, 1.0))
+        if self.exponent != 1.0:
+            top_two = keras.ops.top_k(logits, k=2)[0]
+            margin = keras.ops.maximum(top_two[:, 0:1] - top_two[:, 1:2], self.MARGIN_FLOOR)
+            logits = logits * keras.ops.power(margin, self.exponent - 1.0)
+        return keras.ops.softmax(logits / self.temperature, axis=-1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {**super().get_config(), "temperature": self.temperature, "exponent": self.exponent}
 
 
 @keras.saving.register_keras_serializable(package="little_data")

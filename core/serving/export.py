@@ -143,6 +143,7 @@ class ExportInfo:
     flip_average: bool = True
     val_accuracy: float | None = None
     temperature: float | None = None  # the calibration inside the model; None: probabilities as trained
+    exponent: float = 1.0  # the calibration's margin exponent (1: plain temperature scaling)
     bytes: int = 0  # size of the model file or folder
     seconds: float = 0.0  # time to convert
     extra_files: list[str] = field(default_factory=list)
@@ -174,7 +175,7 @@ def offered_formats(entry: ModelEntry, summary: DatasetSummary | None) -> list[E
 
 def serving_model(model, entry: ModelEntry):
     """`model` with a fixed [N, H, W, 3] float input of raw pixels and a [N, C] probability output,
-    calibrated with the card's temperature where it has one (as the Predictor answers)."""
+    calibrated with the card's scaling where it has one (as the Predictor answers)."""
     import keras
 
     from core.networks.layers import ClassProbabilities, TemperatureScaling
@@ -183,8 +184,8 @@ def serving_model(model, entry: ModelEntry):
     inputs = keras.Input(shape=(height, width, 3), dtype="float32", name="pixels")
     probabilities = ClassProbabilities(name="class_probabilities")(model(inputs))
     calibration = entry.card.calibration
-    temperature = calibration.temperature if calibration is not None else 1.0
-    outputs = TemperatureScaling(temperature, name="probabilities")(probabilities)
+    temperature, exponent = (calibration.temperature, calibration.exponent) if calibration is not None else (1.0, 1.0)
+    outputs = TemperatureScaling(temperature, exponent, name="probabilities")(probabilities)
     wrapped = keras.Model(inputs, outputs, name=f"little_data_level{entry.level}")
     wrapped(np.zeros((1, height, width, 3), np.float32))  # the ONNX exporter wants a model called once
     return wrapped
@@ -243,12 +244,14 @@ def export_model(entry: ModelEntry, fmt: ExportFormat | str, output: str | Path,
                 quantize_note = ("int8 weights, float activations: level 0's class-group sums divide by a total "
                                  "that int8 activations can round to zero")
         seconds = time.perf_counter() - start
+        scaling = entry.card.calibration
+        calibrated = scaling is not None and not scaling.is_identity
         info = ExportInfo(format=fmt.file_format, model_file=name, model_id=entry.id, level=entry.level,
                           classes=list(entry.classes), image_size=tuple(entry.image_size), quantize=quantize,
                           quantize_note=quantize_note, flip_average=bool(entry.card.flip_average),
                           val_accuracy=entry.val_accuracy,
-                          temperature=(entry.card.calibration.temperature if entry.card.calibration
-                                       and entry.card.calibration.temperature != 1.0 else None),
+                          temperature=scaling.temperature if calibrated else None,
+                          exponent=scaling.exponent if calibrated else 1.0,
                           bytes=_size(target), seconds=round(seconds, 2), extra_files=extra)
         (folder / "labels.txt").write_text("\n".join(entry.classes) + "\n")
         (folder / "README.md").write_text(usage_readme(info))
@@ -459,7 +462,8 @@ def usage_readme(info: ExportInfo) -> str:
         how = info.quantize_note or "int8 weights and activations"
         quant = (f" Quantized: {how} (input and output stay float32); expect slightly different "
                  "probabilities than the float model.")
-    calibrated = ((f"The probabilities are calibrated (temperature {info.temperature:.2f}, fitted on the validation "
+    exponent = f", margin exponent {info.exponent:.2f}" if info.exponent != 1.0 else ""
+    calibrated = ((f"The probabilities are calibrated (temperature {info.temperature:.2f}{exponent}, fitted on the validation "
                    "photos, applied inside the model): of the photos it calls at 90%, about 90% are right.")
                   if info.temperature is not None else "The probabilities are the model's own, not calibrated.")
     mirror = ("It predicts the mean of the photo and its mirror image (done inside)."

@@ -65,11 +65,18 @@ def figures_ui(calibration: Calibration) -> None:
     after.metric("ECE on new photos", f"{calibration.ece_cross_fitted:.1%}",
                  help="After scaling, with the temperature fitted on one half of the validation photos and measured "
                       "on the other (both ways): what to expect on photos it has not seen.")
+    floor = (f" A perfectly calibrated model would measure about {calibration.ece_floor:.1%} on this many photos: "
+             "each bin's accuracy is an average of a few photos, so ECE is never zero."
+             if calibration.ece_floor is not None else "")
     st.caption(f"In-sample after scaling: {calibration.ece_after:.1%} (fitted and measured on the same "
-               f"{calibration.photos} validation photos, so it flatters).")
+               f"{calibration.photos} validation photos, so it flatters).{floor}")
     st.metric("Temperature", f"{calibration.temperature:.2f}",
               help="Log-probabilities are divided by it: above 1 softens an over-confident model, below 1 sharpens "
                    "an under-confident one. It never changes which class wins.")
+    if calibration.exponent != 1.0:
+        st.caption(f"Margin exponent {calibration.exponent:.2f}: the model's over-confidence depends on how sure it "
+                   "is, so the gap between its two best classes is raised to this power before the temperature "
+                   "(below 1: its surest answers are softened most). The winner never changes.")
     fitted = calibration.fitted_temperature
     if calibration.temperature == 1 and fitted is not None and fitted != 1:
         st.caption(f"Left at 1: scaling did not help on held-out halves (the best fit on all "
