@@ -42,6 +42,10 @@ def keep_keras_state_between_reruns() -> None:
     script_runner._clean_problem_modules = clean_problem_modules_but_keras
 
 
+#: Pages an audience opens on their phones: no sidebar, no navigation, nothing but the page.
+AUDIENCE_PAGES = {"join"}
+
+
 def run_app() -> None:
     """The app shell: navigation over the pages, the sidebar, then the chosen page."""
     keep_keras_state_between_reruns()
@@ -53,10 +57,32 @@ def run_app() -> None:
         st.Page("pages/curves.py", title="Curves & comparison", icon=":material/monitoring:"),
         st.Page("pages/efficiency.py", title="How little data", icon=":material/show_chart:"),
         st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
+        st.Page("pages/present.py", title="Present", icon=":material/co_present:", url_path="present"),
+        st.Page("pages/join.py", title="Join (audience)", icon=":material/qr_code_2:", url_path="join"),
     ]
-    page = st.navigation(pages)
-    sidebar_ui()
+    page = st.navigation(pages, position="hidden" if current_url_path() in AUDIENCE_PAGES else "sidebar")
+    if page.url_path in AUDIENCE_PAGES:
+        audience_page_style()
+    else:
+        sidebar_ui()
     page.run()
+
+
+def current_url_path() -> str:
+    """The page part of the address this session opened ('join' for http://host:8501/join?x=1)."""
+    try:
+        from urllib.parse import urlparse
+
+        return urlparse(st.context.url or "").path.strip("/").split("/")[-1]
+    except Exception:  # noqa: BLE001 - no browser context (AppTest): the page decides
+        return ""
+
+
+def audience_page_style() -> None:
+    """No sidebar, no way to open it, no toolbar, little margin: an audience page is the whole app on a phone."""
+    st.html("<style>[data-testid='stSidebar'], [data-testid='stSidebarCollapsedControl'], "
+            "[data-testid='stExpandSidebarButton'], [data-testid='stHeader'] {display: none !important;} "
+            ".block-container {padding-top: 1.2rem !important; padding-bottom: 2rem !important;}</style>")
 
 
 def ensure_app_shell() -> None:
@@ -177,6 +203,65 @@ def sidebar_ui():
         job = jobs.active_job()
         if job is not None:
             st.caption(f":material/hourglass_top: {job.title.capitalize()}: {job.status_text}")
+
+
+def session_id() -> str:
+    """This browser session's id (a phone on the Join page, for its per-minute photo limit)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "no-session"
+
+
+@st.cache_resource(show_spinner=False)
+def model_server():
+    """The one `ModelServer` every session of this server sends its photos to (batched, bounded)."""
+    from core.serving.model_server import ModelServer
+
+    return ModelServer()
+
+
+@st.cache_resource(show_spinner=False)
+def audience_wall():
+    """The presentation's wall of audience photos: this process's memory only (`core.app.wall`)."""
+    from core.app.wall import Wall
+
+    return Wall()
+
+
+def model_set(loaded: dict, explainers: dict | None = None):
+    """The `ModelSet` of loaded predictors (level -> Predictor or error), with heatmaps if `explainers`."""
+    from core.serving.model_server import ModelSet
+
+    return ModelSet(loaded, explainers, shared_trunks(loaded))
+
+
+def loaded_predictors() -> dict:
+    """level -> the Predictor of its newest model (or the error that keeps it from loading)."""
+    from core.serving.model_store import ModelError
+
+    loaded = {}
+    for level, entry in latest_models().items():
+        try:
+            loaded[level] = predictor_for(entry)
+        except (ModelError, OSError) as exc:
+            loaded[level] = exc
+    return loaded
+
+
+def loaded_explainers(loaded: dict) -> dict:
+    """Grad-CAM for each level whose model loaded; a model that cannot be explained gets its error."""
+    from core.serving.model_store import ModelError
+
+    found = {}
+    for level, predictor in loaded.items():
+        if isinstance(predictor, Exception):
+            continue
+        try:
+            found[level] = explainer_for(predictor)
+        except ModelError as exc:
+            found[level] = exc
+    return found
 
 
 def level_label(key: int) -> str:

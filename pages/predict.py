@@ -8,35 +8,11 @@ import pandas as pd
 import streamlit as st
 
 from core.serving.explain import heatmap_note, legend, overlay
-from core.serving.model_store import ModelError
+from core.serving.model_server import ServerBusy
 from core.serving.novelty import none_of_these
-from core.serving.predictor import predict_every_level
-from pages.common import (IMAGE_TYPES, current_summary, ensure_app_shell, explainer_for, latest_models, level_label,
-                          page_header, predictor_for, shared_trunks)
+from pages.common import (IMAGE_TYPES, current_summary, ensure_app_shell, latest_models, level_label, loaded_explainers,
+                          loaded_predictors, model_server, model_set, page_header)
 
-
-
-def predictors():
-    loaded = {}
-    for level, entry in latest_models().items():
-        try:
-            loaded[level] = predictor_for(entry)
-        except (ModelError, OSError) as exc:
-            loaded[level] = exc
-    return loaded
-
-
-def explainers(loaded: dict) -> dict:
-    """Grad-CAM for each level whose model loaded; a model that cannot be explained gets its error."""
-    found = {}
-    for level, predictor in loaded.items():
-        if isinstance(predictor, Exception):
-            continue
-        try:
-            found[level] = explainer_for(predictor)
-        except ModelError as exc:
-            found[level] = exc
-    return found
 
 
 def probability_chart(probs: dict, greyed: bool = False):
@@ -127,7 +103,7 @@ def main():
         st.info("No trained models yet: train at least one level on the **Train** page.")
         return
     st.caption("Models: " + " · ".join(f"{level_label(l)}: `{e.id}`" for l, e in models.items()))
-    loaded = predictors()
+    loaded = loaded_predictors()
     inputs = inputs_ui(summary)
     show_heatmaps = st.toggle("Where it looks", key="where_it_looks",
                               help="Overlay each level's Grad-CAM heatmap on the photo: the places its answer comes from.")
@@ -136,10 +112,14 @@ def main():
         return
     if show_heatmaps:
         legend_ui()
-    found = explainers(loaded) if show_heatmaps else None
-    trunks = shared_trunks(loaded)
-    for name, data in inputs:
-        result_ui(predict_every_level(data, name, loaded, explainers=found, trunks=trunks), loaded)
+    models = model_set(loaded, loaded_explainers(loaded) if show_heatmaps else None)
+    try:  # every photo queued at once: the server batches them (and other sessions' photos) together
+        pending = [model_server().submit(data, name, models) for name, data in inputs]
+    except ServerBusy as exc:
+        st.warning(str(exc), icon=":material/hourglass_top:")
+        return
+    for future in pending:
+        result_ui(future.result(), loaded)
 
 
 ensure_app_shell()

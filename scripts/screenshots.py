@@ -6,7 +6,9 @@
 Starts `streamlit run app.py` with the current settings, opens the Overview, Predict (with the
 photo uploaded, "Where it looks" on) and Curves & comparison in headless Chromium at desktop
 size, and Predict at phone size (Pixel 7), and writes one PNG per view; with `--stranger`, Predict
-on a photo of something else too.
+on a photo of something else too. With `--present`: every slide of Present at 1920x1080
+(present-01.png, ...), Join on a Pixel 7 after sending the photo (join-phone.png), and the wall
+slide with that photo on it (present-wall.png).
 """
 
 from __future__ import annotations
@@ -32,15 +34,58 @@ def predict_view(page, url: str, photo: Path, heatmaps: bool) -> None:
     wait_for_app_idle(page, 120_000)
 
 
+def present_views(url: str, out: Path, photo: Path, stranger: Path | None) -> None:
+    """Each slide at projector size, then a phone joining and the wall with its photos."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        presenter = browser.new_context(viewport={"width": 1920, "height": 1080}).new_page()
+        presenter.goto(f"{url}/present?slide=1")
+        presenter.get_by_text("Slide 1 of").first.wait_for(timeout=120_000)
+        count = int(presenter.get_by_text("Slide 1 of").first.inner_text().split(" of ")[1].split()[0])
+        for number in range(1, count):
+            presenter.goto(f"{url}/present?slide={number}")
+            presenter.get_by_text(f"Slide {number} of").first.wait_for(timeout=120_000)
+            presenter.get_by_text("Presenter notes").first.wait_for(timeout=180_000)  # drawn after the slide
+            wait_for_app_idle(presenter, 180_000)
+            presenter.screenshot(path=str(out / f"present-{number:02d}.png"))
+        phone = browser.new_context(**playwright.devices["Pixel 7"]).new_page()
+        for sent in [photo, *([stranger] if stranger else [])]:
+            phone.goto(f"{url}/join")
+            phone.get_by_text("What do the models see?").first.wait_for(timeout=120_000)
+            phone.locator("input[type='file']").first.set_input_files(str(sent))
+            phone.get_by_text("Server time").first.wait_for(timeout=120_000)
+            wait_for_app_idle(phone, 180_000)
+        phone.screenshot(path=str(out / "join-phone.png"))  # what the phone shows without scrolling
+        phone.set_viewport_size({"width": 412, "height": 2600})  # the page scrolls inside Streamlit's container
+        wait_for_app_idle(phone, 60_000)
+        phone.screenshot(path=str(out / "join-phone-whole.png"))
+        presenter.goto(f"{url}/present?slide={count}")
+        presenter.get_by_text("on the wall").first.wait_for(timeout=120_000)
+        wait_for_app_idle(presenter, 120_000)
+        presenter.screenshot(path=str(out / f"present-{count:02d}-wall.png"))
+        browser.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/images", help="folder for the PNGs")
     parser.add_argument("--photo", required=True, help="the photo uploaded on Predict")
     parser.add_argument("--stranger", help="a photo of something else, for Predict's refusal (predict-stranger.png)")
     parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument("--present", action="store_true", help="only the Present slides, Join and the wall")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.present:
+        with streamlit_server({}) as (url, _, _):
+            present_views(url, out, Path(args.photo), Path(args.stranger) if args.stranger else None)
+        for path in sorted(out.glob("present*.png")) + sorted(out.glob("join*.png")):
+            print(path)
+        return 0
     with streamlit_server({}) as (url, _, _):
         with browser_page(viewport=(args.width, 900)) as page:
             page.goto(url)

@@ -14,10 +14,12 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed")]
 
 PAGES = {"": "Little Data", "data": "Data", "augment": "Augmentation lab", "train": "Train",
-         "curves": "Curves & comparison", "efficiency": "How little data is enough", "predict": "Predict"}
+         "curves": "Curves & comparison", "efficiency": "How little data is enough", "predict": "Predict",
+         "present": None}
 # What each page shows once its script has finished, so screenshots are of the finished page.
 READY = {"": "How to use it", "data": "Samples", "augment": "augmented variants", "train": "Start level 3",
-         "curves": "Where each model goes wrong", "efficiency": "Measure the curve", "predict": "Add a photo above"}
+         "curves": "Where each model goes wrong", "efficiency": "Measure the curve", "predict": "Add a photo above",
+         "present": "Presenter notes"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,8 @@ def app_server(tmp_path_factory, dataset_factory):
 
 def open_page(page, url, slug):
     page.goto(f"{url}/{slug}")
-    page.get_by_role("heading", name=PAGES[slug], exact=True).first.wait_for(timeout=60_000)
+    if PAGES[slug]:  # Present's slides have no page heading
+        page.get_by_role("heading", name=PAGES[slug], exact=True).first.wait_for(timeout=60_000)
     page.get_by_text(READY[slug]).first.wait_for(timeout=60_000)
     page.wait_for_timeout(500)
 
@@ -103,3 +106,50 @@ def test_where_it_looks_shows_a_heatmap_per_level(app_server, tmp_path):
         page.screenshot(path=str(ARTIFACTS / "predict-heatmaps.png"), full_page=True)
         assert page.get_by_text("Where it looks for").count() == 2  # levels 1 and 2
         assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_four_phones_join_and_the_presenter_sees_their_photos_on_the_wall(app_server, tmp_path):
+    """A presenter on the last slide; four phones (Pixel 7 and iPhone 13: viewport, touch, user agent)
+    open /join, each sends a photo, gets every level's answer and no horizontal scrolling; the
+    presenter's wall shows the four photos without a click, then hides one and clears it."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM_ARGS
+
+    photos = []
+    for i, shape in enumerate(["circles", "squares", "circles", "squares"]):
+        photos.append(tmp_path / f"phone{i}.jpg")
+        photos[-1].write_bytes(jpeg_bytes(make_image(shape, np.random.default_rng(20 + i), size=400)))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            presenter = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+            presenter.goto(f"{app_server}/present?slide=10")
+            presenter.get_by_text("Scan, or open").first.wait_for(timeout=60_000)
+            join_address = presenter.locator(".ld-join").inner_text()
+            assert join_address.endswith("/join") and join_address.split("/")[0] in app_server
+            presenter.get_by_role("button", name="Clear the wall").first.wait_for(timeout=30_000)
+            devices = ["Pixel 7", "iPhone 13", "Pixel 7", "iPhone 13"]
+            phones = [browser.new_context(**playwright.devices[d]).new_page() for d in devices]
+            for phone in phones:
+                phone.goto(f"{app_server}/join")
+                phone.get_by_text("What do the models see?").first.wait_for(timeout=60_000)
+                assert phone.locator("[data-testid='stSidebar']").count() == 0 or \
+                    not phone.locator("[data-testid='stSidebar']").is_visible()
+            for phone, photo in zip(phones, photos):
+                phone.locator("input[type='file']").first.set_input_files(str(photo))
+            for i, phone in enumerate(phones):
+                phone.get_by_text("Server time:").first.wait_for(timeout=90_000)
+                body = phone.inner_text("body")
+                assert "Level 1" in body and "Level 2" in body and "Traceback" not in body
+                assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), devices[i]
+            phones[0].screenshot(path=str(ARTIFACTS / "join-pixel7.png"))
+            presenter.get_by_text("4 photos").first.wait_for(timeout=30_000)  # arrived by themselves
+            presenter.screenshot(path=str(ARTIFACTS / "present-wall.png"), full_page=True)
+            assert presenter.locator("[data-testid='stException']").count() == 0
+            presenter.get_by_role("button", name="Hide").first.click()
+            presenter.get_by_text("3 photos").first.wait_for(timeout=30_000)
+            presenter.get_by_role("button", name="Clear the wall").first.click()
+            presenter.get_by_text("0 photos").first.wait_for(timeout=30_000)
+        finally:
+            browser.close()

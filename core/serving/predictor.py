@@ -1,8 +1,9 @@
 """Predicting with stored models: one model on many inputs, or one photo through every level.
 
 A `Predictor` wraps one loaded model and its card. Inputs are paths or raw bytes; each goes
-through `core.data.images`, exactly as the training images did. `predict_every_level` is what the
-Predict page calls: it decodes once and asks each level's predictor in turn. Levels built on the
+through `core.data.images`, exactly as the training images did. `predict_photos` is what the
+pages call (through `core.serving.model_server`): it decodes each photo once and asks each level's
+model once for all of them. Levels built on the
 same pretrained network share its frozen lower layers, bit for bit; `SharedTrunk` runs those once
 per photo for all of them (levels 0, 2 and 3 then cost about half as much together).
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from core.data.images import ImageError, load_image, to_array
 from core.serving.model_store import ModelEntry, load_model
@@ -323,50 +325,74 @@ def _same_weights(a: _TrunkCut, b: _TrunkCut) -> bool:
 
 def predict_every_level(data: bytes, name: str, predictors: dict, explainers: dict | None = None,
                         trunks: list[SharedTrunk] | None = None) -> MultiPrediction:
-    """Decodes once, then runs each level's predictor. A bad image gives `error`, never an exception.
+    """One photo through every level (see `predict_photos`). A bad image gives `error`, never an exception."""
+    return predict_photos([(data, name)], predictors, explainers, trunks)[0]
+
+
+def predict_photos(photos: list[tuple[bytes | Image.Image, str]], predictors: dict, explainers: dict | None = None,
+                   trunks: list[SharedTrunk] | None = None) -> list[MultiPrediction]:
+    """Decodes each photo once, then runs each level's model once on all of them (one batch).
 
     Args:
+        photos: (bytes, name) pairs (or an already decoded upright RGB image instead of the bytes); a photo
+            that does not decode gets `error`, never an exception.
         predictors: level -> `Predictor` (or an exception instance for a model that is unusable).
         explainers: level -> `core.serving.explain.Explainer` (or an exception) to add Grad-CAM heatmaps; one
             gradient pass then gives both the probabilities and the heatmap.
         trunks: `SharedTrunk.plan(predictors)`, to predict the levels they cover in one pass (levels
             with an explainer still use it).
+
+    `server_ms` of each result is the whole batch's time (a caller that queues adds its wait).
     """
     start = time.perf_counter()
-    result = MultiPrediction(name)
-    try:
-        image = load_image(data, name=name)
-    except ImageError as exc:
-        result.error = str(exc)
-        result.server_ms = (time.perf_counter() - start) * 1000
-        return result
-    result.image = image
-    arrays, shared, features = {}, {}, {}
-    for trunk in trunks or ():
-        if any(level in predictors and not (explainers or {}).get(level) for level in trunk.levels):
-            arrays.setdefault(trunk.image_size, to_array(image, trunk.image_size))
-            shared.update(trunk.predict_arrays(arrays[trunk.image_size][None]))
-    for level, predictor in predictors.items():
-        if isinstance(predictor, Exception):
-            result.model_errors[level] = str(predictor)
-            continue
-        size = predictor.image_size
+    results = [MultiPrediction(name) for _, name in photos]
+    images = []
+    for (data, name), result in zip(photos, results):
+        try:
+            result.image = data if isinstance(data, Image.Image) else load_image(data, name=name)
+            images.append(result.image)
+        except ImageError as exc:
+            result.error = str(exc)
+    good = [r for r in results if r.error is None]
+    arrays: dict[tuple[int, int], np.ndarray] = {}
+
+    def batch(size) -> np.ndarray:
         if size not in arrays:
-            arrays[size] = to_array(image, size)
-        explainer = (explainers or {}).get(level)
+            arrays[size] = np.stack([to_array(image, size) for image in images])
+        return arrays[size]
+
+    explainers = explainers or {}
+    shared, features = {}, {}
+    if good:
+        for trunk in trunks or ():
+            if any(level in predictors and not explainers.get(level) for level in trunk.levels):
+                shared.update(trunk.predict_arrays(batch(trunk.image_size)))
+    for level, predictor in predictors.items() if good else ():
+        if isinstance(predictor, Exception):
+            for result in good:
+                result.model_errors[level] = str(predictor)
+            continue
+        explainer = explainers.get(level)
         if explainer is not None and not isinstance(explainer, Exception):
-            heatmaps, probabilities = explainer.explain_arrays(arrays[size][None])
-            result.heatmaps[level], probs = heatmaps[0], probabilities[0]
+            heatmaps, probabilities = explainer.explain_arrays(batch(predictor.image_size))
+            for result, heatmap in zip(good, heatmaps):
+                result.heatmaps[level] = heatmap
         else:
             if isinstance(explainer, Exception):
-                result.explain_errors[level] = str(explainer)
-            probs = shared[level][0] if level in shared else predictor.predict_arrays(arrays[size][None], False)[0]
-        probs = predictor.calibrate(np.asarray(probs)[None])[0]
-        result.per_level[level] = {c: float(p) for c, p in zip(predictor.classes, probs)}
+                for result in good:
+                    result.explain_errors[level] = str(explainer)
+            probabilities = (shared[level] if level in shared
+                             else predictor.predict_arrays(batch(predictor.image_size), calibrated=False))
+        probabilities = predictor.calibrate(np.asarray(probabilities))
+        for result, row in zip(good, probabilities):
+            result.per_level[level] = {c: float(p) for c, p in zip(predictor.classes, row)}
         judge = predictor.judge
         if judge is not None:  # levels judged by the same network share one pass of it
             if judge.key not in features:
-                features[judge.key] = judge.features(to_array(image, judge.judge.image_size)[None])
-            result.verdicts[level] = judge.verdicts_from_features(features[judge.key])[0]
-    result.server_ms = (time.perf_counter() - start) * 1000
-    return result
+                features[judge.key] = judge.features(batch(judge.judge.image_size))
+            for result, verdict in zip(good, judge.verdicts_from_features(features[judge.key])):
+                result.verdicts[level] = verdict
+    elapsed = (time.perf_counter() - start) * 1000
+    for result in results:
+        result.server_ms = elapsed
+    return results

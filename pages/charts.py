@@ -1,0 +1,49 @@
+"""Charts more than one page draws (the Present page's slides reuse the tool pages' charts)."""
+
+import altair as alt
+import pandas as pd
+
+from core.experiments.curve_statistics import statistics_per_size
+from core.experiments.efficiency_curve import backbone_for, load_points
+from core.levels import all_levels
+from core.serving.data_match import DataMatch, data_match
+from core.serving.model_store import ModelStore
+
+
+def curve_frame(summary, levels) -> pd.DataFrame:
+    """One row per level and size: mean, lowest and highest accuracy over seeds."""
+    rows = []
+    for level in levels:
+        for size in statistics_per_size(load_points(summary.fingerprint, level.key, backbone_for(level.key))):
+            rows.append({"level": level.label, "images per class": size.images_per_class, "accuracy": size.mean,
+                         "lowest": size.lowest, "highest": size.highest, "seeds": size.seeds})
+    return pd.DataFrame(rows)
+
+
+def curve_chart(frame: pd.DataFrame, summary):
+    scale = alt.Scale(type="log", domain=[min(frame["images per class"].min(), 5), 1000])
+    x = alt.X("images per class:Q", scale=scale, title="training images per class (log scale)")
+    colour = alt.Color("level:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="bottom", labelLimit=400))
+    band = alt.Chart(frame).mark_area(opacity=0.18).encode(x=x, y="lowest:Q", y2="highest:Q", color=colour)
+    line = alt.Chart(frame).mark_line(point=True).encode(
+        x=x, y=alt.Y("accuracy:Q", title="validation accuracy", scale=alt.Scale(zero=False), axis=alt.Axis(format="%")),
+        color=colour, tooltip=["level", "images per class", alt.Tooltip("accuracy:Q", format=".2%"),
+                               alt.Tooltip("lowest:Q", format=".2%"), alt.Tooltip("highest:Q", format=".2%"), "seeds"])
+    layers = [band, line]
+    tutorial = [{"images per class": 1000, "accuracy": level.tutorial_accuracy,
+                 "what": f"tutorial, level {level.key}: {level.tutorial_accuracy:.1%}"}
+                for level in all_levels() if level.tutorial_accuracy is not None]
+    if tutorial and len(summary.classes) == 2:  # the tutorial's 2000 photos: 1000 per class
+        marks = alt.Chart(pd.DataFrame(tutorial))
+        layers += [marks.mark_point(shape="diamond", size=110, filled=True, color="#495057").encode(
+                       x=x, y="accuracy:Q", tooltip=["what"]),
+                   marks.mark_text(align="right", dx=-9, fontSize=11, color="#495057").encode(
+                       x=x, y="accuracy:Q", text="what")]
+    level0 = ModelStore().latest(0)
+    if level0 and data_match(level0, summary) is DataMatch.CURRENT and level0.val_accuracy is not None:
+        rule = alt.Chart(pd.DataFrame([{"accuracy": level0.val_accuracy,
+                                        "what": f"level 0, no training: {level0.val_accuracy:.1%}"}]))
+        layers += [rule.mark_rule(strokeDash=[6, 4], color="#868e96").encode(y="accuracy:Q", tooltip=["what"]),
+                   rule.mark_text(align="left", x=6, dy=-7, fontSize=11, color="#868e96").encode(
+                       y="accuracy:Q", text="what")]
+    return alt.layer(*layers).properties(height=420)

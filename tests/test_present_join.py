@@ -1,0 +1,129 @@
+"""Present and Join under AppTest: every slide in every state of the store, and the audience's page."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.app.presentation import ActionKind, SlideKind, build_story
+from core.data.folders import summarize
+from core.serving.model_store import ModelStore
+from core.training.loop import TrainConfig, train
+from tests.helpers import isolate_environment, jpeg_bytes, make_image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def trained_store(dataset_factory, tmp_path_factory) -> Path:
+    """Levels 1 and 2 (3 epochs each, so their curves exist) on the synthetic data set, trained once."""
+    data = dataset_factory()
+    with pytest.MonkeyPatch.context() as mp:
+        home = isolate_environment(mp, tmp_path_factory.mktemp("present"))
+        common = dict(epochs=3, batch_size=8, image_size=(32, 32), data_dir=str(data))
+        train(TrainConfig(level=1, **common))
+        train(TrainConfig(level=2, backbone="mobilenet_025", weights="none", **common))
+    return home / "models"
+
+
+@pytest.fixture
+def trained(app_env, trained_store, monkeypatch, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(trained_store, models)
+    monkeypatch.setenv("LITTLE_DATA_MODELS_DIR", str(models))
+    return models
+
+
+def page(name: str, **query) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params.update(query)
+    at.run()
+    at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(str(e.value) for kind in ("markdown", "caption", "info", "warning", "error")
+                     for e in getattr(at, kind))
+
+
+def test_the_story_without_models_says_what_is_missing_and_offers_the_job(app_env):
+    slides = build_story(summarize(app_env), ModelStore())
+    kinds = [s.kind for s in slides]
+    assert kinds == list(SlideKind)  # every step of the talk, in order
+    by_kind = {s.kind: s for s in slides}
+    assert by_kind[SlideKind.DATA].ready and "24 training photos" in by_kind[SlideKind.DATA].headline
+    for kind, level in ((SlideKind.LEVEL1, 1), (SlideKind.LEVEL2, 2), (SlideKind.LEVEL0, 0)):
+        assert not by_kind[kind].ready and by_kind[kind].action.kind is ActionKind.TRAIN
+        assert by_kind[kind].action.level == level
+    assert by_kind[SlideKind.LEVEL3].action.level == 2  # fine-tuning starts from level 2's model
+    assert by_kind[SlideKind.CURVE].action.kind is ActionKind.MEASURE_CURVE
+
+
+def test_the_story_with_models_cites_them(app_env, trained):
+    slides = {s.kind: s for s in build_story(summarize(app_env), ModelStore())}
+    level2 = slides[SlideKind.LEVEL2]
+    assert level2.ready and level2.model.level == 2 and level2.sources[0].model_id == level2.model.id
+    assert f"{level2.model.val_accuracy:.1%}" in level2.headline and "90.5%" in level2.headline  # the tutorial's
+    problem = slides[SlideKind.PROBLEM]
+    assert problem.ready and problem.model is not None and "gap of" in problem.headline
+
+
+@pytest.mark.parametrize("with_models", [False, True], ids=["no models", "levels 1 and 2"])
+def test_every_slide_renders(app_env, with_models, request):
+    if with_models:
+        request.getfixturevalue("trained")
+    count = len(build_story(summarize(app_env), ModelStore()))
+    for number in range(1, count + 1):
+        at = page("present", slide=str(number))
+        text = texts(at)
+        assert f"Slide {number} of {count}" in text
+        if not with_models and number in (4, 5, 7):  # levels 1, 2 and 0 have no model yet
+            assert any(b.label.startswith("Train level") for b in at.button), number
+    assert "Scan, or open" in text  # the last slide: the QR code and the wall
+    assert "photos" in text and "on the wall" in text
+
+
+def test_a_slide_number_out_of_range_shows_the_nearest(app_env):
+    assert "Slide 1 of" in texts(page("present", slide="0"))
+    assert "Slide 10 of 10" in texts(page("present", slide="99"))
+    assert "Slide 1 of" in texts(page("present", slide="three"))
+
+
+def test_join_without_models_asks_to_wait(app_env):
+    at = page("join")
+    assert any("no trained model yet" in i.value for i in at.info)
+    assert not at.file_uploader
+
+
+def test_join_answers_a_photo_puts_it_on_the_wall_and_refuses_bad_input(trained):
+    from pages.common import audience_wall
+
+    audience_wall().clear()
+    at = page("join")
+    assert "never saved" in texts(at)
+    at.file_uploader[0].set_value([("mine.jpg", jpeg_bytes(make_image("circles", np.random.default_rng(3))),
+                                    "image/jpeg")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = texts(at)
+    assert "Level 1" in text and "Level 2" in text and "Server time:" in text
+    assert [p.name for p in audience_wall().photos()] == ["mine.jpg"]
+    at.run()  # a rerun (any tap) does not send the photo again
+    assert len(audience_wall().photos()) == 1
+    at.file_uploader[0].set_value([("broken.jpg", b"\xff\xd8\xff not a jpeg", "image/jpeg")]).run()
+    assert any("corrupt" in e.value or "not an image" in e.value for e in at.error)
+    assert len(audience_wall().photos()) == 1  # nothing of a bad photo reaches the wall
+
+
+def test_join_limits_photos_per_phone_per_minute(trained):
+    from pages.common import audience_wall
+
+    at = page("join")
+    for i in range(7):
+        at.file_uploader[0].set_value([(f"{i}.jpg", jpeg_bytes(make_image("squares", np.random.default_rng(i))),
+                                        "image/jpeg")]).run()
+    assert any("photos this minute" in w.value for w in at.warning)
+    audience_wall().clear()
