@@ -171,10 +171,25 @@ def explainer_for(predictor):
     return _load_explainer(entry.id, str(entry.model_path), entry.model_path.stat().st_mtime)
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _latest_per_level(root: str, stamp: int, classes: tuple | None) -> dict:
+    return ModelStore(root).latest_per_level(list(classes) if classes is not None else None)
+
+
 def latest_models():
-    """level -> its newest model in the store for the active data set's classes (any, without a data set)."""
+    """level -> its newest model in the store for the active data set's classes (any, without a data set).
+
+    Read once per change of the store (every write renames a file into its folder, which changes the
+    folder's modification time), not at every rerun of every session: a room of phones would
+    otherwise parse every model card a few times per photo.
+    """
     summary = current_summary()[0]
-    return ModelStore().latest_per_level(summary.classes if summary else None)
+    store = ModelStore()
+    try:
+        stamp = store.root.stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    return _latest_per_level(str(store.root), stamp, tuple(summary.classes) if summary else None)
 
 
 def sidebar_ui():
@@ -234,6 +249,37 @@ def model_set(loaded: dict, explainers: dict | None = None):
     from core.serving.model_server import ModelSet
 
     return ModelSet(loaded, explainers, shared_trunks(loaded))
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _warmed(models: tuple) -> list:
+    return []
+
+
+def warm_up_serving(loaded: dict, explainers: dict | None = None) -> None:
+    """Sends one grey picture through the model server (answers, and heatmaps if `explainers`), once
+    per set of models, without waiting: the first real photo then finds every function traced.
+
+    The first Grad-CAM pass of four levels takes ~15 s on two cores (TensorFlow traces each model's
+    gradient); without this, the first audience photo's heatmaps would hold up everyone's answers.
+    """
+    from PIL import Image
+
+    usable = {level: p for level, p in loaded.items() if not isinstance(p, Exception)}
+    if not usable:
+        return
+    key = tuple(sorted((level, p.entry.id) for level, p in usable.items())) + (explainers is not None,)
+    done = _warmed(key)
+    if done:
+        return
+    done.append(True)
+    grey = Image.new("RGB", (64, 64), (128, 128, 128))
+    try:
+        model_server().submit(grey, "warm-up", model_set(loaded))
+        if explainers:
+            model_server().submit(grey, "warm-up", model_set(loaded, explainers))
+    except Exception:  # noqa: BLE001 - a busy server is already warm
+        pass
 
 
 def loaded_predictors() -> dict:

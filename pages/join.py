@@ -10,12 +10,13 @@ import time
 import streamlit as st
 
 from core.app.wall import TooManyPhotos
-from core.data.images import ImageError, load_image
+from core.data.images import ImageError, load_image, to_jpeg
 from core.serving.explain import overlay
 from core.serving.model_server import ServerBusy
 from core.serving.novelty import none_of_these
 from pages.common import (IMAGE_TYPES, audience_wall, ensure_app_shell, latest_models, level_label, loaded_explainers,
-                          loaded_predictors, model_server, model_set, session_id)
+                          loaded_predictors, model_server, model_set, session_id,
+                          warm_up_serving)
 
 #: Phone photos are decoded at no less than this on their shorter side (JPEG draft): plenty for 260 px models.
 DECODE_SIDE = 1024
@@ -56,7 +57,7 @@ def heatmaps_ui(result) -> None:
             best = max(probabilities, key=probabilities.get) if probabilities else ""
             verdict = result.verdicts.get(level)
             what = f"nearest: {best}" if verdict is not None and verdict.unknown else f"“{best}”"
-            column.image(overlay(result.image, result.heatmaps[level], max_side=360), width="stretch",
+            column.image(to_jpeg(overlay(result.image, result.heatmaps[level], max_side=360)), width="stretch",
                          caption=f"Level {level}: {what}")
 
 
@@ -87,6 +88,14 @@ def main():
     if not latest_models():
         st.info("The presenter has no trained model yet. Wait a moment, then reload this page.")
         return
+    photo_ui()
+    loaded = loaded_predictors()  # after the page is drawn: the first phone warms the server up
+    warm_up_serving(loaded, loaded_explainers(loaded))
+
+
+@st.fragment
+def photo_ui():
+    """The upload and its answers: a new photo reruns only this part, not the app around it."""
     upload = st.file_uploader("Take a photo, or choose one", type=IMAGE_TYPES, key="join_photo",
                               help="On a phone this opens the camera or your photos.")
     st.caption(PRIVACY)
@@ -103,7 +112,7 @@ def main():
     _, result, photo_id, loaded = answered
     answers_ui(result)  # first, so a phone shows the answers without scrolling
     st.caption(f"Server time: {result.server_ms:.0f} ms")
-    st.image(result.image, width="stretch")
+    st.image(to_jpeg(result.image, 480), width="stretch")
     if not result.heatmaps:
         try:  # heatmaps after the answers are on screen: they queue behind everyone's answers
             mapped = model_server().predict(result.image, result.name, model_set(loaded, loaded_explainers(loaded)))

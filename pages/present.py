@@ -27,7 +27,8 @@ from core.serving.model_server import ServerBusy
 from core.training.loop import TrainConfig
 from pages.charts import curve_chart, curve_frame
 from pages.common import (audience_wall, background_job_ui, current_summary, ensure_app_shell, level_label,
-                          loaded_explainers, loaded_predictors, model_server, model_set, start_button_ui)
+                          loaded_explainers, loaded_predictors, model_server, model_set, start_button_ui,
+                          warm_up_serving)
 
 STYLE = """<style>
 .block-container {padding-top: 2.2rem; max-width: 1800px;}
@@ -316,6 +317,9 @@ def main():
     slide_ui(slide, summary)
     if st.toggle("Presenter notes", key="present_notes"):
         st.caption(slide.notes)
+    if slide.ready or slide.kind is SlideKind.AUDIENCE:  # the slide is drawn; now get the server ready for the room
+        loaded = loaded_predictors()
+        warm_up_serving(loaded, loaded_explainers(loaded))
 
 
 ensure_app_shell()

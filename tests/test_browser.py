@@ -140,6 +140,7 @@ def test_four_phones_join_and_the_presenter_sees_their_photos_on_the_wall(app_se
                 phone.locator("input[type='file']").first.set_input_files(str(photo))
             for i, phone in enumerate(phones):
                 phone.get_by_text("Server time:").first.wait_for(timeout=90_000)
+                phone.get_by_text("Where each level looks").first.wait_for(timeout=90_000)  # heatmaps: the run is done
                 body = phone.inner_text("body")
                 assert "Level 1" in body and "Level 2" in body and "Traceback" not in body
                 assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), devices[i]

@@ -59,10 +59,15 @@ def real_photos(entry, count: int = 8) -> np.ndarray:
     return np.stack([load_array(p, entry.image_size) for p in paths])
 
 
+# Level 0's .keras and SavedModel go through the same TensorFlow graph as level 3's; its converted
+# formats (LiteRT, ONNX) meet its class-group sums, the part no other level has.
+MATRIX = [(level, fmt) for level in EXPORTED_LEVELS for fmt in FORMATS
+          if level != 0 or fmt in ("tflite", "onnx")]
+
+
 @needs_shared
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", list(FORMATS))
-@pytest.mark.parametrize("level", EXPORTED_LEVELS)
+@pytest.mark.parametrize("level, fmt", MATRIX)
 def test_every_format_matches_the_keras_model_on_real_photos(trained, tmp_path, level, fmt):
     entry = trained[level]
     photos = real_photos(entry)

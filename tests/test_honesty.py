@@ -238,3 +238,32 @@ def test_an_unknown_judge_network_is_a_note_not_a_failure(app_env, monkeypatch):
     monkeypatch.setenv("LITTLE_DATA_JUDGE_BACKBONE", "no_such_net")
     entry = train(TrainConfig(level=1, epochs=1, batch_size=8, image_size=(32, 32), data_dir=str(app_env))).entry
     assert entry is not None and entry.card.novelty is None and "no_such_net" in entry.card.novelty_note
+
+
+def test_a_judge_on_the_shared_network_reads_its_features_off_the_shared_trunk(app_env, seeded):
+    """Levels 2 and 3 on one pretrained network: the trunk's pass gives the judges' features too
+    (level 2's top block is the pretrained one), and every verdict is what the judge alone says."""
+    from core.serving.predictor import SharedTrunk
+
+    level2(app_env, seeded)
+    level3 = train(TrainConfig(level=3, backbone=SEEDED.name, weights=seeded, epochs=1, batch_size=8,
+                               data_dir=str(app_env))).entry
+    predictors = {2: Predictor(ModelStore().latest(2)), 3: Predictor(level3)}
+    assert all(p.judge is not None for p in predictors.values())
+    trunks = SharedTrunk.plan(predictors)
+    assert len(trunks) == 1 and trunks[0].judge_keys == [predictors[2].judge.key]
+    photos = [photo("circles", seed) for seed in range(3)] + [photo("triangles", 9)]
+    alone = [predict_every_level(p, f"{i}.jpg", predictors) for i, p in enumerate(photos)]
+    judge = predictors[2].judge
+    calls = []
+    original = judge.features
+    judge.features = lambda images: calls.append(len(images)) or original(images)
+    try:
+        shared = [predict_every_level(p, f"{i}.jpg", predictors, trunks=trunks) for i, p in enumerate(photos)]
+    finally:
+        judge.features = original
+    assert calls == []  # no pass of the judge's own network
+    for a, b in zip(alone, shared):
+        for level in (2, 3):
+            assert abs(a.verdicts[level].novelty - b.verdicts[level].novelty) < 1e-4
+            assert a.verdicts[level].unknown == b.verdicts[level].unknown

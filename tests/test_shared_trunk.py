@@ -52,6 +52,17 @@ def test_levels_on_one_network_share_its_frozen_layers_and_answer_as_before(trai
                 assert abs(shared.per_level[level][name] - probability) < 1e-6
 
 
+def test_a_top_block_two_levels_share_runs_once(trained):
+    """Levels 0 and 2 both keep the pretrained top block: one run of it serves both (here the same model twice)."""
+    same = {2: trained["level2"], 0: trained["level2"], 3: trained["level3"]}
+    trunks = SharedTrunk.plan(same)
+    assert len(trunks) == 1 and sorted(trunks[0].levels) == [0, 2, 3] and trunks[0].top_blocks == 2
+    images = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    shared = trunks[0].predict_arrays(images)
+    for level, predictor in same.items():
+        assert np.abs(shared[level] - predictor.predict_arrays(images, calibrated=False)).max() < 1e-5
+
+
 def test_different_lower_weights_are_never_shared(trained):
     # Two level-2 models from different random weights: the same architecture, not the same layers.
     assert SharedTrunk.plan({2: trained["other"], 3: trained["level3"]}) == []

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from core.data.images import to_jpeg
 from core.errors import LittleDataError
 from core.serving.predictor import MultiPrediction
 
@@ -84,14 +85,6 @@ def answers_of(result: MultiPrediction) -> dict[int, LevelAnswer]:
     return answers
 
 
-def _jpeg(image: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
-    small = image.copy()
-    small.thumbnail((side, side))
-    buffer = io.BytesIO()
-    small.convert("RGB").save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
-
-
 class Wall:
     """The photos of one presentation, newest first."""
 
@@ -124,7 +117,7 @@ class Wall:
         """Puts an answered photo on the wall (the oldest leaves once the wall is full)."""
         if result.image is None:
             raise ValueError("Only a photo that was decoded can go on the wall.")
-        photo = WallPhoto(0, phone, time.time(), result.name, _jpeg(result.image), answers_of(result),
+        photo = WallPhoto(0, phone, time.time(), result.name, to_jpeg(result.image, THUMBNAIL_SIDE), answers_of(result),
                           result.disagreement(), dict(result.heatmaps))
         with self._lock:
             photo.id = next(self._ids)

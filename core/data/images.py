@@ -120,3 +120,14 @@ def thumbnail(source: str | Path | bytes, max_side: int = 256) -> Image.Image:
     image = load_image(source)
     image.thumbnail((max_side, max_side))
     return image
+
+
+def to_jpeg(image: Image.Image, max_side: int | None = None, quality: int = 85) -> bytes:
+    """JPEG bytes of an RGB image, shrunk to `max_side` first if given: what pages send to browsers
+    (a photo as PNG is several times the bytes to encode and to send)."""
+    if max_side is not None and max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

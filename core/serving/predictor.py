@@ -196,43 +196,61 @@ class SharedTrunk:
 
     Levels 0 and 2 keep the whole pretrained network frozen, and level 3 fine-tunes only its top
     block, so the layers below it hold the same weights in all three. One forward pass of those
-    layers (both mirror views at once) then feeds each model's own top block and classifier.
-    `plan` builds a trunk only for models whose weights it has compared and whose output it has
-    checked against the model's own on a test picture (within `TOLERANCE`); any other model is
-    left to its `Predictor`.
+    layers (both mirror views at once) then feeds each model's own top block and classifier; a top
+    block that two models share bit for bit (levels 0 and 2: both ImageNet's) runs once for both.
+    A novelty judge whose network is that same pretrained network (its pooled features, one view)
+    reads its features off a shared top block instead of a pass of its own.
+    `plan` builds a trunk only for models whose weights it has compared and whose output (and
+    judge features) it has checked against their own on a test picture (within `TOLERANCE`); any
+    other model or judge is left to its own network.
     """
 
     TOLERANCE = 1e-5
 
-    def __init__(self, trunk, tails: dict, image_size: tuple[int, int], mirrored: bool, classes: dict):
+    def __init__(self, trunk, heads: dict, image_size: tuple[int, int], mirrored: bool, classes: dict,
+                 judges: dict | None = None):
+        """`heads`: level -> (index into the distinct top blocks, its top block, its classifier);
+        `judges`: judge key -> index of the top block whose pooled output are its features."""
         import tensorflow as tf
 
         from core.networks.fold import fold_batch_norm
 
-        self.levels = list(tails)
+        self.levels = list(heads)
         self.image_size, self.mirrored, self.classes = image_size, mirrored, classes
+        self.judge_keys = list(judges or {})
+        self.top_blocks = len({index for index, _, _ in heads.values()})  # distinct top blocks run per pass
         h, w = image_size
         trunk = fold_batch_norm(trunk, inference=True)
-        tails = {level: fold_batch_norm(tail, inference=True) for level, tail in tails.items()}
+        uppers = {index: fold_batch_norm(upper, inference=True) for index, upper, _ in heads.values()}
+        classifiers = {level: fold_batch_norm(classifier, inference=True) for level, (_, _, classifier) in heads.items()}
+        judged_by = dict(judges or {})
 
         def forward(images):
             views = tf.concat([images, tf.reverse(images, axis=[2])], 0) if mirrored else images
+            n = tf.shape(images)[0]
             features = trunk(views, training=False)
+            maps = {index: upper(features, training=False) for index, upper in uppers.items()}
             outputs = []
-            for tail in tails.values():
-                out = tail(features, training=False)
+            for level, (index, _, _) in heads.items():
+                out = classifiers[level](maps[index], training=False)
                 if mirrored:  # the saved models' Average of the photo and its mirror image
-                    n = tf.shape(images)[0]
                     out = (out[:n] + out[n:]) / 2
                 outputs.append(out)
-            return outputs
+            pooled = [tf.reduce_mean(maps[index][:n], axis=[1, 2]) for index in judged_by.values()]
+            return outputs, pooled
 
         self._forward = tf.function(forward, input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)])
 
+    def predict_all(self, images: np.ndarray) -> tuple[dict[int, np.ndarray], dict[tuple, np.ndarray]]:
+        """uint8 [N, H, W, 3] -> (level -> probabilities [N, C], judge key -> pooled features [N, D])."""
+        outputs, pooled = self._forward(np.asarray(images, dtype=np.float32))
+        probabilities = {level: to_probabilities(out.numpy(), len(self.classes[level]))
+                         for level, out in zip(self.levels, outputs)}
+        return probabilities, {key: features.numpy() for key, features in zip(self.judge_keys, pooled)}
+
     def predict_arrays(self, images: np.ndarray) -> dict[int, np.ndarray]:
         """uint8 [N, H, W, 3] -> level -> probabilities [N, C]."""
-        outputs = self._forward(np.asarray(images, dtype=np.float32))
-        return {level: to_probabilities(out.numpy(), len(self.classes[level])) for level, out in zip(self.levels, outputs)}
+        return self.predict_all(images)[0]
 
     @classmethod
     def plan(cls, predictors: dict) -> list["SharedTrunk"]:
@@ -241,10 +259,11 @@ class SharedTrunk:
         for level, predictor in predictors.items():
             if isinstance(predictor, Predictor) and (cut := _cut_at_top_block(predictor)) is not None:
                 groups.setdefault(cut.key, {})[level] = cut
+        judges = [p.judge for p in predictors.values() if isinstance(p, Predictor) and _has_judge(p)]
         trunks = []
         for members in groups.values():
             try:
-                trunk = cls._checked(members)
+                trunk = cls._checked(members, judges)
             except Exception:  # noqa: BLE001 - sharing only saves time: each model still predicts on its own
                 trunk = None
             if trunk is not None:
@@ -252,18 +271,58 @@ class SharedTrunk:
         return trunks
 
     @classmethod
-    def _checked(cls, members: dict) -> "SharedTrunk | None":
+    def _checked(cls, members: dict, judges: list) -> "SharedTrunk | None":
         first = next(iter(members.values()))
         same = {level: cut for level, cut in members.items() if cut is first or _same_weights(first, cut)}
         if len(same) < 2:
             return None
-        trunk = cls(first.trunk, {level: cut.tail for level, cut in same.items()}, first.predictor.image_size,
-                    first.mirrored, {level: cut.predictor.classes for level, cut in same.items()})
-        check = np.random.default_rng(0).integers(0, 256, (1, *first.predictor.image_size, 3), dtype=np.uint8)
-        shared = trunk.predict_arrays(check)
+        distinct: list[_TrunkCut] = []  # one per distinct top block
+        heads = {}
+        for level, cut in same.items():
+            index = next((i for i, other in enumerate(distinct) if _same_layers(other.upper, cut.upper)), None)
+            if index is None:
+                distinct.append(cut)
+                index = len(distinct) - 1
+            heads[level] = (index, distinct[index].upper, cut.classifier)
+        size = first.predictor.image_size
+        check = np.random.default_rng(0).integers(0, 256, (2, *size, 3), dtype=np.uint8)
+        candidates = {}
+        for judge in judges:  # a judge on this network at this size may read a shared top block's output
+            if judge.key in candidates or tuple(judge.judge.image_size) != tuple(size):
+                continue
+            if judge.judge.backbone != first.key[0]:
+                continue
+            expected = judge.features(check)
+            for index, cut in enumerate(distinct):
+                pooled = cut.upper(cut.trunk(check.astype(np.float32), training=False), training=False)
+                pooled = np.asarray(pooled).mean(axis=(1, 2)) if np.ndim(pooled) == 4 else np.asarray(pooled)
+                if pooled.shape == expected.shape and _close(pooled, expected):
+                    candidates[judge.key] = index
+                    break
+        trunk = cls(first.trunk, heads, size, first.mirrored,
+                    {level: cut.predictor.classes for level, cut in same.items()}, candidates)
+        shared, features = trunk.predict_all(check)
         agrees = all(np.abs(shared[level] - cut.predictor.predict_arrays(check, calibrated=False)).max() <= cls.TOLERANCE
                      for level, cut in same.items())
-        return trunk if agrees else None
+        if not agrees:
+            return None
+        for judge in judges:  # the folded, batched pass must still give the judge's own features
+            if judge.key in features and not _close(features[judge.key], judge.features(check)):
+                return cls(first.trunk, heads, size, first.mirrored,
+                           {level: cut.predictor.classes for level, cut in same.items()})
+        return trunk
+
+
+def _close(a: np.ndarray, b: np.ndarray, relative: float = 1e-4) -> bool:
+    """Features equal up to float32 rounding of differently ordered (folded, batched) arithmetic."""
+    return bool(np.abs(a - b).max() <= relative * max(1.0, float(np.abs(b).max())))
+
+
+def _has_judge(predictor: Predictor) -> bool:
+    try:
+        return predictor.judge is not None
+    except Exception:  # noqa: BLE001 - a judge that cannot load is the predictor's concern, not the trunk's
+        return False
 
 
 @dataclass
@@ -274,7 +333,8 @@ class _TrunkCut:
     key: tuple  # what must match to share: backbone, size, views, preprocessing, cut point
     mirrored: bool  # the model averages the photo and its mirror image
     trunk: object  # photo -> the feature map entering the top block
-    tail: object  # that feature map -> the model's output for one view
+    upper: object  # that feature map -> the backbone's output map (the top block)
+    classifier: object  # the backbone's output -> the model's output for one view
     trunk_layers: list
 
 
@@ -308,19 +368,26 @@ def _cut_at_top_block(predictor: Predictor) -> _TrunkCut | None:
     except (ValueError, TypeError, AttributeError):  # a graph that does not cut there
         return None
     trunk = keras.Sequential([preprocess, lower])
-    tail = keras.Sequential([upper, classifier])
     pre_config = [(layer.__class__.__name__, layer.get_config()) for layer in preprocess.layers[1:]]
     for _, config in pre_config:  # weightless layers: only what they compute matters
         config.pop("name", None), config.pop("trainable", None)
     key = (backbone.name, tuple(predictor.image_size), mirrored, top.name, repr(pre_config))
-    return _TrunkCut(predictor, key, mirrored, trunk, tail, [layer for layer in lower.layers if layer.weights])
+    return _TrunkCut(predictor, key, mirrored, trunk, upper, classifier, [layer for layer in lower.layers if layer.weights])
 
 
 def _same_weights(a: _TrunkCut, b: _TrunkCut) -> bool:
-    if [layer.name for layer in a.trunk_layers] != [layer.name for layer in b.trunk_layers]:
+    return _same_layer_weights(a.trunk_layers, b.trunk_layers)
+
+
+def _same_layers(a, b) -> bool:
+    """Two models (a top block each) with the same layers holding the same weights."""
+    return _same_layer_weights([layer for layer in a.layers if layer.weights], [layer for layer in b.layers if layer.weights])
+
+
+def _same_layer_weights(a: list, b: list) -> bool:
+    if [layer.name for layer in a] != [layer.name for layer in b]:
         return False
-    return all(np.array_equal(x, y) for la, lb in zip(a.trunk_layers, b.trunk_layers)
-               for x, y in zip(la.get_weights(), lb.get_weights()))
+    return all(np.array_equal(x, y) for la, lb in zip(a, b) for x, y in zip(la.get_weights(), lb.get_weights()))
 
 
 def predict_every_level(data: bytes, name: str, predictors: dict, explainers: dict | None = None,
@@ -366,7 +433,9 @@ def predict_photos(photos: list[tuple[bytes | Image.Image, str]], predictors: di
     if good:
         for trunk in trunks or ():
             if any(level in predictors and not explainers.get(level) for level in trunk.levels):
-                shared.update(trunk.predict_arrays(batch(trunk.image_size)))
+                probabilities, pooled = trunk.predict_all(batch(trunk.image_size))
+                shared.update(probabilities)
+                features.update(pooled)  # judges on the trunk's network need no pass of their own
     for level, predictor in predictors.items() if good else ():
         if isinstance(predictor, Exception):
             for result in good:
