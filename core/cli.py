@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-rate", type=float, default=0.97,
                    help="share of validation photos the novelty threshold accepts (default 0.97)")
 
+    p = sub.add_parser("suspects", help="photos whose given label an out-of-fold model disbelieves, most suspect first")
+    _common(p)
+    p.add_argument("--split", choices=["train", "validation", "all"], default="train")
+    p.add_argument("-n", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line: image, given, suggested, score")
+
     p = sub.add_parser("explain", help="Grad-CAM: where a model looks in each photo, as heatmaps over the photos")
     _common(p)
     p.add_argument("model", help=_model_refs())
@@ -365,6 +371,25 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_suspects(args) -> int:
+    from core.data.download import resolve_data_dir
+    from core.data.folders import summarize
+    from core.experiments.suspects import find_suspects
+
+    folder, source = resolve_data_dir(args.data_dir)
+    summary = summarize(folder, source=source)
+    suspects = find_suspects(summary, args.split, backbone=args.backbone)[: max(args.n, 0)]
+    for suspect in suspects:
+        if args.json:
+            print(json.dumps(suspect.to_dict()))
+        else:
+            print(f"{suspect.image}: labelled {suspect.given}, looks like {suspect.suggested} "
+                  f"(score {suspect.score:.3f})")
+    if not suspects and not args.json:
+        print(f"No suspect labels in the {args.split} split.")
+    return 0
+
+
 def cmd_explain(args) -> int:
     from PIL import Image
 
@@ -508,7 +533,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"data": cmd_data, "augment": cmd_augment, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "calibrate": cmd_calibrate, "explain": cmd_explain, "curve": cmd_curve, "sweep": cmd_sweep, "export": cmd_export,
+            "predict": cmd_predict, "calibrate": cmd_calibrate, "suspects": cmd_suspects, "explain": cmd_explain, "curve": cmd_curve, "sweep": cmd_sweep, "export": cmd_export,
             "models": cmd_models,
             "bench": cmd_bench}
 
