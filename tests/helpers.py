@@ -93,3 +93,29 @@ def png_bytes(image: Image.Image, **kwargs) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG", **kwargs)
     return buffer.getvalue()
+
+
+def train_tiny_store(root: Path, data: Path, epochs: int = 1) -> Path:
+    """Tiny models for levels 1 and 2 (random-weight mobilenet_025, 32x32) trained on `data` in a
+    home of their own under `root`; returns that store's folder (for module-wide fixtures)."""
+    import pytest
+
+    from core.training.loop import TrainConfig, train
+
+    with pytest.MonkeyPatch.context() as patch:
+        home = isolate_environment(patch, root)
+        patch.setenv("LITTLE_DATA_DATA_DIR", str(data))
+        common = dict(epochs=epochs, batch_size=8, image_size=(32, 32), data_dir=str(data))
+        train(TrainConfig(level=1, **common))
+        train(TrainConfig(level=2, backbone="mobilenet_025", weights="none", **common))
+    return home / "models"
+
+
+def use_store_copy(store: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A copy of `store` as this test's model store: a test may add, delete or rewrite models."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(store, models)
+    monkeypatch.setenv("LITTLE_DATA_MODELS_DIR", str(models))
+    return models

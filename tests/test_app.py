@@ -3,7 +3,6 @@
 Also core.serving.predictor's per-file errors, on the same trained models.
 """
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,7 @@ from core.app import jobs
 from core.app import workspace
 from core.levels import all_levels, get_level
 from core.serving.model_store import ModelStore
-from core.training.loop import TrainConfig, train
-from tests.helpers import isolate_environment, jpeg_bytes, make_image
+from tests.helpers import jpeg_bytes, make_image, train_tiny_store, use_store_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["overview", "data", "augment", "train", "curves", "efficiency", "predict"]
@@ -54,22 +52,13 @@ def test_every_page_says_what_to_do_without_data(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def trained_store(dataset_factory, tmp_path_factory) -> Path:
     """Tiny models for levels 1 and 2 (random-weight mobilenet_025), trained once for this module."""
-    data = dataset_factory()  # the same data set `app_env` makes the app's
-    with pytest.MonkeyPatch.context() as mp:
-        home = isolate_environment(mp, tmp_path_factory.mktemp("trained"))
-        mp.setenv("LITTLE_DATA_DATA_DIR", str(data))
-        common = dict(epochs=1, batch_size=8, image_size=(32, 32), data_dir=str(data))
-        train(TrainConfig(level=1, **common))
-        train(TrainConfig(level=2, backbone="mobilenet_025", weights="none", **common))
-    return home / "models"
+    return train_tiny_store(tmp_path_factory.mktemp("trained"), dataset_factory())  # app_env's data set
 
 
 @pytest.fixture
 def trained(app_env, trained_store, monkeypatch, tmp_path):
     """The module's trained models, copied into this test's own store: a test may add or delete models."""
-    models = tmp_path / "models"
-    shutil.copytree(trained_store, models)
-    monkeypatch.setenv("LITTLE_DATA_MODELS_DIR", str(models))
+    use_store_copy(trained_store, tmp_path, monkeypatch)
     return app_env
 
 

@@ -1,6 +1,5 @@
 """Present and Join under AppTest: every slide in every state of the store, and the audience's page."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,7 @@ from streamlit.testing.v1 import AppTest
 from core.app.presentation import ActionKind, SlideKind, build_story
 from core.data.folders import summarize
 from core.serving.model_store import ModelStore
-from core.training.loop import TrainConfig, train
-from tests.helpers import isolate_environment, jpeg_bytes, make_image
+from tests.helpers import jpeg_bytes, make_image, train_tiny_store, use_store_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,21 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def trained_store(dataset_factory, tmp_path_factory) -> Path:
     """Levels 1 and 2 (3 epochs each, so their curves exist) on the synthetic data set, trained once."""
-    data = dataset_factory()
-    with pytest.MonkeyPatch.context() as mp:
-        home = isolate_environment(mp, tmp_path_factory.mktemp("present"))
-        common = dict(epochs=3, batch_size=8, image_size=(32, 32), data_dir=str(data))
-        train(TrainConfig(level=1, **common))
-        train(TrainConfig(level=2, backbone="mobilenet_025", weights="none", **common))
-    return home / "models"
+    return train_tiny_store(tmp_path_factory.mktemp("present"), dataset_factory(), epochs=3)
 
 
 @pytest.fixture
 def trained(app_env, trained_store, monkeypatch, tmp_path):
-    models = tmp_path / "models"
-    shutil.copytree(trained_store, models)
-    monkeypatch.setenv("LITTLE_DATA_MODELS_DIR", str(models))
-    return models
+    return use_store_copy(trained_store, tmp_path, monkeypatch)
 
 
 def page(name: str, **query) -> AppTest:
