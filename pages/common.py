@@ -252,8 +252,18 @@ def model_set(loaded: dict, explainers: dict | None = None):
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _warmed(models: tuple) -> list:
-    return []
+def _warm_up(models: tuple, _loaded: dict, _explainers: dict | None) -> bool:
+    """Runs once per `models` key: Streamlit does not hash the arguments whose names start with _."""
+    from PIL import Image
+
+    grey = Image.new("RGB", (64, 64), (128, 128, 128))
+    try:
+        model_server().submit(grey, "warm-up", model_set(_loaded))
+        if _explainers:
+            model_server().submit(grey, "warm-up", model_set(_loaded, _explainers))
+    except Exception:  # noqa: BLE001 - a busy server is already warm
+        pass
+    return True
 
 
 def warm_up_serving(loaded: dict, explainers: dict | None = None) -> None:
@@ -263,23 +273,10 @@ def warm_up_serving(loaded: dict, explainers: dict | None = None) -> None:
     The first Grad-CAM pass of four levels takes ~15 s on two cores (TensorFlow traces each model's
     gradient); without this, the first audience photo's heatmaps would hold up everyone's answers.
     """
-    from PIL import Image
-
     usable = {level: p for level, p in loaded.items() if not isinstance(p, Exception)}
-    if not usable:
-        return
-    key = tuple(sorted((level, p.entry.id) for level, p in usable.items())) + (explainers is not None,)
-    done = _warmed(key)
-    if done:
-        return
-    done.append(True)
-    grey = Image.new("RGB", (64, 64), (128, 128, 128))
-    try:
-        model_server().submit(grey, "warm-up", model_set(loaded))
-        if explainers:
-            model_server().submit(grey, "warm-up", model_set(loaded, explainers))
-    except Exception:  # noqa: BLE001 - a busy server is already warm
-        pass
+    if usable:
+        key = tuple(sorted((level, p.entry.id) for level, p in usable.items())) + (explainers is not None,)
+        _warm_up(key, loaded, explainers)
 
 
 def loaded_predictors() -> dict:

@@ -7,6 +7,7 @@ number is in the address (`/present?slide=4`), so a reload stays put. Each slide
 
 import random
 import re
+from pathlib import Path
 
 import altair as alt
 import pandas as pd
@@ -196,14 +197,21 @@ def heatmaps_ui(summary) -> None:
         st.session_state["present_heatmap_photo"] = str(random.choice(paths))
     path = st.session_state["present_heatmap_photo"]
     loaded = loaded_predictors()
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-        with st.spinner("Working out where each level looks…"):
-            result = model_server().predict(data, path, model_set(loaded, loaded_explainers(loaded)))
-    except ServerBusy as exc:
-        st.warning(str(exc))
-        return
+    # Kept per photo and models: toggling the notes or a rerun must not send the photo through Grad-CAM again.
+    key = (path, tuple(sorted((level, str(p) if isinstance(p, Exception) else p.entry.id)
+                              for level, p in loaded.items())))
+    kept = st.session_state.get("present_heatmaps")
+    if kept is not None and kept[0] == key:
+        result = kept[1]
+    else:
+        try:
+            with st.spinner("Working out where each level looks…"):
+                result = model_server().predict(Path(path).read_bytes(), path,
+                                                model_set(loaded, loaded_explainers(loaded)))
+        except ServerBusy as exc:
+            st.warning(str(exc))
+            return
+        st.session_state["present_heatmaps"] = (key, result)
     levels = sorted(result.heatmaps)
     columns = st.columns(len(levels) + 1)
     columns[0].image(result.image, caption="the photo", width="stretch")

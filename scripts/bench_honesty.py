@@ -123,12 +123,11 @@ def table(rows: list[dict]) -> str:
 
 def compare_methods(backbone_name: str, accept_rates=(0.95, 0.97, 0.98)) -> list[dict]:
     """kNN distances against Mahalanobis distances on one backbone's features, for two data sets."""
-    from core.data.decoded import decode_split
     from core.data.folders import summarize
     from core.data.images import load_array
     from core.networks.backbones import get_backbone, resolve_weights
     from core.networks.factories import make_feature_extractor
-    from core.networks.features import extract_features, feature_cache_path
+    from core.networks.features import split_features
     from core.serving.novelty import normalised, novelty_scores, threshold_for
 
     spec = get_backbone(backbone_name)
@@ -136,11 +135,9 @@ def compare_methods(backbone_name: str, accept_rates=(0.95, 0.97, 0.98)) -> list
     extractor = make_feature_extractor(spec, weights)
     size = spec.image_size
 
-    def split_features(root: Path, split: str):
-        summary = summarize(root)
-        decoded = decode_split(summary, split, size)
-        path = feature_cache_path(None, summary.fingerprint, spec.name, weights.key, size, split)
-        return extract_features(extractor, decoded, path)[0], np.asarray(decoded.labels)
+    def labelled(root: Path, split: str):
+        features, decoded = split_features(extractor, summarize(root), split, spec.name, weights.key, size)
+        return features, np.asarray(decoded.labels)
 
     def folder_features(paths):
         return np.concatenate([extractor.predict(np.stack([load_array(p, size) for p in paths[i:i + 32]]), verbose=0)
@@ -154,7 +151,7 @@ def compare_methods(backbone_name: str, accept_rates=(0.95, 0.97, 0.98)) -> list
         precision = np.linalg.inv(cov)
         return np.sqrt(np.stack([np.einsum("nd,de,ne->n", query - m, precision, query - m) for m in means], 1).min(1))
 
-    data = {name: {split: split_features(SHARED / name, split) for split in ("train", "validation")}
+    data = {name: {split: labelled(SHARED / name, split) for split in ("train", "validation")}
             for name in ("cats_vs_dogs", "flowers_fewshot")}
     ood = folder_features(photos_in(SHARED / "ood_dev"))
     rows = []

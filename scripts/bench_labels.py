@@ -49,7 +49,7 @@ def recall_at_k(features, labels, share: float, seed: int) -> dict:
 
 def main() -> int:
     from core.data.folders import summarize
-    from core.experiments.suspects import find_suspects, split_features
+    from core.experiments.suspects import find_suspects, labelled_features
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -59,7 +59,7 @@ def main() -> int:
     report = {}
     for name in ("cats_vs_dogs", "flowers_fewshot"):
         summary = summarize(SHARED / name)
-        train = split_features(summary, "train")
+        train = labelled_features(summary, "train")
         rows = [recall_at_k(train.features, train.labels, args.share, seed) for seed in range(args.seeds)]
         for row in rows:
             print(f"{name}: {json.dumps(row)}", flush=True)

@@ -148,19 +148,17 @@ class LabelledFeatures:
     paths: list[str]
 
 
-def split_features(summary, split: str, backbone: str | None = None, weights: str | None = None,
-                   cache_dir=None) -> LabelledFeatures:
+def labelled_features(summary, split: str, backbone: str | None = None, weights: str | None = None,
+                      cache_dir=None) -> LabelledFeatures:
     """A split's bottleneck features from the backbone (cached as level 2 caches them)."""
-    from core.data.decoded import decode_split
     from core.networks.backbones import DEFAULT_BACKBONE, get_backbone, resolve_weights
     from core.networks.factories import make_feature_extractor
-    from core.networks.features import extract_features, feature_cache_path
+    from core.networks.features import split_features
 
     spec = get_backbone(backbone or DEFAULT_BACKBONE)
     resolved = resolve_weights(spec, weights)
-    decoded = decode_split(summary, split, spec.image_size, cache_dir=cache_dir)
-    path = feature_cache_path(cache_dir, summary.fingerprint, spec.name, resolved.key, spec.image_size, split)
-    features, _ = extract_features(make_feature_extractor(spec, resolved), decoded, path)
+    features, decoded = split_features(make_feature_extractor(spec, resolved), summary, split, spec.name,
+                                       resolved.key, spec.image_size, cache_dir)
     return LabelledFeatures(features, np.asarray(decoded.labels, dtype=np.int64), list(decoded.paths))
 
 
@@ -177,7 +175,7 @@ def find_suspects(summary, split: str = "train", backbone: str | None = None, we
         raise DatasetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
     if len(summary.classes) < 2:
         raise DatasetError("Suspect labels need at least two classes: with one, every label is right.")
-    parts = {name: split_features(summary, name, backbone, weights, cache_dir)
+    parts = {name: labelled_features(summary, name, backbone, weights, cache_dir)
              for name in (("train", "validation") if split in ("all", "validation") else ("train",))}
     if split == "validation":
         train, val = parts["train"], parts["validation"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from core import settings
 from core.atomic_files import atomic_write_npy
-from core.data.decoded import without_autotune
+from core.data.decoded import DecodedSplit, decode_split, without_autotune
 from core.errors import Cancelled
 
 
@@ -67,3 +67,13 @@ def extract_features(extractor, decoded, path: Path, should_cancel=None, progres
     features = np.concatenate(chunks)
     atomic_write_npy(path, features)
     return features, False
+
+
+def split_features(extractor, summary, split: str, backbone: str, weights_key: str, image_size,
+                   cache_dir=None, should_cancel=None, progress=None) -> tuple[np.ndarray, DecodedSplit]:
+    """A data set split decoded at `image_size` and its features from `extractor` (the `backbone`
+    network with weights `weights_key`), both cached; returns (features, the decoded split)."""
+    decoded = decode_split(summary, split, image_size, cache_dir=cache_dir)
+    path = feature_cache_path(cache_dir, summary.fingerprint, backbone, weights_key, image_size, split)
+    features, _ = extract_features(extractor, decoded, path, should_cancel=should_cancel, progress=progress)
+    return features, decoded

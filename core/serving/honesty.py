@@ -52,10 +52,9 @@ def fit_judge(summary, backbone: str, weights: str | None, image_size, own_netwo
               accept_rate: float = DEFAULT_ACCEPT_RATE, cache_dir=None, progress: Progress | None = None,
               should_cancel: Callable[[], bool] | None = None) -> tuple[NoveltyJudge, np.ndarray]:
     """Extracts (or reads from the cache) the judge network's features of both splits; sets the threshold."""
-    from core.data.decoded import decode_split
     from core.networks.backbones import get_backbone, resolve_weights
     from core.networks.factories import make_feature_extractor
-    from core.networks.features import extract_features, feature_cache_path
+    from core.networks.features import split_features
 
     spec = get_backbone(backbone)
     resolved = resolve_weights(spec, weights)
@@ -64,11 +63,9 @@ def fit_judge(summary, backbone: str, weights: str | None, image_size, own_netwo
     extractor = make_feature_extractor(spec, resolved, image_size)
     features = {}
     for split in ("train", "validation"):
-        decoded = decode_split(summary, split, image_size, cache_dir=cache_dir)
-        path = feature_cache_path(cache_dir, summary.fingerprint, backbone, resolved.key, image_size, split)
-        features[split], _ = extract_features(
-            extractor, decoded, path, should_cancel=should_cancel,
-            progress=(lambda done, total, split=split: progress(f"judge-{split}", done, total)) if progress else None)
+        features[split], _ = split_features(
+            extractor, summary, split, backbone, resolved.key, image_size, cache_dir, should_cancel,
+            (lambda done, total, split=split: progress(f"judge-{split}", done, total)) if progress else None)
     bank = normalised(features["train"])
     neighbours = neighbours_for(len(bank))
     scores = novelty_scores(bank, features["validation"], neighbours)

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from core.data.images import ImageError, load_image
 from core.errors import LittleDataError
 from core.serving.predictor import MultiPrediction, predict_photos
 
-#: How long the worker waits for more photos after the first one of a batch. None by default: a
+#: How long the worker waits for more photos after the first one of a batch. No wait by default: a
 #: photo that finds the worker idle goes at once (one person alone pays nothing), and photos that
 #: arrive while it works queue up and form the next batch by themselves.
 DEFAULT_MAX_WAIT_MS = 0.0
@@ -64,7 +65,7 @@ class ModelSet:
 
 @dataclass
 class _Request:
-    photo: bytes | Image.Image
+    photo: Image.Image  # decoded, upright RGB
     name: str
     models: ModelSet
     future: Future
@@ -109,13 +110,24 @@ class ModelServer:
         self._worker.start()
 
     def submit(self, photo: bytes | Image.Image, name: str, models: ModelSet, arrived: float | None = None) -> Future:
-        """Queues one photo; the future gives its `MultiPrediction`.
+        """Queues one photo (its bytes, or an upright RGB image); the future gives its `MultiPrediction`.
 
         `arrived` (a `time.perf_counter()` value): when the photo reached the server, if before this
         call (decoding it first); it starts the answer's `server_ms`. Raises `ServerBusy` when
         `max_queue` photos are already waiting.
         """
-        request = _Request(photo, name, models, Future(), arrived if arrived is not None else time.perf_counter())
+        arrived = arrived if arrived is not None else time.perf_counter()
+        if not isinstance(photo, Image.Image):
+            # Decoded here, in the caller's thread (sessions decode side by side), not in the one
+            # worker every session waits on; a photo that does not decode is answered at once.
+            try:
+                photo = load_image(photo, name=name)
+            except ImageError as exc:
+                failed = MultiPrediction(name, error=str(exc), server_ms=(time.perf_counter() - arrived) * 1000)
+                future: Future = Future()
+                future.set_result(failed)
+                return future
+        request = _Request(photo, name, models, Future(), arrived)
         with self._ready:
             if self._closing:
                 raise ServerBusy("The model server is shutting down.")

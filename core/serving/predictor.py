@@ -259,7 +259,7 @@ class SharedTrunk:
         for level, predictor in predictors.items():
             if isinstance(predictor, Predictor) and (cut := _cut_at_top_block(predictor)) is not None:
                 groups.setdefault(cut.key, {})[level] = cut
-        judges = [p.judge for p in predictors.values() if isinstance(p, Predictor) and _has_judge(p)]
+        judges = [p.judge for p in predictors.values() if isinstance(p, Predictor) and p.judge is not None]
         trunks = []
         for members in groups.values():
             try:
@@ -285,12 +285,12 @@ class SharedTrunk:
                 index = len(distinct) - 1
             heads[level] = (index, distinct[index].upper, cut.classifier)
         size = first.predictor.image_size
+        classes = {level: cut.predictor.classes for level, cut in same.items()}
         check = np.random.default_rng(0).integers(0, 256, (2, *size, 3), dtype=np.uint8)
         candidates = {}
         for judge in judges:  # a judge on this network at this size may read a shared top block's output
-            if judge.key in candidates or tuple(judge.judge.image_size) != tuple(size):
-                continue
-            if judge.judge.backbone != first.key[0]:
+            if (judge.key in candidates or tuple(judge.judge.image_size) != tuple(size)
+                    or judge.judge.backbone != first.key[0]):
                 continue
             expected = judge.features(check)
             for index, cut in enumerate(distinct):
@@ -299,8 +299,7 @@ class SharedTrunk:
                 if pooled.shape == expected.shape and _close(pooled, expected):
                     candidates[judge.key] = index
                     break
-        trunk = cls(first.trunk, heads, size, first.mirrored,
-                    {level: cut.predictor.classes for level, cut in same.items()}, candidates)
+        trunk = cls(first.trunk, heads, size, first.mirrored, classes, candidates)
         shared, features = trunk.predict_all(check)
         agrees = all(np.abs(shared[level] - cut.predictor.predict_arrays(check, calibrated=False)).max() <= cls.TOLERANCE
                      for level, cut in same.items())
@@ -308,21 +307,13 @@ class SharedTrunk:
             return None
         for judge in judges:  # the folded, batched pass must still give the judge's own features
             if judge.key in features and not _close(features[judge.key], judge.features(check)):
-                return cls(first.trunk, heads, size, first.mirrored,
-                           {level: cut.predictor.classes for level, cut in same.items()})
+                return cls(first.trunk, heads, size, first.mirrored, classes)
         return trunk
 
 
 def _close(a: np.ndarray, b: np.ndarray, relative: float = 1e-4) -> bool:
     """Features equal up to float32 rounding of differently ordered (folded, batched) arithmetic."""
     return bool(np.abs(a - b).max() <= relative * max(1.0, float(np.abs(b).max())))
-
-
-def _has_judge(predictor: Predictor) -> bool:
-    try:
-        return predictor.judge is not None
-    except Exception:  # noqa: BLE001 - a judge that cannot load is the predictor's concern, not the trunk's
-        return False
 
 
 @dataclass
