@@ -33,9 +33,12 @@ def write_photos(folder, cls, n, seed):
 def upload_to_class(page, cls, paths, expected_added):
     page.get_by_role("tab", name="Upload").first.click()
     page.locator("[data-testid='stButtonGroup'] button", has_text=cls).first.click()
+    # The uploader is drawn again for the new class; files set before that rerun ends are lost
+    # (CI on 2 busy cores once lost them), so wait for the uploader that names this class.
+    page.get_by_text(f"Photos of {cls}").first.wait_for(timeout=60_000)
     wait_for_app_idle(page)
     page.locator("[data-testid='stFileUploaderDropzone'] input[type='file']").first.set_input_files(paths)
-    page.get_by_role("button", name=f"Add {len(paths)} photo(s) to {cls}").click()
+    page.get_by_role("button", name=f"Add {len(paths)} photo(s) to {cls}").click(timeout=60_000)
     page.get_by_text(f"Added {expected_added} photo(s) to {cls}.").first.wait_for(timeout=60_000)
     wait_for_app_idle(page)
 
