@@ -85,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "the saved model is float32")
     p.add_argument("--schedule", choices=SCHEDULES,
                    help=f"learning-rate schedule (default: {_per_level(lambda l: l.schedule)})")
+    fine_tuning = next(l for l in all_levels() if l.fine_tuning)
+    p.add_argument("--views", type=int,
+                   help=f"level {fine_tuning.key}: run the frozen layers once on N views of each photo (the photo, its "
+                        f"mirror, random draws of the augmentation) and train the top block on those "
+                        f"(default {fine_tuning.fine_tuning.views}); 0 is the tutorial's way: the whole network on a "
+                        f"fresh augmentation every epoch, {fine_tuning.fine_tuning.epochs_on_the_fly} epochs, "
+                        "the large top block")
+    p.add_argument("--top-block", choices=("large", "medium", "small"),
+                   help=f"level {fine_tuning.key}: how much of the network to unfreeze: large is the tutorial's (about "
+                        f"the last stage), medium and small less (default {fine_tuning.fine_tuning.top_block} with "
+                        "cached views, large on the fly)")
     p.add_argument("--image-size", type=int, help="square image side (default: the level's, or the backbone's)")
     p.add_argument("--limit-per-class", type=int, help="use at most this many images per class and split")
     p.add_argument("--no-flip-average", dest="flip_average", action="store_false",
@@ -193,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         if level.can_augment:
             p.add_argument(f"--augment{level.key}", help=f"level-{level.key} augmentation preset "
                                                           f"(default: {level.augment})")
+    p.add_argument("--views", type=int, help="fine-tuning: cached views per photo (0: the tutorial's way, on the fly)")
+    p.add_argument("--top-block", choices=("large", "medium", "small"), help="fine-tuning: the top block to unfreeze")
     p.add_argument("--vgg16-subset", type=int, default=40,
                    help="images per class for the VGG16 end-to-end check with random weights (0 skips)")
     p.add_argument("--out", default="bench-out", help="report folder (default bench-out)")
@@ -269,7 +282,7 @@ def cmd_train(args) -> int:
                          image_size=size, seed=args.seed, data_dir=args.data_dir, models_dir=args.models_dir,
                          limit_per_class=args.limit_per_class, schedule=args.schedule,
                          flip_average=args.flip_average, arch=args.arch, devices=args.devices, workers=args.workers,
-                         precision=args.precision,
+                         precision=args.precision, views=args.views, top_block=args.top_block,
                          imagenet_classes=parse_grouping(args.imagenet_classes) if args.imagenet_classes else None)
     bar = ProgressBar()
     result = train(config, report=bar, address=args.address)
@@ -528,7 +541,8 @@ def cmd_bench(args) -> int:
               epochs={l.key: getattr(args, f"epochs{l.key}") for l in all_levels() if getattr(args, f"epochs{l.key}", None)},
               augment={l.key: getattr(args, f"augment{l.key}") for l in all_levels()
                        if getattr(args, f"augment{l.key}", None)},
-              random_weights_check=("vgg16", args.vgg16_subset) if args.vgg16_subset else None)
+              random_weights_check=("vgg16", args.vgg16_subset) if args.vgg16_subset else None,
+              views=args.views, top_block=args.top_block)
     return 0
 
 

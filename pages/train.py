@@ -170,6 +170,33 @@ def precision_ui(key) -> str:
     return "bfloat16" if on else "float32"
 
 
+def fine_tuning_ui(level: Level, backbone: str) -> dict:
+    """How level 3 fine-tunes: on cached views (ours, fast) or on the fly (the tutorial's); returns the settings."""
+    defaults = level.fine_tuning
+    key = level.key
+    way = st.radio("How", ["cached", "tutorial"], horizontal=True, key=f"way{key}",
+                   format_func=lambda w: {"cached": "Cached views (fast)", "tutorial": "The tutorial's way"}[w])
+    if way == "tutorial":
+        st.caption(f"As the tutorial did: the whole network runs on a fresh augmentation of every photo in every "
+                   f"epoch, and the last stage of the network is unfrozen ({defaults.epochs_on_the_fly} epochs "
+                   "here; the tutorial ran 50, but fine-tuning is on its plateau long before).")
+        return {"views": 0}
+    sizes = BACKBONES[backbone].top_block_sizes
+    c1, c2 = st.columns(2)
+    views = c1.select_slider("Views per photo", [1, 2, 4, 8], value=defaults.views, key=f"views{key}",
+                             help="The frozen layers run once on each photo, its mirror image and random draws of "
+                                  "the augmentation; every epoch takes one of these views per photo.")
+    top_block = c2.selectbox("Top block to unfreeze", sizes, key=f"top{key}-{backbone}",
+                             index=sizes.index(defaults.top_block) if defaults.top_block in sizes else 0,
+                             help="large: the network's last stage, about the tutorial's share; medium and small: "
+                                  "its last few blocks. Less to train means faster epochs.")
+    st.caption("Below the top block nothing changes during fine-tuning, so the same picture always gives the "
+               f"same activations there: they are computed once for {views} view(s) of each photo and kept, and "
+               "each epoch trains only the top block on them. The saved model is the same whole network. "
+               "A second run with another seed or learning rate reuses them.")
+    return {"views": int(views), "top_block": top_block}
+
+
 def level_card_ui(level: Level, summary, busy: bool):
     augment, preset_name = workspace.augment_settings()
     key = level.key
@@ -188,8 +215,14 @@ def level_card_ui(level: Level, summary, busy: bool):
                 "Network", level.archs, key=f"arch{key}",
                 format_func=lambda a: f"{a}: {SMALL_CONVNETS[a].image_size[0]}px, {SMALL_CONVNETS[a].gflops:.2f} GFLOP",
                 help="; ".join(f"**{a}**: {SMALL_CONVNETS[a].description}" for a in level.archs))
+        default_epochs = level.epochs
+        if level.fine_tuning is not None:  # cached views or the tutorial's way; each keeps its own epochs below
+            tuning = fine_tuning_ui(level, backbone)
+            settings.update(tuning)
+            default_epochs = TrainConfig(**settings).resolved().epochs
         if level.trains:
-            epochs = c2.number_input("Epochs", 1, 200, value=level.epochs, key=f"ep{key}", help=level.epochs_note)
+            epochs = c2.number_input("Epochs", 1, 200, value=default_epochs, help=level.epochs_note,
+                                     key=f"ep{key}" + (f"-{settings['views']}" if "views" in settings else ""))
             batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=16, key=f"bs{key}")
             rates = sorted({*LEARNING_RATES, level.learning_rate})
             lr = c1.select_slider("Learning rate", rates, value=level.learning_rate, format_func=lambda v: f"{v:g}",

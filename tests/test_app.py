@@ -121,6 +121,24 @@ def test_augmentation_change_redraws_the_grid(app_env):
     assert config.rotation == 90 and preset_name == "custom"  # the training page will use this
 
 
+def test_train_page_fine_tunes_on_cached_views_or_the_tutorials_way(app_env):
+    at = page("train")
+    assert_clean(at)
+    defaults = get_level(3).fine_tuning
+    assert at.radio(key="way3").value == "cached"
+    assert at.select_slider(key="views3").value == defaults.views
+    assert at.selectbox(key="top3-efficientnet_lite2").value == defaults.top_block
+    assert at.number_input(key=f"ep3-{defaults.views}").value == get_level(3).epochs
+    estimate = next(c.value for c in at.caption if "Estimated time" in c.value and "views of each photo" in c.value)
+    assert f"on {defaults.views} views of each photo" in estimate
+    at.radio(key="way3").set_value("tutorial").run()
+    assert_clean(at)
+    assert at.number_input(key="ep3-0").value == defaults.epochs_on_the_fly  # the tutorial's way keeps its epochs
+    assert any("As the tutorial did" in c.value for c in at.caption)
+    assert not [s for s in at.select_slider if s.key == "views3"]
+    assert not any("Estimated time" in c.value and "views of each photo" in c.value for c in at.caption)
+
+
 @pytest.mark.slow
 def test_training_job_starts_reports_and_lands_a_model(app_env):
     at = page("train")

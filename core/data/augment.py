@@ -138,6 +138,21 @@ def make_augmenter(config: AugmentConfig, seed: int | None = None):
     return keras.Sequential(layers, name="augmentation")
 
 
+def view_names(augment: AugmentConfig, views: int) -> list[str]:
+    """What each cached view is: "photo", "mirror", then "draw 1", "draw 2"...
+
+    An augmentation that changes nothing has one distinct view, and one that never flips has no
+    mirror view; asking for more views than that gives random draws (or the photo alone).
+    """
+    if views < 1:
+        raise ConfigError(f"views must be at least 1, got {views}.")
+    if augment.is_identity:
+        return ["photo"]
+    names = ["photo"] + (["mirror"] if augment.horizontal_flip else [])
+    names += [f"draw {k}" for k in range(1, views - len(names) + 1)]
+    return names[:views]
+
+
 def augmented_variants(image: np.ndarray, config: AugmentConfig, n: int = 9, seed: int = 0) -> list[np.ndarray]:
     """N random variants of one HxWx3 uint8 image; the same seed gives the same pictures.
 

@@ -63,7 +63,8 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
               models_dir: str | None = None, backbone: str | None = None, weights: str | None = None,
               epochs: dict[int, int] | None = None, augment: dict[int, str] | None = None, seed: int = 1337,
               random_weights_check: tuple[str, int] | None = None, reuse_cache: bool = False,
-              report: Callable[[TrainEvent], None] | None = None, log: Callable[[str], None] = print) -> dict:
+              report: Callable[[TrainEvent], None] | None = None, log: Callable[[str], None] = print,
+              views: int | None = None, top_block: str | None = None) -> dict:
     """Trains each level with its defaults (or the overrides given), reloads and scores each model.
 
     Args:
@@ -71,6 +72,7 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
         levels: level keys, in order (default: every registered level).
         backbone, weights: for the levels that need a backbone (default: the registry's default).
         epochs, augment: per-level overrides (level key -> epochs / augmentation preset name).
+        views, top_block: for the fine-tuning level: cached views (0: on the fly) and top block size.
         random_weights_check: (backbone, images per class): that backbone's levels end to end with
             random weights on a subset, for plumbing and throughput (e.g. VGG16, whose ImageNet
             weights may not be available). Its models go to their own folder.
@@ -111,7 +113,8 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
         config = TrainConfig(level=level.key, backbone=backbone if level.needs_backbone else None,
                              weights=weights if level.needs_backbone else None, epochs=epochs.get(level.key),
                              augment=preset(augment[level.key]) if level.key in augment else None, seed=seed,
-                             data_dir=data_dir, models_dir=models_dir, cache_dir=cache_dir).resolved()
+                             data_dir=data_dir, models_dir=models_dir, cache_dir=cache_dir,
+                             **({"views": views, "top_block": top_block} if level.fine_tuning else {})).resolved()
         log(f"== {level.label}: {config.epochs} epochs")
         trained = train(config, report=report)
         entry = trained.entry
@@ -126,6 +129,7 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
             "val_accuracy_best": card.metrics.best_val_accuracy, "best_epoch": card.metrics.best_epoch,
             "val_accuracy_reloaded": evaluation.accuracy, "tutorial_accuracy": level.tutorial_accuracy,
             "train_seconds": trained.seconds, "timings": trained.timings, "params": card.params,
+            "views": card.hyperparameters.get("views"), "top_block": card.hyperparameters.get("top_block"),
             "latency": _latency(predictor, sample_image), "explain_ms": _explain_ms(entry, predictor, sample_image),
             "peak_memory_mb": peak_memory_mb(),
         }
@@ -153,9 +157,10 @@ def training_throughput(entry, config, summary, timings: dict, gflops: float) ->
     """Images per second while fitting, and what fraction of the machine's matmul rate that work is.
 
     A training step costs about three forward passes (forward, then gradients for activations and
-    weights) of the part that trains on images: the whole network for level 1 and for level 3
-    (whose frozen lower blocks still run forward on every augmented photo, counted once), only the
-    small head for level 2, which trains on cached features.
+    weights) of the part that trains on images: the whole network for level 1 and for level 3 on
+    the fly (whose frozen lower blocks still run forward on every augmented photo, counted once),
+    the top block and head for level 3 on cached views, only the small head for level 2, which
+    trains on cached features. For cached views, the build's rate is given too.
     """
     from core.networks.factories import single_view
 
@@ -173,13 +178,30 @@ def training_throughput(entry, config, summary, timings: dict, gflops: float) ->
     if entry.level == 2:  # the head alone trains, on features
         forward -= entry.card.backbone_flops or 0
         step = 3 * forward
+    elif entry.card.backbone_flops and entry.card.hyperparameters.get("views"):
+        step = 3 * _trainable_flops(model)  # on cached views only the top block and head run, forward and backward
     elif entry.card.backbone_flops and entry.level == 3:
         trained_part = _trainable_flops(model)
         step = forward + 2 * trained_part
     else:
         step = 3 * forward
-    return {"train_images_per_s": ips, "train_gflops_per_image": step / 1e9,
-            "train_fraction_of_matmul": ips * step / 1e9 / gflops}
+    result = {"train_images_per_s": ips, "train_gflops_per_image": step / 1e9,
+              "train_fraction_of_matmul": ips * step / 1e9 / gflops}
+    views_ips = timings.get("views_images_per_s")
+    if views_ips and entry.card.backbone_flops:
+        frozen = (entry.card.backbone_flops - _trainable_flops(model) + _head_flops(model, entry.card.backbone)) / 1e9
+        result.update(views_images_per_s=views_ips, views_gflops_per_image=frozen,
+                      views_fraction_of_matmul=views_ips * frozen / gflops)
+    return result
+
+
+def _head_flops(model, backbone: str) -> int:
+    """FLOPs of the layers after the backbone (pooling, the head): trainable, but not part of the base."""
+    from core.networks.backbones import layer_flops, leaf_layers
+
+    names = [layer.name for layer in model.layers]
+    return sum(layer_flops(layer) for top in model.layers[names.index(backbone) + 1:] for layer in leaf_layers(top)
+               if layer.trainable and layer.trainable_weights) if backbone in names else 0
 
 
 def _trainable_flops(model) -> int:
@@ -210,6 +232,14 @@ def _random_weights_check(backbone: str, per_class: int, data_dir, models_dir, c
     return {"backbone": backbone, "subset_per_class": per_class, "weights": "none (random)", "levels": rows,
             "backbone_gflops_per_image": flops / 1e9, "extract_images_per_s": ips,
             "extract_fraction_of_matmul": ips * flops / 1e9 / gflops}
+
+
+def _how(row: dict) -> str:
+    """How a level trained, where there is a choice: level 3's cached views and top block."""
+    views, block = row.get("views"), row.get("top_block")
+    if views is None:
+        return "-"
+    return f"{block} top block, " + (f"{views} cached views" if views else "on the fly")
 
 
 def render_markdown(report: dict) -> str:
@@ -243,9 +273,12 @@ def render_markdown(report: dict) -> str:
                       f"{v['backbone_gflops_per_image']:.2f} GFLOP/img = {v['extract_fraction_of_matmul']:.1%} of matmul peak."]
     trained = [(level, r) for level, r in report["levels"].items() if r.get("train_images_per_s")]
     if trained:
-        lines += ["", "| level | training img/s | training GFLOP/img | % of matmul peak |", "|---|---|---|---|"]
-        lines += [f"| {level} | {r['train_images_per_s']:.1f} | {r['train_gflops_per_image']:.3f} | "
-                  f"{r['train_fraction_of_matmul']:.1%} |" for level, r in trained]
+        lines += ["", "| level | how | training img/s | training GFLOP/img | % of matmul peak | view cache: views/s, "
+                      "% of peak |", "|---|---|---|---|---|---|"]
+        lines += [f"| {level} | {_how(r)} | {r['train_images_per_s']:.1f} | {r['train_gflops_per_image']:.3f} | "
+                  f"{r['train_fraction_of_matmul']:.1%} | "
+                  + (f"{r['views_images_per_s']:.1f}, {r['views_fraction_of_matmul']:.1%}" if r.get("views_images_per_s")
+                     else "-") + " |" for level, r in trained]
     lines += ["", "Saved model: what the stored model scores on the validation photos, averaging each photo "
                   "with its mirror image where that is on. Last and best epoch: the training curve (one view per photo).",
               "", f"Peak memory: {report['peak_memory_mb']:.0f} MB.", ""]

@@ -8,10 +8,11 @@ backbone is one `register_backbone(Backbone(...))` with a builder function; see 
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -49,7 +50,11 @@ class Backbone:
         image_size: default (height, width).
         preprocessing: "vgg" (caffe-style BGR mean subtraction), "tf" (scale to [-1, 1]), "lite"
             ((x - 127) / 128, EfficientNet-Lite's), "unit" ([0, 1]) or "raw" (the network scales itself).
-        top_block: layer-name prefixes unfrozen by level 3.
+        top_block: layer-name prefixes unfrozen by level 3 in the tutorial's way (its "large" top
+            block: about the last stage, as the tutorial unfreezes VGG16's last convolutional block).
+        smaller_top_blocks: other sizes level 3 may unfreeze ("medium", "small"), same form.
+        top_block_shares: each top block's share of a forward pass's FLOPs, for the time estimate
+            (checked by a test); measured by building the network where missing.
         pooling: "flatten" keeps the feature map (small maps), "avg" pools it (large maps).
         local_files: file names searched for in `settings.weights_dirs()` before Keras downloads.
         builder: `builder(keras, weights, input_shape)` -> the Keras base model without its top.
@@ -74,6 +79,8 @@ class Backbone:
     classifier: ImageNetClassifier | None = None
     forward_cost: float = 1.0
     training_cost: float = 1.0
+    smaller_top_blocks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    top_block_shares: Mapping[str, float] = field(default_factory=dict)
 
     def build(self, weights, image_size: tuple[int, int] | None = None):
         """The Keras base model (no top) with `weights` = "imagenet", None, or a file path."""
@@ -84,8 +91,23 @@ class Backbone:
         base.name = self.name
         return base
 
-    def is_top_block(self, layer_name: str) -> bool:
-        return layer_name.startswith(self.top_block)
+    @property
+    def top_block_sizes(self) -> tuple[str, ...]:
+        """The top blocks level 3 can unfreeze, largest first."""
+        return (LARGE_TOP_BLOCK, *self.smaller_top_blocks)
+
+    def top_block_prefixes(self, size: str | None = None) -> tuple[str, ...]:
+        """The layer-name prefixes of one top block ("large", the tutorial's, by default)."""
+        if size in (None, LARGE_TOP_BLOCK):
+            return self.top_block
+        try:
+            return self.smaller_top_blocks[size]
+        except KeyError:
+            raise ConfigError(f"{self.label} has top blocks {', '.join(self.top_block_sizes)}; "
+                              f"got {size!r}.") from None
+
+    def is_top_block(self, layer_name: str, size: str | None = None) -> bool:
+        return layer_name.startswith(self.top_block_prefixes(size))
 
 
 def _vgg16(keras, weights, shape):
@@ -126,9 +148,15 @@ def _mobilenet_025(keras, weights, shape):
     return keras.applications.MobileNet(include_top=False, weights=weights, input_shape=shape, alpha=0.25)
 
 
+#: The top block of the tutorial's size: the one `Backbone.top_block` names.
+LARGE_TOP_BLOCK = "large"
+
 # EfficientNet-Lite2's layer names (core.networks.efficientnet_lite imports Keras only inside its builder).
 LITE2_FEATURE_LAYER = "head_relu"
 LITE2_TOP_BLOCK = tuple(f"block{n:02d}_" for n in range(15, 21)) + ("head_",)
+# Smaller top blocks, inside the 9x9 stage: its last three blocks, or its last, with the head convolution.
+LITE2_SMALLER_TOP_BLOCKS = {"medium": tuple(f"block{n:02d}_" for n in range(18, 21)) + ("head_",),
+                            "small": ("block20_", "head_")}
 
 BACKBONES: dict[str, Backbone] = {}
 DEFAULT_BACKBONE = "efficientnet_lite2"  # the strongest genuine ImageNet network here (docs/design.md, "Backbones")
@@ -153,7 +181,7 @@ def get_backbone(name: str) -> Backbone:
 register_backbone(Backbone(
     "vgg16", "VGG16 (the tutorial's)", (150, 150), "vgg", ("block5",), "flatten",
     ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",), _vgg16, flops=13_230_982_656,
-    forward_cost=0.3))  # 16.2 img/s extracting, at 22x MobileNetV2's GFLOPs
+    forward_cost=0.3, top_block_shares={"large": 0.0867}))  # 16.2 img/s extracting, at 22x MobileNetV2's GFLOPs
 register_backbone(Backbone(  # top block: the 7x7 stage, blocks 14-16 and the final 1x1 convolution
     "mobilenet_v2", "MobileNetV2 (alpha 1.0)", (224, 224), "tf",
     ("block_14_", "block_15_", "block_16_", "Conv_1", "out_relu"), "avg",
@@ -161,7 +189,9 @@ register_backbone(Backbone(  # top block: the 7x7 stage, blocks 14-16 and the fi
      "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"), _mobilenet_v2, flops=598_988_544,
     classifier=ImageNetClassifier(_mobilenet_v2_classifier, "out_relu",
                                   ("mobilenet_v2_1.0_imagenet_torchvision.weights.h5",
-                                   "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"))))
+                                   "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5")),
+    smaller_top_blocks={"medium": ("block_16_", "Conv_1", "out_relu"), "small": ("Conv_1", "out_relu")},
+    top_block_shares={"large": 0.2472, "medium": 0.1438, "small": 0.0670}))
 register_backbone(Backbone(
     "mobilenet_025", "MobileNet v1 (alpha 0.25), quick demo", (224, 224), "tf",
     ("conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"), "avg",
@@ -171,7 +201,8 @@ register_backbone(Backbone(  # top block: the 9x9 stage (blocks 15-20) and the h
     ("efficientnet_lite2_imagenet_torch_layout.npz",), _efficientnet_lite2, flops=1_716_912_544,
     classifier=ImageNetClassifier(_efficientnet_lite2_classifier, LITE2_FEATURE_LAYER,
                                   ("efficientnet_lite2_imagenet_torch_layout.npz",)),
-    forward_cost=0.55, training_cost=0.95))  # 67.9 img/s extracting, 66 s a level-3 epoch (batch norm folded)
+    forward_cost=0.55, training_cost=0.95, smaller_top_blocks=LITE2_SMALLER_TOP_BLOCKS,
+    top_block_shares={"large": 0.3622, "medium": 0.2134, "small": 0.1095}))  # 67.9 img/s extracting, 66 s a level-3 epoch (batch norm folded)
 register_backbone(Backbone(  # Keras' own; weights="imagenet" downloads them (preprocessing is inside the network)
     "efficientnet_v2b0", "EfficientNetV2-B0", (224, 224), "raw", ("block6", "top_"), "avg",
     ("efficientnetv2-b0_notop.h5",), _efficientnet_v2b0, flops=1_433_612_352))
@@ -343,3 +374,20 @@ def leaf_layers(model):
             yield from leaf_layers(layer)
         else:
             yield layer
+
+
+def top_block_share(backbone: Backbone, size: str | None = None) -> float:
+    """The share of a forward pass's FLOPs in one top block: registered, or measured by building the network."""
+    size = size or LARGE_TOP_BLOCK
+    if size in backbone.top_block_shares:
+        return backbone.top_block_shares[size]
+    return _measured_top_block_share(backbone.name, size)
+
+
+@functools.cache
+def _measured_top_block_share(name: str, size: str) -> float:
+    backbone = get_backbone(name)
+    base = backbone.build(None)
+    prefixes = backbone.top_block_prefixes(size)
+    top = sum(layer_flops(layer) for layer in leaf_layers(base) if layer.name.startswith(prefixes))
+    return top / max(count_flops(base), 1)

@@ -193,8 +193,9 @@ def attach_head(extractor: keras.Model, head: keras.Model) -> keras.Model:
     return keras.Model(extractor.inputs, head(extractor.outputs[0]), name="bottleneck_classifier")
 
 
-def prepare_fine_tuning(model: keras.Model, backbone: Backbone) -> keras.Model:
-    """Level 3: unfreezes the base's top block only; batch norm stays frozen, in inference mode.
+def prepare_fine_tuning(model: keras.Model, backbone: Backbone, top_block: str | None = None) -> keras.Model:
+    """Level 3: unfreezes the base's top block only (`top_block`: its size, default the tutorial's
+    "large"); batch norm stays frozen, in inference mode.
 
     Frozen batch-norm statistics matter: updating them on small batches of new data wrecks the
     pretrained features (the same reason the tutorial starts from a trained head).
@@ -203,10 +204,11 @@ def prepare_fine_tuning(model: keras.Model, backbone: Backbone) -> keras.Model:
     base.trainable = True
     unfrozen = 0
     for layer in base.layers:
-        layer.trainable = backbone.is_top_block(layer.name) and not isinstance(layer, layers.BatchNormalization)
+        layer.trainable = (backbone.is_top_block(layer.name, top_block)
+                           and not isinstance(layer, layers.BatchNormalization))
         unfrozen += bool(layer.trainable and layer.weights)
     if unfrozen == 0:
-        raise ConfigError(f"No layer of {backbone.name} matches its top block {backbone.top_block}.")
+        raise ConfigError(f"No layer of {backbone.name} matches its top block {backbone.top_block_prefixes(top_block)}.")
     return model
 
 

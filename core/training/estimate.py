@@ -121,5 +121,14 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
     if config.level_definition.needs_backbone:  # the network's work, not a head's on features or a build, scales
         network *= backbone_cost_scale(config.backbone, config.level_definition.cost)
     views = 2 if config.flip_average else 1  # the final scoring pass, with mirror images or not
-    guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed)
+    fine_tuning = config.level_definition.fine_tuning
+    if fine_tuning is not None and config.views:
+        from core.data.augment import view_names
+        from core.networks.backbones import get_backbone, top_block_share
+
+        guess = fine_tuning.cost.estimate(n_train, n_val, config.epochs, network, views, speed,
+                                          cached_views=len(view_names(config.augment, config.views)),
+                                          top_share=top_block_share(get_backbone(config.backbone), config.top_block))
+    else:
+        guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed)
     return Estimate(guess.seconds + (n_train + n_val) * DECODE_SECONDS_PER_IMAGE, guess.detail + note)

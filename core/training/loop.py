@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from core.data.augment import AugmentConfig, preset
-from core.networks.backbones import DEFAULT_BACKBONE, get_backbone
+from core.networks.backbones import DEFAULT_BACKBONE, LARGE_TOP_BLOCK, get_backbone
 from core.serving.cards import Metrics, ModelCard
 from core.data.folders import DatasetSummary, first_per_class, summarize, training_subset
 from core.data.decoded import DecodedSplit, decode_split
@@ -61,6 +61,8 @@ class TrainConfig:
     devices: str = "auto"  # where one process trains: auto, cpu, cpu:N or N GPUs (core.training.distribute)
     workers: int = 1  # processes (machines) sharing one training, under MultiWorkerMirroredStrategy
     precision: str = "float32"  # level 1: "bfloat16" computes in bfloat16 (weights stay float32; see PRECISIONS)
+    views: int | None = None  # level 3: cached views per training photo; 0 augments on the fly (the tutorial's way)
+    top_block: str | None = None  # level 3: "large" (the tutorial's), "medium" or "small" (Backbone.top_block_sizes)
 
     def __post_init__(self):
         trains = get_level(self.level).trains  # an unknown level fails here, listing the known ones
@@ -93,6 +95,11 @@ class TrainConfig:
                               f"{self.level}'s pretrained layers load as float32.")
         if self.workers > 1 and not trains:
             raise ConfigError(f"Level {self.level} trains nothing, so there is nothing to share between workers.")
+        if (self.views is not None or self.top_block is not None) and self.level_definition.fine_tuning is None:
+            raise ConfigError(f"views and top_block are for fine-tuning (level 3); level {self.level} does not "
+                              "fine-tune a network.")
+        if self.views is not None and self.views < 0:
+            raise ConfigError(f"views must be 0 (augment on the fly) or more, got {self.views}.")
         if self.image_size is not None:
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
             if min(self.image_size) < 32:
@@ -114,9 +121,20 @@ class TrainConfig:
         arch = self.arch or (level.archs[0] if level.archs else None)
         size = (self.image_size or (SMALL_CONVNETS[arch].image_size if arch else None) or level.image_size
                 or get_backbone(backbone).image_size)
-        return replace(self, backbone=backbone, epochs=(self.epochs or level.epochs) if level.trains else 0,
+        epochs, views, top_block = level.epochs, None, None
+        if level.fine_tuning is not None:
+            views = level.fine_tuning.views if self.views is None else self.views
+            if views == 0:  # the tutorial's way: the whole network on fresh augmentations, its top stage unfrozen
+                epochs, top_block = level.fine_tuning.epochs_on_the_fly, self.top_block or LARGE_TOP_BLOCK
+            else:
+                offered = get_backbone(backbone).top_block_sizes  # the default size, where this backbone has it
+                top_block = self.top_block or (level.fine_tuning.top_block if level.fine_tuning.top_block in offered
+                                               else LARGE_TOP_BLOCK)
+            get_backbone(backbone).top_block_prefixes(top_block)  # an unknown size fails here, listing the known ones
+        return replace(self, backbone=backbone, epochs=(self.epochs or epochs) if level.trains else 0,
                        learning_rate=self.learning_rate or level.learning_rate, augment=augment,
-                       image_size=tuple(size), schedule=self.schedule or level.schedule, arch=arch)
+                       image_size=tuple(size), schedule=self.schedule or level.schedule, arch=arch,
+                       views=views, top_block=top_block)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -474,6 +492,8 @@ def make_card(config: TrainConfig, summary: DatasetSummary, model, trained: Reci
                          "optimizer": level.optimizer_label if level.trains else None, "arch": config.arch,
                          "precision": config.precision,
                          "limit_per_class": config.limit_per_class, "train_per_class": config.train_per_class,
+                         **({"views": config.views, "top_block": config.top_block} if config.views is not None else {}),
+                         **trained.card_fields.get("hyperparameters", {}),
                          "subset_seed": config.subset_seed if config.train_per_class else None,
                          **_distribution_fields(config, run)},
         dataset={"fingerprint": summary.fingerprint, "root": str(summary.root), "source": summary.source,

@@ -97,15 +97,76 @@ def train_fine_tuning(run: Run) -> RecipeResult:
         model = single_view(load_model(start))  # fine-tune the network, not its mirror-averaging wrapper
     except ModelError as exc:
         raise TrainingError(f"The level-{required} model to start from is unusable: {exc}") from exc
-    prepare_fine_tuning(model, backbone)
+    prepare_fine_tuning(model, backbone, config.top_block)
+    card_fields = {"weights": start.card.weights, "weights_key": start.card.weights_key, "started_from": start.id,
+                   "backbone_flops": count_flops(model.get_layer(backbone.name))}
+    on_one_process = run.placement is None or run.placement.kind != "multi_worker"
+    if config.views and on_one_process:
+        return _fine_tune_on_cached_views(run, model, backbone, card_fields)
     # The frozen layers' batch norms folded into their convolutions: the same steps, fewer passes over the
     # activations. The top block and head are shared, so training the folded copy trains `model`.
     trainee = with_augmentation(fold_batch_norm(model), run.augmenter())
     run.compile(trainee)
     history, cancelled = run.fit(trainee, run.train_dataset(), run.val_dataset(32))
     return RecipeResult(model, history, cancelled,
-                   {"weights": start.card.weights, "weights_key": start.card.weights_key, "started_from": start.id,
-                    "backbone_flops": count_flops(model.get_layer(backbone.name))})
+                        {**card_fields, "hyperparameters": {"views": 0, "unfrozen_layers": _unfrozen_layers(model)}})
+
+
+def _fine_tune_on_cached_views(run: Run, model, backbone, card_fields: dict) -> RecipeResult:
+    """Level 3 on cached views: the frozen layers run once per view of each photo, the top block every epoch.
+
+    `model`'s top block is unfrozen already; the top trained here shares its layers, so `model` is
+    what comes out fine-tuned, the same network as the tutorial's way gives.
+    """
+    from core.data.augment import AugmentConfig
+    from core.networks.cut import split_at_top_block
+    from core.training.view_cache import ViewBatches, ViewCacheKey, cached_views, view_names
+
+    config = run.config
+    split = split_at_top_block(model, backbone, backbone.top_block_prefixes(config.top_block))
+    t0 = time.monotonic()
+    common = dict(fingerprint=run.summary.fingerprint, backbone=config.backbone,
+                  weights_key=card_fields["weights_key"] or "", image_size=tuple(config.image_size),
+                  cut_layer=split.cut_layer)
+    # The validation photos (and their mirror images, which the saved model averages in) in float32:
+    # their outputs are the saved model's scores.
+    photo_and_mirror = AugmentConfig(horizontal_flip=True)
+    parts = [("train", run.train_data, ViewCacheKey(**common, augment=config.augment, views=config.views,
+                                                    split="train"), np.float16),
+             ("validation", run.val_data, ViewCacheKey(**common, augment=photo_and_mirror,
+                                                       views=2 if config.flip_average else 1,
+                                                       split="validation"), np.float32)]
+    views, computed = {}, 0
+    for name, decoded, key, dtype in parts:
+        count = len(view_names(key.augment, key.views))
+        views[name], cached = cached_views(
+            split.bottom, decoded, key, config.cache_dir, dtype=dtype, should_cancel=run.should_cancel,
+            progress=lambda done, total, name=name, count=count: run.phase(
+                f"views-{name}", f"Running the frozen layers on {count} view(s) of each {name} photo", done, total))
+        computed += 0 if cached else views[name].shape[0] * views[name].shape[1]
+    run.timings["views"] = time.monotonic() - t0
+    if computed:
+        run.timings["views_images_per_s"] = computed / max(run.timings["views"], 1e-9)
+
+    run.compile(split.top)
+    val = np.asarray(views["validation"][0])
+    history, cancelled = run.fit(split.top, ViewBatches(views["train"], run.train_data.labels,
+                                                        run.global_batch_size, config.seed),
+                                 (val, run.val_data.labels))
+    outputs = [split.top.predict(np.asarray(view), batch_size=64, verbose=0) for view in views["validation"]]
+    used = view_names(config.augment, config.views)
+    return RecipeResult(model, history, cancelled,
+                        {**card_fields, "hyperparameters": {"views": len(used), "view_names": used,
+                                                            "cut_layer": split.cut_layer,
+                                                            "unfrozen_layers": split.top_layers}},
+                        val_outputs=outputs)
+
+
+def _unfrozen_layers(model) -> int:
+    """Layers with weights that train (the top block's and the head's)."""
+    from core.networks.backbones import leaf_layers
+
+    return sum(1 for layer in leaf_layers(model) if layer.trainable and layer.trainable_weights)
 
 
 def build_grouped_classifier(run: Run) -> RecipeResult:
