@@ -150,15 +150,19 @@ class FineTuning:
         views: cached views per training photo; 0 runs the whole network on a fresh augmentation
             of every photo in every epoch, as the tutorial did.
         top_block: the size of top block unfrozen with cached views ("large", "medium", "small":
-            `core.networks.backbones.Backbone.top_block_sizes`); on the fly it is the tutorial's "large".
+            `core.networks.backbones.Backbone.top_block_sizes`) unless the backbone names its own
+            (`Backbone.default_top_block`); on the fly it is the tutorial's "large".
         epochs_on_the_fly: the epochs of a run with no cached views (the level's `epochs` otherwise).
         cost: the time estimate of a run on cached views (on the fly: the level's `cost`).
+        learning_rate: the rate on cached views, unless the backbone names its own
+            (`Backbone.fine_tuning_rate`); None: the level's `learning_rate`, as on the fly.
     """
 
     views: int
     top_block: str
     epochs_on_the_fly: int
     cost: CachedViewsCost
+    learning_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -347,5 +351,5 @@ register_level(Level(
     fine_tuning=FineTuning(views=4, top_block="small", epochs_on_the_fly=20,
                            cost=CachedViewsCost(extract=0.0095, train=0.0247, evaluate=0.0082)),
     train="core.training.recipes:train_fine_tuning",
-    epochs_note="5 on cached views: 3, 5 and 10 epochs all measured 99.0-99.1% (3 seeds each, EfficientNet-Lite2); "
-                "20 on the fly, the tutorial's way (it ran 50; fine-tuning is on its plateau after about 5)."))
+    epochs_note="5 on cached views: 3, 5 and 10 epochs measured alike (99.0-99.1%, 3 seeds each, EfficientNet-Lite2 "
+                "at 1e-4); 20 on the fly, the tutorial's way (it ran 50; fine-tuning is on its plateau after about 5)."))

@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.app import jobs
 from core.app import workspace
-from core.networks.backbones import get_backbone
+from core.networks.backbones import DEFAULT_BACKBONE, get_backbone
 from core.data.builder import BuiltDataset
 from core.levels import all_levels, get_level
 from core.app.quickstart import QUICK_BACKBONE, QUICK_LEVEL, first_models, sample_photo
@@ -43,8 +43,9 @@ def quick_start_ui(summary):
                         "**Predict** on one of the validation photos. "
                         f"{get_level(QUICK_LEVEL).short_name.capitalize()}: the network has already seen "
                         "ImageNet's 1.2 million photos; only a small classifier on top learns your classes. "
-                        f"It uses {get_backbone(QUICK_BACKBONE).label}, the quicker network; **Train** offers the "
-                        "stronger default.")
+                        + (f"It uses {get_backbone(QUICK_BACKBONE).label}, the default network." if QUICK_BACKBONE ==
+                           DEFAULT_BACKBONE else f"It uses {get_backbone(QUICK_BACKBONE).label}, the quicker "
+                                                 "network; **Train** offers the stronger default."))
             if st.button("Train my first model", type="primary", icon=":material/rocket_launch:"):
                 try:
                     st.session_state["quick_start_job"] = jobs.start_job(configs).id

@@ -182,12 +182,13 @@ def fine_tuning_ui(level: Level, backbone: str) -> dict:
                    "here; the tutorial ran 50, but fine-tuning is on its plateau long before).")
         return {"views": 0}
     sizes = BACKBONES[backbone].top_block_sizes
+    default_size = TrainConfig(level=key, backbone=backbone).resolved().top_block  # this network's measured best
     c1, c2 = st.columns(2)
     views = c1.select_slider("Views per photo", [1, 2, 4, 8], value=defaults.views, key=f"views{key}",
                              help="The frozen layers run once on each photo, its mirror image and random draws of "
                                   "the augmentation; every epoch takes one of these views per photo.")
     top_block = c2.selectbox("Top block to unfreeze", sizes, key=f"top{key}-{backbone}",
-                             index=sizes.index(defaults.top_block) if defaults.top_block in sizes else 0,
+                             index=sizes.index(default_size),
                              help="large: the network's last stage, about the tutorial's share; medium and small: "
                                   "its last few blocks. Less to train means faster epochs.")
     st.caption("Below the top block nothing changes during fine-tuning, so the same picture always gives the "
@@ -215,18 +216,18 @@ def level_card_ui(level: Level, summary, busy: bool):
                 "Network", level.archs, key=f"arch{key}",
                 format_func=lambda a: f"{a}: {SMALL_CONVNETS[a].image_size[0]}px, {SMALL_CONVNETS[a].gflops:.2f} GFLOP",
                 help="; ".join(f"**{a}**: {SMALL_CONVNETS[a].description}" for a in level.archs))
-        default_epochs = level.epochs
-        if level.fine_tuning is not None:  # cached views or the tutorial's way; each keeps its own epochs below
-            tuning = fine_tuning_ui(level, backbone)
-            settings.update(tuning)
-            default_epochs = TrainConfig(**settings).resolved().epochs
+        default_epochs, default_rate, way = level.epochs, level.learning_rate, ""
+        if level.fine_tuning is not None:  # cached views or the tutorial's way; each keeps its own defaults below
+            settings.update(fine_tuning_ui(level, backbone))
+            resolved = TrainConfig(**settings).resolved()
+            default_epochs, default_rate, way = resolved.epochs, resolved.learning_rate, f"-{settings['views']}"
         if level.trains:
             epochs = c2.number_input("Epochs", 1, 200, value=default_epochs, help=level.epochs_note,
-                                     key=f"ep{key}" + (f"-{settings['views']}" if "views" in settings else ""))
+                                     key=f"ep{key}{way}")
             batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=16, key=f"bs{key}")
-            rates = sorted({*LEARNING_RATES, level.learning_rate})
-            lr = c1.select_slider("Learning rate", rates, value=level.learning_rate, format_func=lambda v: f"{v:g}",
-                                  key=f"lr{key}", help=f"{level.optimizer_label}, {level.schedule} schedule.")
+            rates = sorted({*LEARNING_RATES, default_rate})
+            lr = c1.select_slider("Learning rate", rates, value=default_rate, format_func=lambda v: f"{v:g}",
+                                  key=f"lr{key}{way}", help=f"{level.optimizer_label}, {level.schedule} schedule.")
             dropout = c2.slider("Dropout", 0.0, 0.8, 0.5, 0.05, key=f"do{key}")
             settings.update(epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr), dropout=float(dropout))
         else:

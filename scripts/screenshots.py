@@ -8,7 +8,8 @@ photo uploaded, "Where it looks" on) and Curves & comparison in headless Chromiu
 size, and Predict at phone size (Pixel 7), and writes one PNG per view; with `--stranger`, Predict
 on a photo of something else too. With `--present`: every slide of Present at 1920x1080
 (present-01.png, ...), Join on a Pixel 7 after sending the photo (join-phone.png), and the wall
-slide with that photo on it (present-wall.png).
+slide with that photo on it (present-wall.png). With `--train`: the Train page at level 3's card
+(desktop and phone) and How little data's chart.
 """
 
 from __future__ import annotations
@@ -70,6 +71,23 @@ def present_views(url: str, out: Path, photo: Path, stranger: Path | None) -> No
         browser.close()
 
 
+def train_views(url: str, out: Path, width: int) -> None:
+    """The Train page scrolled to level 3's card (desktop and phone), and How little data's chart."""
+    for name, viewport in (("train-level3.png", (width, 1100)), ("train-level3-phone.png", (412, 915))):
+        with browser_page(viewport=viewport) as page:
+            page.goto(f"{url}/train")
+            page.get_by_role("heading", name="Level 3 · fine-tuning").first.wait_for(timeout=120_000)
+            wait_for_app_idle(page, 120_000)
+            page.get_by_role("heading", name="Level 3 · fine-tuning").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out / name))
+    with browser_page(viewport=(width, 1000)) as page:
+        page.goto(f"{url}/efficiency")
+        page.get_by_role("heading", name="How little data", exact=False).first.wait_for(timeout=120_000)
+        wait_for_app_idle(page, 120_000)
+        page.screenshot(path=str(out / "efficiency.png"), full_page=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/images", help="folder for the PNGs")
@@ -77,9 +95,17 @@ def main() -> int:
     parser.add_argument("--stranger", help="a photo of something else, for Predict's refusal (predict-stranger.png)")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--present", action="store_true", help="only the Present slides, Join and the wall")
+    parser.add_argument("--train", action="store_true",
+                        help="only the Train page's level-3 card (desktop, phone) and How little data's chart")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.train:
+        with streamlit_server({}) as (url, _, _):
+            train_views(url, out, args.width)
+        for path in sorted(out.glob("train-level3*.png")) + [out / "efficiency.png"]:
+            print(path)
+        return 0
     if args.present:
         with streamlit_server({}) as (url, _, _):
             present_views(url, out, Path(args.photo), Path(args.stranger) if args.stranger else None)

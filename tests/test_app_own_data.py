@@ -78,7 +78,9 @@ def test_a_mistake_is_moved_to_its_class_and_undone(mislabelled):
 
 @pytest.mark.slow
 def test_quick_start_trains_in_the_background_and_opens_predict(app_env, monkeypatch):
-    monkeypatch.setenv("LITTLE_DATA_WEIGHTS_MOBILENET_V2", "none")  # the worker inherits it: random weights
+    from core.app.quickstart import QUICK_BACKBONE
+
+    monkeypatch.setenv(f"LITTLE_DATA_WEIGHTS_{QUICK_BACKBONE.upper()}", "none")  # the worker inherits it: random weights
     at = page("overview")
     assert_clean(at)
     button = next(b for b in at.button if b.label == "Train my first model")

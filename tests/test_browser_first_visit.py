@@ -5,6 +5,7 @@ shows its run. This path crashed the Train page once (a quick-start job is a seq
 
 import pytest
 
+from core.app.quickstart import QUICK_BACKBONE
 from tests.browser import ARTIFACTS, CHROMIUM, browser_page, streamlit_server, wait_for_app_idle
 
 pytestmark = [pytest.mark.slow,
@@ -26,7 +27,7 @@ def assert_no_error_shown(page, where: str) -> None:
 
 
 def test_first_visit_on_a_fresh_home(tmp_path, dataset, shared):
-    # The quick start uses MobileNetV2's genuine ImageNet weights, found in ../shared/weights.
+    # The quick start uses the default backbone's genuine ImageNet weights, found in ../shared/weights.
     env = {"LITTLE_DATA_HOME": str(tmp_path / "home"), "LITTLE_DATA_DATA_DIR": str(dataset),
            "LITTLE_DATA_SHARED_DIR": str(shared), "LITTLE_DATA_MODELS_DIR": "", "LITTLE_DATA_CACHE_DIR": "",
            "LITTLE_DATA_JOBS_DIR": ""}
@@ -57,7 +58,7 @@ def test_first_visit_on_a_fresh_home(tmp_path, dataset, shared):
 
         visit(page, "Curves & comparison")
         text = page.inner_text("[data-testid='stMain']")
-        assert "L2 mobilenet_v2" in text, text[-2000:]  # the quick start's level-2 run, listed with its curves
+        assert f"L2 {QUICK_BACKBONE}" in text, text[-2000:]  # the quick start's level-2 run, listed with its curves
         assert_no_error_shown(page, "Curves after the quick start")
         page.screenshot(path=str(ARTIFACTS / "first-visit-curves.png"), full_page=True)
     server_log = log.read_text(errors="replace")

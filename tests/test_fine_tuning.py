@@ -173,6 +173,11 @@ def test_top_block_sizes_are_checked_and_fall_back_where_a_backbone_has_one():
     assert TrainConfig(level=3).resolved().top_block == get_level(3).fine_tuning.top_block == "small"
     assert TrainConfig(level=3, top_block="medium").resolved().top_block == "medium"
     assert TrainConfig(level=3, backbone="vgg16").resolved().top_block == "large"  # VGG16 has only its block5
+    assert TrainConfig(level=3, backbone="mobilenet_v2").resolved().top_block == "medium"  # its own measured best
+    assert TrainConfig(level=3).resolved().learning_rate == 1e-3  # Lite2's measured rate on cached views
+    assert TrainConfig(level=3, views=0).resolved().learning_rate == get_level(3).learning_rate == 1e-4
+    assert TrainConfig(level=3, backbone="mobilenet_v2").resolved().learning_rate == 1e-4
+    assert TrainConfig(level=3, top_block="medium").resolved().learning_rate == 1e-4  # measured on the small block only
     with pytest.raises(ConfigError, match="has top blocks large"):
         TrainConfig(level=3, backbone="vgg16", top_block="small").resolved()
     tutorial = TrainConfig(level=3, views=0).resolved()  # the tutorial's way: one flag

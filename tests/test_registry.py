@@ -83,6 +83,7 @@ def test_estimates_match_the_measured_reference_runs():
     # Cached views, from cold (docs/benchmarks.md, "Fine-tuning in minutes"): within 25% of the measured time.
     assert 187 * 0.8 < est(3) < 187 * 1.2  # small top block, 4 views, 5 epochs: 130 s building, 50 s fitting
     assert 273 * 0.8 < est(3, top_block="medium") < 273 * 1.2  # 120 s building, 138 s fitting
+    assert 97 * 0.75 < est(3, **mobilenet) < 97 * 1.25  # its medium block: 67 s building, 30 s fitting
     assert 180 < est(2, backbone="vgg16") < 270  # 3,600 images at 16.2 per second: its large convolutions run
     # near the matmul peak, so its 22 times MobileNetV2's GFLOPs cost only 7 times the time per image
     assert est(1, epochs=10) * 1.9 < est(1, epochs=20)  # twice the epochs, about twice the time

@@ -200,8 +200,11 @@ def _head_flops(model, backbone: str) -> int:
     from core.networks.backbones import layer_flops, leaf_layers
 
     names = [layer.name for layer in model.layers]
-    return sum(layer_flops(layer) for top in model.layers[names.index(backbone) + 1:] for layer in leaf_layers(top)
-               if layer.trainable and layer.trainable_weights) if backbone in names else 0
+    if backbone not in names:
+        return 0
+    after = [leaf for top in model.layers[names.index(backbone) + 1:]
+             for leaf in (leaf_layers(top) if getattr(top, "layers", None) else [top])]
+    return sum(layer_flops(layer) for layer in after if layer.trainable and layer.trainable_weights)
 
 
 def _trainable_flops(model) -> int:

@@ -33,9 +33,9 @@ from core.training.progress import PHASE, TrainEvent
 from core.training.ray_support import absolute_paths, trial_error
 
 # The settings a sweep may vary, and how a value written on the command line becomes one.
-_INT_KEYS = ("epochs", "batch_size", "train_per_class", "limit_per_class", "image_size", "subset_seed")
+_INT_KEYS = ("epochs", "batch_size", "train_per_class", "limit_per_class", "image_size", "subset_seed", "views")
 _FLOAT_KEYS = ("learning_rate", "dropout")
-_TEXT_KEYS = ("augment", "backbone", "arch", "schedule", "weights")
+_TEXT_KEYS = ("augment", "backbone", "arch", "schedule", "weights", "top_block")
 SWEEPABLE = _INT_KEYS + _FLOAT_KEYS + _TEXT_KEYS + ("flip_average",)
 
 

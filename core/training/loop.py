@@ -121,18 +121,21 @@ class TrainConfig:
         arch = self.arch or (level.archs[0] if level.archs else None)
         size = (self.image_size or (SMALL_CONVNETS[arch].image_size if arch else None) or level.image_size
                 or get_backbone(backbone).image_size)
-        epochs, views, top_block = level.epochs, None, None
+        epochs, views, top_block, rate = level.epochs, None, None, level.learning_rate
         if level.fine_tuning is not None:
             views = level.fine_tuning.views if self.views is None else self.views
             if views == 0:  # the tutorial's way: the whole network on fresh augmentations, its top stage unfrozen
                 epochs, top_block = level.fine_tuning.epochs_on_the_fly, self.top_block or LARGE_TOP_BLOCK
             else:
-                offered = get_backbone(backbone).top_block_sizes  # the default size, where this backbone has it
-                top_block = self.top_block or (level.fine_tuning.top_block if level.fine_tuning.top_block in offered
-                                               else LARGE_TOP_BLOCK)
+                network = get_backbone(backbone)  # its own defaults, else the level's (the size where it has it)
+                default = network.default_top_block or level.fine_tuning.top_block
+                top_block = self.top_block or (default if default in network.top_block_sizes else LARGE_TOP_BLOCK)
+                # The network's own rate was measured on its own top block; other blocks keep the level's.
+                own = network.fine_tuning_rate if top_block == network.default_top_block else None
+                rate = own or level.fine_tuning.learning_rate or rate
             get_backbone(backbone).top_block_prefixes(top_block)  # an unknown size fails here, listing the known ones
         return replace(self, backbone=backbone, epochs=(self.epochs or epochs) if level.trains else 0,
-                       learning_rate=self.learning_rate or level.learning_rate, augment=augment,
+                       learning_rate=self.learning_rate or rate, augment=augment,
                        image_size=tuple(size), schedule=self.schedule or level.schedule, arch=arch,
                        views=views, top_block=top_block)
 

@@ -40,6 +40,14 @@ def curves_ui(entries: list[ModelEntry]) -> None:
                "compare level 2, or level 1 trained without augmentation.")
 
 
+def fine_tuning_label(hyperparameters: dict) -> str | None:
+    """How a level-3 run fine-tuned: "small block, 4 cached views" or "large block, on the fly"."""
+    views = hyperparameters.get("views")
+    if views is None:
+        return None
+    return f"{hyperparameters.get('top_block') or 'large'} block, " + (f"{views} cached views" if views else "on the fly")
+
+
 def table_ui(entries: list[ModelEntry]) -> None:
     rows = []
     for entry in entries:
@@ -49,6 +57,7 @@ def table_ui(entries: list[ModelEntry]) -> None:
             "val accuracy": card.metrics.val_accuracy, "mirror-averaged": card.flip_average,
             "last epoch": card.metrics.last_epoch_val_accuracy, "best epoch": card.metrics.best_val_accuracy,
             "tutorial": card.tutorial_accuracy, "epochs": card.hyperparameters.get("epochs_run"),
+            "fine-tuned": fine_tuning_label(card.hyperparameters),
             "training time (s)": card.train_seconds, "trainable params": card.params.get("trainable"),
             "total params": card.params.get("total"), "created": card.created, "id": entry.id})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
