@@ -227,7 +227,8 @@ def level_card_ui(level: Level, summary, busy: bool):
             batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=16, key=f"bs{key}")
             rates = sorted({*LEARNING_RATES, default_rate})
             lr = c1.select_slider("Learning rate", rates, value=default_rate, format_func=lambda v: f"{v:g}",
-                                  key=f"lr{key}{way}", help=f"{level.optimizer_label}, {level.schedule} schedule.")
+                                  key=f"lr{key}{way}-{backbone}-{settings.get('top_block')}",  # each default its own
+                                  help=f"{level.optimizer_label}, {level.schedule} schedule.")
             dropout = c2.slider("Dropout", 0.0, 0.8, 0.5, 0.05, key=f"do{key}")
             settings.update(epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr), dropout=float(dropout))
         else:

@@ -52,7 +52,7 @@ def test_the_cache_name_changes_with_everything_its_contents_depend_on(tmp_path)
                dict(augment=AugmentConfig(horizontal_flip=True)), dict(views=8), dict(split="validation")]
     paths = {key(**change).path(tmp_path) for change in changes} | {key().path(tmp_path)}
     assert len(paths) == len(changes) + 1
-    assert key().path(tmp_path) == key().path(tmp_path)  # and nothing else (the training seed, say) changes it
+    assert key().path(tmp_path) != key().path(tmp_path / "elsewhere")
 
 
 @pytest.mark.parametrize("other", [dict(augment=preset("aggressive")), dict(cut_layer="top_conv"), dict(views=3)],
@@ -106,8 +106,10 @@ def test_only_the_most_recently_used_caches_are_kept(tmp_path):
         (folder / f"{name}.npy").write_bytes(b"x")
         os.utime(folder / f"{name}.npy", (1_000_000 - age * 100, 1_000_000 - age * 100))  # a is the newest
     (folder / "g.123.partial.npy").write_bytes(b"x")  # another process's build in progress
+    (folder / "h.456.partial.npy").write_bytes(b"x")  # a build whose process died long ago
+    os.utime(folder / "h.456.partial.npy", (1_000_000, 1_000_000))
     gone = evict(folder, keep=3, spare=folder / "f.npy")
-    assert sorted(p.name for p in gone) == ["c.npy", "d.npy", "e.npy"]
+    assert sorted(p.name for p in gone) == ["c.npy", "d.npy", "e.npy", "h.456.partial.npy"]
     assert sorted(p.name for p in folder.iterdir()) == ["a.npy", "b.npy", "f.npy", "g.123.partial.npy"]
 
 
@@ -146,11 +148,11 @@ def test_each_epoch_shows_every_photo_once_and_every_view_once_in_as_many_epochs
 
 
 def test_the_two_parts_compose_to_the_model_and_share_its_weights(tiny_backbone):
-    from core.networks.factories import attach_head, make_feature_extractor, make_head
+    from core.networks.factories import attach_head, make_feature_extractor, make_head, prepare_fine_tuning
     from core.networks.backbones import resolve_weights
 
     extractor = make_feature_extractor(tiny_backbone, resolve_weights(tiny_backbone, "none"), TINY)
-    model = attach_head(extractor, make_head(extractor.output_shape[1:], 2, 0.5))
+    model = prepare_fine_tuning(attach_head(extractor, make_head(extractor.output_shape[1:], 2, 0.5)), tiny_backbone)
     split = split_at_top_block(model, tiny_backbone, tiny_backbone.top_block_prefixes())
     assert split.cut_layer == "stem_conv" and split.top_layers == 3  # top_conv and the head's two Dense layers
     x = np.random.default_rng(0).uniform(0, 255, (3, *TINY, 3)).astype("float32")
@@ -167,6 +169,10 @@ def test_a_top_block_jumped_by_a_residual_cannot_be_cut():
         cut_layer(base, ("top_",))
     with pytest.raises(ConfigError, match="No layer"):
         cut_layer(base, ("nothing_",))
+
+
+def test_several_workers_fine_tune_on_the_fly():
+    assert TrainConfig(level=3, workers=2).resolved().views == 0
 
 
 def test_top_block_sizes_are_checked_and_fall_back_where_a_backbone_has_one():
@@ -196,7 +202,11 @@ def test_cached_views_save_the_same_model_as_the_tutorials_way(dataset_factory, 
     common = dict(backbone=tiny_backbone.name, weights="none", batch_size=8, image_size=TINY, data_dir=str(shapes))
     level2 = train(TrainConfig(level=2, epochs=15, learning_rate=3e-3, **common)).entry
     tutorial = train(TrainConfig(level=3, epochs=2, views=0, **common)).entry
-    cached = train(TrainConfig(level=3, epochs=2, views=3, **common)).entry
+    first = train(TrainConfig(level=3, epochs=2, views=3, **common))
+    cached = first.entry
+    assert "views_images_per_s" in first.timings  # built
+    again = train(TrainConfig(level=3, epochs=1, views=3, seed=5, **common))
+    assert "views_images_per_s" not in again.timings  # another seed and epoch count reuse the cache
     a, b = single_view(load_model(tutorial)), single_view(load_model(cached))
     assert [(w.path, w.shape) for w in a.weights] == [(w.path, w.shape) for w in b.weights]
     assert load_model(cached).input_shape == load_model(tutorial).input_shape == (None, None, None, 3)
@@ -215,3 +225,6 @@ def test_cached_views_save_the_same_model_as_the_tutorials_way(dataset_factory, 
     tuned = b.get_layer(tiny_backbone.name)
     np.testing.assert_array_equal(tuned.get_layer("stem_conv").get_weights()[0], start.get_layer("stem_conv").get_weights()[0])
     assert not np.array_equal(tuned.get_layer("top_conv").get_weights()[0], start.get_layer("top_conv").get_weights()[0])
+    # Random weights differ from one level-2 run to the next: a new level 2 never reuses the old activations.
+    train(TrainConfig(level=2, epochs=2, seed=9, **common))
+    assert "views_images_per_s" in train(TrainConfig(level=3, epochs=1, views=3, **common)).timings

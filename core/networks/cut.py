@@ -24,7 +24,7 @@ class SplitNetwork:
         bottom: raw pixels -> the activation map entering the top block (frozen).
         top: that activation map -> the model's output; its top block and head train.
         cut_layer: the base's layer whose output crosses the cut (part of the cache key).
-        top_layers: how many layers with weights the top holds (its head included).
+        top_layers: how many layers of the top train (the top block's, batch norm excluded, and the head's).
     """
 
     bottom: keras.Model
@@ -80,5 +80,5 @@ def split_at_top_block(model: keras.Model, backbone: Backbone, prefixes: tuple[s
     for layer in model.layers[at + 1:]:  # pooling, the head
         y = layer(y)
     top = keras.Model(activations, y, name="trainable_top")
-    top_layers = sum(1 for layer in leaf_layers(top) if layer.weights)
+    top_layers = sum(1 for layer in leaf_layers(top) if layer.trainable and layer.trainable_weights)
     return SplitNetwork(bottom, top, cut, top_layers)

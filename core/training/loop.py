@@ -123,7 +123,8 @@ class TrainConfig:
                 or get_backbone(backbone).image_size)
         epochs, views, top_block, rate = level.epochs, None, None, level.learning_rate
         if level.fine_tuning is not None:
-            views = level.fine_tuning.views if self.views is None else self.views
+            # Several workers share batches of photos, not a view cache: they fine-tune on the fly.
+            views = (level.fine_tuning.views if self.workers == 1 else 0) if self.views is None else self.views
             if views == 0:  # the tutorial's way: the whole network on fresh augmentations, its top stage unfrozen
                 epochs, top_block = level.fine_tuning.epochs_on_the_fly, self.top_block or LARGE_TOP_BLOCK
             else:

@@ -125,9 +125,11 @@ def _fine_tune_on_cached_views(run: Run, model, backbone, card_fields: dict) -> 
     config = run.config
     split = split_at_top_block(model, backbone, backbone.top_block_prefixes(config.top_block))
     t0 = time.monotonic()
+    # Random weights ("none") differ from one level-2 run to the next: their activations belong to that model.
+    weights = card_fields["weights_key"]
     common = dict(fingerprint=run.summary.fingerprint, backbone=config.backbone,
-                  weights_key=card_fields["weights_key"] or "", image_size=tuple(config.image_size),
-                  cut_layer=split.cut_layer)
+                  weights_key=weights if weights and weights != "none" else f"model {card_fields['started_from']}",
+                  image_size=tuple(config.image_size), cut_layer=split.cut_layer)
     # The validation photos (and their mirror images, which the saved model averages in) in float32:
     # their outputs are the saved model's scores.
     photo_and_mirror = AugmentConfig(horizontal_flip=True)
@@ -153,8 +155,10 @@ def _fine_tune_on_cached_views(run: Run, model, backbone, card_fields: dict) -> 
     history, cancelled = run.fit(split.top, ViewBatches(views["train"], run.train_data.labels,
                                                         run.global_batch_size, config.seed),
                                  (val, run.val_data.labels))
-    outputs = [split.top.predict(np.asarray(view), batch_size=64, verbose=0) for view in views["validation"]]
     used = view_names(config.augment, config.views)
+    if cancelled:
+        return RecipeResult(model, history, cancelled)
+    outputs = [split.top.predict(np.asarray(view), batch_size=64, verbose=0) for view in views["validation"]]
     return RecipeResult(model, history, cancelled,
                         {**card_fields, "hyperparameters": {"views": len(used), "view_names": used,
                                                             "cut_layer": split.cut_layer,

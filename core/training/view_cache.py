@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,6 +32,8 @@ from core.errors import Cancelled
 CACHE_FORMAT = 1
 #: View caches kept (the most recently used): a training set and a validation set for two settings.
 KEEP_CACHES = 4
+#: A partial file untouched this long was left by a process that died while building.
+STALE_PARTIAL_SECONDS = 24 * 3600
 #: The first augmentation seed; view k draws with its own seed, so a view is the same whatever the view count.
 VIEW_SEED = 9000
 
@@ -111,9 +114,16 @@ def evict(folder: Path, keep: int, spare: Path | None = None) -> list[Path]:
     A cache is hundreds of megabytes (2000 photos, 4 views: 270 MB at Lite2's medium cut), and each
     augmentation or top block makes another: the most recent ones are those a next run reuses.
     """
-    caches = sorted((p for p in folder.glob("*.npy") if not p.name.endswith(".partial.npy") and p != spare),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
-    gone = caches[max(keep - (spare is not None), 0):]
+    now, used = time.time(), {}
+    for path in folder.glob("*.npy"):
+        try:
+            used[path] = path.stat().st_mtime
+        except FileNotFoundError:  # another process evicted it meanwhile
+            continue
+    partial = [p for p in used if p.name.endswith(".partial.npy") and now - used[p] > STALE_PARTIAL_SECONDS]
+    caches = sorted((p for p in used if not p.name.endswith(".partial.npy") and p != spare),
+                    key=used.get, reverse=True)
+    gone = caches[max(keep - (spare is not None), 0):] + partial  # and builds a killed process left behind
     for path in gone:
         path.unlink(missing_ok=True)
     return gone
