@@ -180,7 +180,10 @@ def test_config_validation(bad, message):
 @pytest.mark.parametrize("level", all_levels(), ids=lambda level: f"level{level.key}")
 def test_defaults_come_from_the_level_registry(level):
     config = TrainConfig(level=level.key).resolved()
-    assert (config.epochs, config.learning_rate, config.schedule) == (level.epochs, level.learning_rate, level.schedule)
+    rate = level.learning_rate
+    if level.fine_tuning is not None:  # on cached views the backbone may name its own (tests/test_fine_tuning.py)
+        rate = get_backbone(config.backbone).fine_tuning_rate or level.fine_tuning.learning_rate or rate
+    assert (config.epochs, config.learning_rate, config.schedule) == (level.epochs, rate, level.schedule)
     assert config.augment == (preset(level.augment) if level.can_augment else preset("none"))
     assert (config.backbone is not None) == level.needs_backbone
     assert config.image_size == (level.image_size or get_backbone(config.backbone).image_size)
