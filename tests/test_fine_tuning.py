@@ -9,7 +9,7 @@ import pytest
 from core.data.augment import AugmentConfig, preset
 from core.errors import Cancelled, ConfigError
 from core.levels import get_level
-from core.networks.backbones import get_backbone
+from core.networks.backbones import get_backbone, leaf_layers
 from core.networks.cut import cut_layer, split_at_top_block
 from core.networks.factories import single_view
 from core.serving.evaluation import accuracy_of_outputs, model_outputs
@@ -154,7 +154,8 @@ def test_the_two_parts_compose_to_the_model_and_share_its_weights(tiny_backbone)
     extractor = make_feature_extractor(tiny_backbone, resolve_weights(tiny_backbone, "none"), TINY)
     model = prepare_fine_tuning(attach_head(extractor, make_head(extractor.output_shape[1:], 2, 0.5)), tiny_backbone)
     split = split_at_top_block(model, tiny_backbone, tiny_backbone.top_block_prefixes())
-    assert split.cut_layer == "stem_conv" and split.top_layers == 3  # top_conv and the head's two Dense layers
+    trained = [layer.name for layer in leaf_layers(split.top) if layer.trainable and layer.trainable_weights]
+    assert split.cut_layer == "stem_conv" and len(trained) == 3  # top_conv and the head's two Dense layers
     x = np.random.default_rng(0).uniform(0, 255, (3, *TINY, 3)).astype("float32")
     np.testing.assert_allclose(split.top(split.bottom(x)), model(x), atol=1e-6)
     assert {id(w) for w in split.top.weights} <= {id(w) for w in model.weights}

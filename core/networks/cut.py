@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import keras
 
 from core.errors import ConfigError
-from core.networks.backbones import Backbone, leaf_layers
+from core.networks.backbones import Backbone
 
 
 @dataclass
@@ -24,13 +24,11 @@ class SplitNetwork:
         bottom: raw pixels -> the activation map entering the top block (frozen).
         top: that activation map -> the model's output; its top block and head train.
         cut_layer: the base's layer whose output crosses the cut (part of the cache key).
-        top_layers: how many layers of the top train (the top block's, batch norm excluded, and the head's).
     """
 
     bottom: keras.Model
     top: keras.Model
     cut_layer: str
-    top_layers: int
 
 
 def cut_layer(base: keras.Model, prefixes: tuple[str, ...]) -> str:
@@ -80,5 +78,4 @@ def split_at_top_block(model: keras.Model, backbone: Backbone, prefixes: tuple[s
     for layer in model.layers[at + 1:]:  # pooling, the head
         y = layer(y)
     top = keras.Model(activations, y, name="trainable_top")
-    top_layers = sum(1 for layer in leaf_layers(top) if layer.trainable and layer.trainable_weights)
-    return SplitNetwork(bottom, top, cut, top_layers)
+    return SplitNetwork(bottom, top, cut)

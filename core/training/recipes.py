@@ -151,18 +151,18 @@ def _fine_tune_on_cached_views(run: Run, model, backbone, card_fields: dict) -> 
         run.timings["views_images_per_s"] = computed / max(run.timings["views"], 1e-9)
 
     run.compile(split.top)
-    val = np.asarray(views["validation"][0])
+    val_views = [np.asarray(view) for view in views["validation"]]  # read from the cache once: fit, then score
     history, cancelled = run.fit(split.top, ViewBatches(views["train"], run.train_data.labels,
                                                         run.global_batch_size, config.seed),
-                                 (val, run.val_data.labels))
+                                 (val_views[0], run.val_data.labels))
     used = view_names(config.augment, config.views)
     if cancelled:
         return RecipeResult(model, history, cancelled)
-    outputs = [split.top.predict(np.asarray(view), batch_size=64, verbose=0) for view in views["validation"]]
+    outputs = [split.top.predict(view, batch_size=64, verbose=0) for view in val_views]
     return RecipeResult(model, history, cancelled,
                         {**card_fields, "hyperparameters": {"views": len(used), "view_names": used,
                                                             "cut_layer": split.cut_layer,
-                                                            "unfrozen_layers": split.top_layers}},
+                                                            "unfrozen_layers": _unfrozen_layers(model)}},
                         val_outputs=outputs)
 
 
