@@ -182,3 +182,52 @@ def test_only_the_apps_own_data_sets_are_edited(dataset, tmp_path):
     photo = unpacked.photos("circles", "validation")[0]
     unpacked.move(photo, "squares")
     assert unpacked.counts()["squares"]["validation"] == 7 and (dataset / "validation" / "circles" / photo.name).is_file()
+
+
+def test_photos_without_a_class_wait_in_unlabelled_and_a_label_moves_one_to_train():
+    built = BuiltDataset.create("shapes", ["circles", "squares"], validation_fraction=0.25)
+    built.add_photos("circles", photos("circles", 4))
+    built.add_photos("squares", photos("squares", 4, seed=1))
+    report = built.add_unlabelled(photos("circles", 2, seed=7) + photos("circles", 1) + [("junk.jpg", b"nope")])
+    assert len(report.added) == 2 and all(p.startswith("unlabelled/") for p in report.added)
+    assert [name for name, _ in report.skipped] == ["circles-0.jpg", "junk.jpg"]  # a duplicate, an unreadable file
+    assert "already in the data set" in report.skipped[0][1]
+    summary = summarize(built.root)
+    assert len(summary.unlabelled) == 2 and summary.counts()["train"] == {"circles": 3, "squares": 3}
+    fingerprint = summary.fingerprint
+
+    photo = built.unlabelled()[0]
+    change = built.label(photo, "squares")
+    assert not photo.exists() and (built.root / "train" / "squares" / photo.name).is_file()
+    assert change.description == f"labelled {photo.name} as squares"
+    assert summarize(built.root).fingerprint != fingerprint  # a new training photo: caches and models see it
+    with pytest.raises(DatasetError, match="already has a class"):
+        built.label(built.root / "train" / "squares" / photo.name, "circles")
+    with pytest.raises(DatasetError, match="No class"):
+        built.label(built.unlabelled()[0], "triangles")
+    built.undo()
+    assert photo.is_file() and len(built.unlabelled()) == 2 and summarize(built.root).fingerprint == fingerprint
+
+    built.remove(built.unlabelled()[0])  # "none of these"
+    assert len(built.unlabelled()) == 1 and built.last_change().description.startswith("removed unlabelled")
+    built.undo()
+    assert len(built.unlabelled()) == 2
+
+
+def test_kept_labels_are_remembered_across_a_restart_and_undo_forgets_them():
+    built = BuiltDataset.create("shapes", ["circles", "squares"])
+    built.add_photos("circles", photos("circles", 5))
+    built.add_photos("squares", photos("squares", 5, seed=1))
+    photo = built.photos("circles", "train")[0]
+    relative = photo.relative_to(built.root).as_posix()
+    change = built.keep_label(photo)
+    assert change.kept == [relative] and change.renames == []
+    reopened = editable(built.root)  # as after a restart: only what is on disk
+    assert reopened.kept_labels() == {relative} and reopened.last_change().kept == [relative]
+    reopened.move(built.photos("squares", "train")[0], "circles")  # other changes keep it
+    reopened.undo()
+    assert EditableDataset(built.root).kept_labels() == {relative}
+    EditableDataset(built.root).undo()  # the "It's right" itself
+    assert EditableDataset(built.root).kept_labels() == set()
+    with pytest.raises(DatasetError, match="not a photo"):
+        built.keep_label("train/circles/missing.jpg")

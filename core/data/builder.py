@@ -29,13 +29,14 @@ from pathlib import Path
 
 from core import settings
 from core.atomic_files import atomic_write, atomic_write_json
-from core.data.folders import IGNORED_NAMES, DatasetError
+from core.data.folders import IGNORED_NAMES, UNLABELLED, DatasetError, unlabelled_photos
 from core.data.images import ImageError, is_image_name, load_image
 
 SPLIT_NAMES = ("train", "validation")
 MANIFEST = "dataset.json"
 HISTORY = ".history.json"
 TRASH = ".trash"
+KEPT_LABELS = ".kept_labels.json"  # photos whose label a person confirmed ("It's right"): no longer suspects
 UNDO_DEPTH = 20
 STORED_MAX_SIDE = 1024  # photos are kept upright, RGB, at most this many pixels a side: ample for every level
 MAX_CLASSES = 50
@@ -86,6 +87,7 @@ class Change:
     description: str
     renames: list[tuple[str, str]]  # (from, to), relative to the data set root, in order
     time: float = 0.0
+    kept: list[str] = field(default_factory=list)  # labels confirmed by this change (undo forgets them)
 
 
 class EditableDataset:
@@ -147,12 +149,43 @@ class EditableDataset:
         return self._record(f"moved {path.name} from {old_class} to {class_name}", renames)
 
     def remove(self, photo: str | Path) -> Change:
-        """Moves a photo to the trash (undo brings it back)."""
+        """Moves a photo (labelled or not) to the trash (undo brings it back)."""
         path = self.locate(photo)
         relative = path.relative_to(self.root)
         target = self._free_name(self.root / TRASH / f"{time.time_ns()}" / relative)
+        if relative.parts[0] == UNLABELLED:
+            return self._record(f"removed unlabelled {path.name}", [self._rename(path, target)])
         renames = [self._rename(path, target)] + self._keep_both_sides(relative.parts[1])
         return self._record(f"removed {relative.parts[1]}/{path.name}", renames)
+
+    def unlabelled(self) -> list[Path]:
+        """The photos waiting for a class (`unlabelled/`), oldest first."""
+        return unlabelled_photos(self.root)
+
+    def label(self, photo: str | Path, class_name: str) -> Change:
+        """Gives an unlabelled photo its class: it joins `train/<class>/` (undo puts it back)."""
+        path = self.locate(photo)
+        if path.relative_to(self.root).parts[0] != UNLABELLED:
+            raise DatasetError(f"{path.name} already has a class; move it instead.")
+        if class_name not in self.classes:
+            raise DatasetError(f"No class {class_name!r}; the classes are {', '.join(self.classes)}.")
+        target = self._free_name(self.root / "train" / class_name / path.name)
+        renames = [self._rename(path, target)] + self._keep_both_sides(class_name)
+        return self._record(f"labelled {path.name} as {class_name}", renames)
+
+    def keep_label(self, photo: str | Path) -> Change:
+        """Records that a photo's label is right, so it stops being listed as a suspect (undo forgets it)."""
+        relative = self.locate(photo).relative_to(self.root).as_posix()
+        if relative.split("/")[0] not in SPLIT_NAMES:
+            raise DatasetError(f"{relative} has no label to confirm.")
+        atomic_write_json(self.root / KEPT_LABELS, sorted(self.kept_labels() | {relative}))
+        change = Change(f"kept {relative.split('/')[1]} for {Path(relative).name}", [], time.time(), [relative])
+        self._write_history(self._history() + [change])
+        return change
+
+    def kept_labels(self) -> set[str]:
+        """Photos (relative paths) whose label a person confirmed; a photo moved since is no longer among them."""
+        return kept_labels(self.root)
 
     def last_change(self) -> Change | None:
         history = self._history()
@@ -164,6 +197,8 @@ class EditableDataset:
         if not history:
             return None
         change = history.pop()
+        if change.kept:
+            atomic_write_json(self.root / KEPT_LABELS, sorted(self.kept_labels() - set(change.kept)))
         for source, target in reversed(change.renames):
             src, dst = self.root / target, self.root / source
             if src.exists() and not dst.exists():
@@ -201,14 +236,15 @@ class EditableDataset:
     def _history(self) -> list[Change]:
         try:
             items = json.loads((self.root / HISTORY).read_text())
-            return [Change(i["description"], [tuple(r) for r in i["renames"]], i.get("time", 0.0)) for i in items]
+            return [Change(i["description"], [tuple(r) for r in i["renames"]], i.get("time", 0.0), list(i.get("kept", [])))
+                    for i in items]
         except (OSError, ValueError, KeyError, TypeError):
             return []
 
     def _write_history(self, history: list[Change]) -> None:
-        kept, dropped = history[-UNDO_DEPTH:], history[:-UNDO_DEPTH]
+        recent, dropped = history[-UNDO_DEPTH:], history[:-UNDO_DEPTH]
         atomic_write_json(self.root / HISTORY, [{"description": c.description, "renames": [list(r) for r in c.renames],
-                                                 "time": c.time} for c in kept])
+                                                 "time": c.time, "kept": c.kept} for c in recent])
         for change in dropped:  # beyond undo's reach: empty the trash they used
             for _, target in change.renames:
                 if target.startswith(TRASH + "/"):
@@ -292,8 +328,55 @@ class BuiltDataset(EditableDataset):
         if class_name not in self.classes:
             raise DatasetError(f"No class {class_name!r}; the classes are {', '.join(self.classes)}.")
         report = AddReport()
-        known = self._known_hashes()
+        prepared = self._prepare(uploads, report, class_name)
+        # A seeded order, so which photos go to validation does not follow upload order.
+        rng = random.Random(f"{self.settings.get('seed', 0)}-{class_name}-{''.join(d for _, d, _ in prepared)}")
+        rng.shuffle(prepared)
+        count = sum(len(self.photos(class_name, s)) for s in SPLIT_NAMES)
+        in_validation = len(self.photos(class_name, "validation"))
         size = self._bytes()
+        for upload_name, digest, jpeg in prepared:
+            if count >= settings.max_photos_per_class():
+                report.skipped.append((upload_name, f"{class_name} already has {settings.max_photos_per_class()} "
+                                                    "photos, the limit"))
+                continue
+            if size + len(jpeg) > settings.max_dataset_bytes():
+                report.skipped.append((upload_name, f"the data set would exceed {settings.max_dataset_bytes() // 2**20} MB"))
+                continue
+            count += 1
+            split = "validation" if in_validation < validation_quota(count, self.validation_fraction) else "train"
+            in_validation += split == "validation"
+            target = self.root / split / class_name / f"{digest}.jpg"
+            atomic_write(target, lambda tmp, jpeg=jpeg: tmp.write_bytes(jpeg))
+            size += len(jpeg)
+            report.added.append(target.relative_to(self.root).as_posix())
+        report.added.sort()
+        return report
+
+    def add_unlabelled(self, uploads: list[tuple[str, bytes]]) -> AddReport:
+        """Adds photos without a class to `unlabelled/`, checked as `add_photos` checks them; "Label
+        these next" ranks them and a person gives each its class (`label`)."""
+        report = AddReport()
+        count, size = len(self.unlabelled()), self._bytes()
+        limit = settings.max_photos_per_class() * 2
+        for upload_name, digest, jpeg in self._prepare(uploads, report, "unlabelled"):
+            if count >= limit:
+                report.skipped.append((upload_name, f"there are already {limit} unlabelled photos, the limit"))
+                continue
+            if size + len(jpeg) > settings.max_dataset_bytes():
+                report.skipped.append((upload_name, f"the data set would exceed {settings.max_dataset_bytes() // 2**20} MB"))
+                continue
+            target = self.root / UNLABELLED / f"{digest}.jpg"
+            atomic_write(target, lambda tmp, jpeg=jpeg: tmp.write_bytes(jpeg))
+            count, size = count + 1, size + len(jpeg)
+            report.added.append(target.relative_to(self.root).as_posix())
+        report.added.sort()
+        return report
+
+    def _prepare(self, uploads: list[tuple[str, bytes]], report: AddReport, where: str) -> list[tuple[str, str, bytes]]:
+        """(upload name, content hash, JPEG bytes) of the uploads that are new, small enough and decodable;
+        the others go to `report.skipped` with the reason."""
+        known = self._known_hashes()
         prepared = []
         for upload_name, data in uploads:
             digest = hashlib.sha256(data).hexdigest()[:16]
@@ -313,29 +396,8 @@ class BuiltDataset(EditableDataset):
             buffer = io.BytesIO()
             image.save(buffer, "JPEG", quality=92)
             prepared.append((upload_name, digest, buffer.getvalue()))
-            known[digest] = f"{class_name}/{upload_name}"
-        # A seeded order, so which photos go to validation does not follow upload order.
-        rng = random.Random(f"{self.settings.get('seed', 0)}-{class_name}-{''.join(d for _, d, _ in prepared)}")
-        rng.shuffle(prepared)
-        count = sum(len(self.photos(class_name, s)) for s in SPLIT_NAMES)
-        in_validation = len(self.photos(class_name, "validation"))
-        for upload_name, digest, jpeg in prepared:
-            if count >= settings.max_photos_per_class():
-                report.skipped.append((upload_name, f"{class_name} already has {settings.max_photos_per_class()} "
-                                                    "photos, the limit"))
-                continue
-            if size + len(jpeg) > settings.max_dataset_bytes():
-                report.skipped.append((upload_name, f"the data set would exceed {settings.max_dataset_bytes() // 2**20} MB"))
-                continue
-            count += 1
-            split = "validation" if in_validation < validation_quota(count, self.validation_fraction) else "train"
-            in_validation += split == "validation"
-            target = self.root / split / class_name / f"{digest}.jpg"
-            atomic_write(target, lambda tmp, jpeg=jpeg: tmp.write_bytes(jpeg))
-            size += len(jpeg)
-            report.added.append(target.relative_to(self.root).as_posix())
-        report.added.sort()
-        return report
+            known[digest] = f"{where}/{upload_name}"
+        return prepared
 
     def set_validation_fraction(self, fraction: float) -> Change | None:
         """Changes the fraction and moves the fewest photos (seeded) to reach it in every class."""
@@ -365,7 +427,8 @@ class BuiltDataset(EditableDataset):
         return out
 
     def zip_bytes(self) -> bytes:
-        """The photos as a zip in the layout the zip upload accepts (`<name>/train/<class>/...`)."""
+        """The photos as a zip in the layout the zip upload accepts (`<name>/train/<class>/...`, and
+        `<name>/unlabelled/...` for the photos still without a class)."""
         buffer = io.BytesIO()
         top = slug(self.name)
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # JPEGs do not compress
@@ -373,6 +436,8 @@ class BuiltDataset(EditableDataset):
                 for class_name in self.classes:
                     for path in self.photos(class_name, split):
                         archive.write(path, f"{top}/{split}/{class_name}/{path.name}")
+            for path in self.unlabelled():
+                archive.write(path, f"{top}/{UNLABELLED}/{path.relative_to(self.root / UNLABELLED).as_posix()}")
         return buffer.getvalue()
 
     def _known_hashes(self) -> dict[str, str]:
@@ -381,10 +446,21 @@ class BuiltDataset(EditableDataset):
             for class_name in self.classes:
                 for path in self.photos(class_name, split):
                     known[path.stem.split("-")[0]] = f"{split}/{class_name}/{path.name}"
+        for path in self.unlabelled():
+            known[path.stem.split("-")[0]] = f"{UNLABELLED}/{path.name}"
         return known
 
     def _bytes(self) -> int:
-        return sum(p.stat().st_size for split in SPLIT_NAMES for c in self.classes for p in self.photos(c, split))
+        return sum(p.stat().st_size for split in SPLIT_NAMES for c in self.classes for p in self.photos(c, split)) + \
+            sum(p.stat().st_size for p in self.unlabelled())
+
+
+def kept_labels(root: str | Path) -> set[str]:
+    """The photos of the data set at `root` (relative paths) whose label a person confirmed ("It's right")."""
+    try:
+        return {p for p in json.loads((Path(root) / KEPT_LABELS).read_text()) if isinstance(p, str)}
+    except (OSError, ValueError, TypeError):
+        return set()
 
 
 def _check_fraction(fraction: float) -> None:

@@ -21,6 +21,7 @@ from core.errors import LittleDataError
 
 SPLITS = ("train", "validation", "test")
 REQUIRED_SPLITS = ("train", "validation")
+UNLABELLED = "unlabelled"  # photos without a class yet, beside train/: "label these next" ranks them
 IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
@@ -40,6 +41,8 @@ class DatasetSummary:
         ignored: relative paths of files that are not images (skipped).
         fingerprint: a hash of every image's relative path and bytes, for caches.
         source: where the data came from, in words.
+        unlabelled: readable images in `unlabelled/` (not part of the fingerprint: no model learns
+            from them until they have a class).
     """
 
     root: Path
@@ -49,6 +52,7 @@ class DatasetSummary:
     ignored: list[str] = field(default_factory=list)
     fingerprint: str = ""
     source: str = ""
+    unlabelled: list[Path] = field(default_factory=list)
 
     @property
     def splits(self) -> list[str]:
@@ -67,7 +71,8 @@ class DatasetSummary:
     def to_dict(self) -> dict:
         return {"root": str(self.root), "source": self.source, "classes": self.classes,
                 "counts": self.counts(), "fingerprint": self.fingerprint,
-                "unreadable": [list(u) for u in self.unreadable], "ignored": self.ignored}
+                "unreadable": [list(u) for u in self.unreadable], "ignored": self.ignored,
+                "unlabelled": len(self.unlabelled)}
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -155,7 +160,20 @@ def summarize(folder: str | Path, source: str = "") -> DatasetSummary:
                 raise DatasetError(f"{split}/{name}/ has no readable images.")
         summary.files[split] = entries
     summary.fingerprint = digest.hexdigest()[:16]
+    summary.unlabelled = unlabelled_photos(root)
     return summary
+
+
+def unlabelled_photos(root: str | Path) -> list[Path]:
+    """The image files under `root/unlabelled/` (any depth), oldest first; unreadable ones are left out."""
+    folder = Path(root) / UNLABELLED
+    if not folder.is_dir():
+        return []
+    found = [path for path in folder.rglob("*")
+             if path.is_file() and is_image_name(path.name)
+             and not any(part.startswith(".") or part in IGNORED_NAMES for part in path.relative_to(folder).parts)
+             and _check_header(path) is None]
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
 
 
 def first_per_class(summary: DatasetSummary, per_class: int) -> DatasetSummary:
