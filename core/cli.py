@@ -24,6 +24,7 @@ import numpy as np
 from core.networks.backbones import BACKBONES, DEFAULT_BACKBONE
 from core.training.distribute import DEVICES_HELP
 from core.errors import LittleDataError
+from core.experiments.label_next import DEFAULT_STRATEGY, Strategy
 from core.levels import LEVELS, OPTIMIZERS, PRECISIONS, SCHEDULES, SMALL_CONVNETS, all_levels
 
 
@@ -137,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "validation", "all"], default="train")
     p.add_argument("-n", type=int, default=50, help="at most this many (default 50)")
     p.add_argument("--json", action="store_true", help="one JSON object per line: image, given, suggested, score")
+
+    p = sub.add_parser("suggest", help="the data set's unlabelled photos (unlabelled/) that would teach MODEL most, best first")
+    _common(p)
+    p.add_argument("model", help=_model_refs())
+    p.add_argument("-n", type=int, default=20, help="at most this many (default 20)")
+    p.add_argument("--strategy", choices=[s.value for s in Strategy], default=DEFAULT_STRATEGY.value,
+                   help=f"how they are ranked (default {DEFAULT_STRATEGY.value}; see core/experiments/label_next.py)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line: image, score, predicted")
 
     p = sub.add_parser("explain", help="Grad-CAM: where a model looks in each photo, as heatmaps over the photos")
     _common(p)
@@ -403,6 +412,24 @@ def cmd_suspects(args) -> int:
     return 0
 
 
+def cmd_suggest(args) -> int:
+    from core.data.download import resolve_data_dir
+    from core.data.folders import summarize
+    from core.experiments.label_next import suggest
+    from core.serving.model_store import ModelStore
+
+    entry = ModelStore(args.models_dir).resolve(args.model)
+    folder, source = resolve_data_dir(args.data_dir)
+    summary = summarize(folder, source=source)
+    suggestions = suggest(entry, summary, n=max(args.n, 0), strategy=args.strategy)
+    for suggestion in suggestions:
+        if args.json:
+            print(json.dumps(suggestion.to_dict()))
+        else:
+            print(f"{suggestion.image}: looks like {suggestion.predicted} (score {suggestion.score:.3f})")
+    return 0
+
+
 def cmd_explain(args) -> int:
     from PIL import Image
 
@@ -547,7 +574,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"data": cmd_data, "augment": cmd_augment, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "calibrate": cmd_calibrate, "suspects": cmd_suspects, "explain": cmd_explain, "curve": cmd_curve, "sweep": cmd_sweep, "export": cmd_export,
+            "predict": cmd_predict, "calibrate": cmd_calibrate, "suspects": cmd_suspects, "suggest": cmd_suggest, "explain": cmd_explain, "curve": cmd_curve, "sweep": cmd_sweep, "export": cmd_export,
             "models": cmd_models,
             "bench": cmd_bench}
 

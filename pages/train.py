@@ -63,7 +63,8 @@ def job_ui():
 
 
 #: Jobs that are not training runs, and the page that shows them.
-ELSEWHERE = {jobs.JobKind.CURVE: "How little data", jobs.JobKind.SWEEP: "Curves & comparison"}
+ELSEWHERE = {jobs.JobKind.CURVE: "How little data", jobs.JobKind.SWEEP: "Curves & comparison",
+             jobs.JobKind.LABELS: "Data"}
 
 
 def training_job_ui(job: jobs.Job) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from core.app import jobs
 from core.app.jobs import Job, JobKind, JobState
 from core.experiments.efficiency_curve import CurveConfig
+from core.experiments.label_review import LabelsConfig, LabelTask
 from core.experiments.sweep import SweepConfig
 from core.training.loop import TrainConfig
 from core.training.progress import TrainEvent, TrainProgress
@@ -32,6 +33,8 @@ def example_config(kind: JobKind, data_dir: Path):
                 TrainConfig(level=0, backbone="mobilenet_v2", data_dir=data)]
     if kind is JobKind.CURVE:
         return CurveConfig(levels=[1, 2], sizes=[5, 10], seeds=1, data_dir=data)
+    if kind is JobKind.LABELS:
+        return LabelsConfig(LabelTask.SUSPECTS, data_dir=data)
     return SweepConfig(level=1, grid={"learning_rate": [1e-3, 3e-4]}, base={"data_dir": data, "epochs": 1})
 
 
@@ -69,7 +72,8 @@ def write_job(jobs_dir: Path, kind: JobKind, state: str, data_dir: Path) -> Job:
         job.model_ids = ["level2-example", "level0-example"] if kind is JobKind.SEQUENCE else []
         job.sweep_id = "sweep-example" if kind is JobKind.SWEEP else None
         job.message = {JobKind.TRAIN: "Saved level2-example", JobKind.SEQUENCE: "Saved level2-example, level0-example",
-                       JobKind.CURVE: "Curve measured.", JobKind.SWEEP: "2 trials finished"}[kind]
+                       JobKind.CURVE: "Curve measured.", JobKind.SWEEP: "2 trials finished",
+                       JobKind.LABELS: "3 suspect labels found in 4 s"}[kind]
     elif saved_state is JobState.FAILED:
         job.error, job.finished = "Example failure: the disk is full.", now
     else:

@@ -6,8 +6,8 @@ reads it back with `current_job`. One job runs at a time: starting is serialised
 and the worker holds its own lock for its lifetime, so a killed worker is noticed (the lock is free
 but the status says running).
 
-A job is one of four kinds (`JobKind`): a training run, a sequence of them (the quick start), a
-data-efficiency curve, or a sweep. `RUNNERS` maps each kind to the function that runs it; `Job`
+A job is one of five kinds (`JobKind`): a training run, a sequence of them (the quick start), a
+data-efficiency curve, a sweep, or a label review (suspect labels, photos to label next). `RUNNERS` maps each kind to the function that runs it; `Job`
 knows its kind's typed config, title and levels, so no page reads the status file's keys.
 """
 
@@ -31,6 +31,7 @@ from core import settings
 from core.atomic_files import atomic_write_json
 from core.errors import LittleDataError, describe
 from core.experiments.efficiency_curve import CurveConfig
+from core.experiments.label_review import LabelsConfig
 from core.experiments.sweep import SweepConfig
 from core.training.loop import TrainConfig
 from core.training.progress import BATCH, TrainEvent, TrainProgress
@@ -48,6 +49,7 @@ class JobKind(str, Enum):
     SEQUENCE = "sequence"
     CURVE = "curve"
     SWEEP = "sweep"
+    LABELS = "labels"
 
 
 class JobState(str, Enum):
@@ -62,12 +64,13 @@ class JobState(str, Enum):
         return self in (JobState.STARTING, JobState.RUNNING)
 
 
-#: A job's typed config, by kind: a `TrainConfig`, a list of them, a `CurveConfig` or a `SweepConfig`.
-JobConfig = Union[TrainConfig, list, CurveConfig, SweepConfig]
+#: A job's typed config, by kind: a `TrainConfig`, a list of them, a `CurveConfig`, a `SweepConfig` or a `LabelsConfig`.
+JobConfig = Union[TrainConfig, list, CurveConfig, SweepConfig, LabelsConfig]
 
 
 #: Each kind's config class; a sequence is a list of `TrainConfig`s.
-_CONFIG_CLASSES = {JobKind.TRAIN: TrainConfig, JobKind.CURVE: CurveConfig, JobKind.SWEEP: SweepConfig}
+_CONFIG_CLASSES = {JobKind.TRAIN: TrainConfig, JobKind.CURVE: CurveConfig, JobKind.SWEEP: SweepConfig,
+                   JobKind.LABELS: LabelsConfig}
 
 
 def _kind_of(config) -> JobKind:
@@ -136,6 +139,8 @@ class Job:
     @property
     def levels(self) -> list[int]:
         """The levels this job trains or measures."""
+        if isinstance(self.config, LabelsConfig):
+            return []
         if isinstance(self.config, CurveConfig):
             return list(self.config.levels)
         if isinstance(self.config, SweepConfig):
@@ -149,6 +154,8 @@ class Job:
         plural = "s" if len(self.levels) > 1 else ""
         if self.config is None:
             return f"{self.kind.value} job"
+        if isinstance(self.config, LabelsConfig):
+            return self.config.task.title
         return {JobKind.TRAIN: f"level-{levels} training",
                 JobKind.SEQUENCE: f"first models (level{plural} {levels})",
                 JobKind.SWEEP: f"level-{levels} sweep",
@@ -376,11 +383,27 @@ def _run_sweep(job: Job, report, should_cancel, save) -> None:
                    f"{len(record.finished_trials)} trials finished" + (f", {failed} failed" if failed else ""))
 
 
+def _run_labels(job: Job, report, should_cancel, save) -> None:
+    from core.errors import Cancelled
+    from core.experiments.label_review import run_label_review
+    from core.training.progress import PHASE
+
+    try:
+        review = run_label_review(job.config, should_cancel=should_cancel,
+                                  phase=lambda message: report(TrainEvent(PHASE, phase="labels", message=message)))
+    except Cancelled:
+        job.state, job.message = JobState.CANCELLED, "Cancelled; the last finished review is kept."
+        return
+    job.state, job.seconds = JobState.SUCCEEDED, review.seconds
+    job.message = f"{len(review.items)} {job.config.task.title} found in {review.seconds:.0f} s"
+
+
 RUNNERS: dict[JobKind, Runner] = {
     JobKind.TRAIN: _run_training,
     JobKind.SEQUENCE: _run_sequence,
     JobKind.CURVE: _run_curve,
     JobKind.SWEEP: _run_sweep,
+    JobKind.LABELS: _run_labels,
 }
 
 

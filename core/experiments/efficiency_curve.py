@@ -174,7 +174,7 @@ def run_curve(config: CurveConfig, report: Callable[[TrainEvent], None] | None =
     return results
 
 
-_HEADS: dict[str, "_HeadCurve"] = {}  # per process: a feature level's features, loaded once for all its points
+_HEADS: dict[str, "HeadCurve"] = {}  # per process: a feature level's features, loaded once for all its points
 
 
 def measure_point(config: CurveConfig, summary, level: int, size: int, seed: int, report=None,
@@ -187,7 +187,7 @@ def measure_point(config: CurveConfig, summary, level: int, size: int, seed: int
         key = json.dumps([summary.fingerprint, level, config.backbone, config.weights, config.flip_average])
         if key not in _HEADS:
             _HEADS.clear()  # one data set's features at a time
-            _HEADS[key] = _HeadCurve(config, level, summary, report, should_cancel)
+            _HEADS[key] = HeadCurve(config, level, summary, report, should_cancel)
         accuracy = _HEADS[key].point(size, seed)
     else:
         accuracy = _train_point(config, summary, level, size, seed, should_cancel)
@@ -271,7 +271,7 @@ def _train_point(config: CurveConfig, summary, level: int, size: int, seed: int,
     return None if result.cancelled else result.entry.val_accuracy
 
 
-class _HeadCurve:
+class HeadCurve:
     """A feature level's points from features computed once: only the head is trained per point."""
 
     def __init__(self, config: CurveConfig, key: int, summary, report, should_cancel):
@@ -309,22 +309,42 @@ class _HeadCurve:
 
     def point(self, per_class: int, seed: int) -> float:
         """Trains a head on the subset's rows with the level's hyperparameters; its validation accuracy."""
-        import keras
-
         from core.data.folders import training_subset
-        from core.networks.factories import make_head
-        from core.serving.predictor import to_probabilities
-        from core.networks.features import feature_dataset
-        from core.training.loop import compile_model
 
         subset = training_subset(self.summary, per_class, seed)  # the very photos levels 1 and 3 get
         rows = np.asarray([self.row_of[str(p)] for p, _ in subset.files["train"] if str(p) in self.row_of])
-        config = self.config
-        keras.utils.set_random_seed(config.seed + seed)
-        head = make_head(self.features.shape[1:], self.num_classes, config.dropout)
-        compile_model(head, config, self.num_classes, -(-len(rows) // config.batch_size))
-        data = feature_dataset(self.features[rows], self.labels[rows], config.batch_size, shuffle_seed=config.seed + seed)
-        head.fit(data, epochs=config.epochs, verbose=0, shuffle=False)
-        outputs = np.mean([head.predict(view, batch_size=256, verbose=0) for view in self.val_views], axis=0)
-        predicted = to_probabilities(outputs, self.num_classes).argmax(axis=1)
-        return float(np.mean(predicted == self.val_labels))
+        return head_accuracy(self.config, self.features[rows], self.labels[rows], self.val_views, self.val_labels,
+                             self.num_classes, seed)
+
+
+def train_head(config, features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int):
+    """Level 2's head trained on `features` as the level trains it (`config`: a resolved level-2 TrainConfig)."""
+    import keras
+
+    from core.networks.factories import make_head
+    from core.networks.features import feature_dataset
+    from core.training.loop import compile_model
+
+    keras.utils.set_random_seed(config.seed + seed)
+    head = make_head(features.shape[1:], num_classes, config.dropout)
+    compile_model(head, config, num_classes, -(-len(labels) // config.batch_size))
+    data = feature_dataset(features, labels, config.batch_size, shuffle_seed=config.seed + seed)
+    head.fit(data, epochs=config.epochs, verbose=0, shuffle=False)
+    return head
+
+
+def head_probabilities(head, views: list[np.ndarray], num_classes: int) -> np.ndarray:
+    """[N, C] class probabilities of a head, averaged over views of the same photos (the photos, mirrors)."""
+    from core.serving.predictor import to_probabilities
+
+    outputs = np.mean([head.predict(view, batch_size=256, verbose=0) for view in views], axis=0)
+    return to_probabilities(outputs, num_classes)
+
+
+def head_accuracy(config, features: np.ndarray, labels: np.ndarray, val_views: list[np.ndarray],
+                  val_labels: np.ndarray, num_classes: int, seed: int) -> float:
+    """The validation accuracy of level 2's head trained on `features` (`train_head`), averaging the
+    validation `val_views` (the photos, their mirrors)."""
+    head = train_head(config, features, labels, num_classes, seed)
+    predicted = head_probabilities(head, val_views, num_classes).argmax(axis=1)
+    return float(np.mean(predicted == np.asarray(val_labels)))

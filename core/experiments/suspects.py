@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_FOLDS = 5
+DEFAULT_FOLDS = 10  # flowers (150 photos): 76% of flipped labels found over 10 seeds, against 71% with 5; cats vs dogs the same
 #: The heads' L2 penalty and steps: a linear softmax on L2-normalised features, fitted by full-batch
 #: gradient descent with momentum (no dependency; a 2,000 x 1,280 split takes about a second a fold).
 L2 = 1e-3
@@ -148,8 +148,8 @@ class LabelledFeatures:
     paths: list[str]
 
 
-def labelled_features(summary, split: str, backbone: str | None = None, weights: str | None = None,
-                      cache_dir=None) -> LabelledFeatures:
+def features_of_split(summary, split: str, backbone: str | None = None, weights: str | None = None,
+                      cache_dir=None, should_cancel=None) -> LabelledFeatures:
     """A split's bottleneck features from the backbone (cached as level 2 caches them)."""
     from core.networks.backbones import DEFAULT_BACKBONE, get_backbone, resolve_weights
     from core.networks.factories import make_feature_extractor
@@ -158,24 +158,26 @@ def labelled_features(summary, split: str, backbone: str | None = None, weights:
     spec = get_backbone(backbone or DEFAULT_BACKBONE)
     resolved = resolve_weights(spec, weights)
     features, decoded = split_features(make_feature_extractor(spec, resolved), summary, split, spec.name,
-                                       resolved.key, spec.image_size, cache_dir)
+                                       resolved.key, spec.image_size, cache_dir, should_cancel=should_cancel)
     return LabelledFeatures(features, np.asarray(decoded.labels, dtype=np.int64), list(decoded.paths))
 
 
 def find_suspects(summary, split: str = "train", backbone: str | None = None, weights: str | None = None,
-                  cache_dir=None, folds: int = DEFAULT_FOLDS) -> list[Suspect]:
-    """Suspect labels of a data set's split, most suspect first.
+                  cache_dir=None, folds: int = DEFAULT_FOLDS, should_cancel=None) -> list[Suspect]:
+    """Suspect labels of a data set's split, most suspect first; photos whose label a person confirmed
+    in the app ("It's right") are left out.
 
     `train` and `all`: out-of-fold within the photos; `validation`: a head fitted on the training
     split judges the validation photos (none of which it saw).
     """
+    from core.data.builder import kept_labels
     from core.data.folders import DatasetError
 
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
     if len(summary.classes) < 2:
         raise DatasetError("Suspect labels need at least two classes: with one, every label is right.")
-    parts = {name: labelled_features(summary, name, backbone, weights, cache_dir)
+    parts = {name: features_of_split(summary, name, backbone, weights, cache_dir, should_cancel)
              for name in (("train", "validation") if split in ("all", "validation") else ("train",))}
     if split == "validation":
         train, val = parts["train"], parts["validation"]
@@ -186,4 +188,6 @@ def find_suspects(summary, split: str = "train", backbone: str | None = None, we
             np.concatenate([p.features for p in parts.values()]), np.concatenate([p.labels for p in parts.values()]),
             [path for p in parts.values() for path in p.paths])
         probabilities = out_of_fold_probabilities(chosen.features, chosen.labels, folds)
-    return rank_suspects(probabilities, chosen.labels, list(summary.classes), chosen.paths)
+    kept = kept_labels(summary.root)
+    return [suspect for suspect in rank_suspects(probabilities, chosen.labels, list(summary.classes), chosen.paths)
+            if Path(suspect.image).relative_to(summary.root).as_posix() not in kept]

@@ -1,0 +1,187 @@
+"""Label these next: which unlabelled photos would teach the current model most, best first.
+
+Uncertainty alone (the photos the model is least sure of) picks near-duplicates: ten shots of the
+same confusing tulip. Coverage alone (the photos farthest from everything labelled) ignores what the
+model already knows. The strategies here, measured by `scripts/bench_labels.py`:
+
+- `MARGIN`: smallest gap between the two most probable classes.
+- `COVERAGE`: k-centre greedy on L2-normalised bottleneck features (Sener and Savarese, 2018): each
+  pick is the photo farthest from every labelled or already picked photo.
+- `MARGIN_COVERAGE`: k-centre greedy with each photo's distance weighted by its margin uncertainty,
+  and divided by 1 + the picks already made in its predicted class, so a rare class is not drowned
+  by a common one.
+- `BADGE` (Ash et al., 2020): k-means++ seeding on gradient embeddings (p - onehot(argmax p)) x features.
+- `RANDOM`: the baseline.
+
+    order, scores = choose(probabilities, unlabelled_features, features_of_split, n=20)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, replace
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+
+class Strategy(str, Enum):
+    RANDOM = "random"
+    MARGIN = "margin"
+    COVERAGE = "coverage"
+    MARGIN_COVERAGE = "margin_coverage"
+    BADGE = "badge"
+
+
+DEFAULT_STRATEGY = Strategy.MARGIN_COVERAGE
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One unlabelled photo worth labelling, and what the current model thinks it is."""
+
+    image: str
+    score: float  # the strategy's value of labelling it when it was picked: higher first
+    predicted: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _normalised(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def margin_uncertainty(probabilities: np.ndarray) -> np.ndarray:
+    """1 - (p1 - p2): 1 where the two likeliest classes tie, 0 where the model is certain."""
+    ordered = np.sort(np.asarray(probabilities, dtype=np.float64), axis=1)
+    if ordered.shape[1] < 2:
+        return np.zeros(len(ordered))
+    return 1.0 - (ordered[:, -1] - ordered[:, -2])
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T, 0.0)
+
+
+def _k_centre(unlabelled: np.ndarray, labelled: np.ndarray, n: int, weight: np.ndarray | None = None,
+              groups: np.ndarray | None = None) -> tuple[list[int], list[float]]:
+    """Greedy k-centre: each pick maximises (distance to the nearest labelled or picked photo) x weight;
+    with `groups`, a photo's value is also divided by 1 + the picks already made in its group, so
+    the picks spread over the groups (the predicted classes) without forcing near-copies in."""
+    nearest = (_squared_distances(unlabelled, labelled).min(axis=1) if len(labelled)
+               else np.full(len(unlabelled), 4.0))  # unit vectors: 4 is the largest squared distance
+    weight = np.ones(len(unlabelled)) if weight is None else np.asarray(weight, dtype=np.float64)
+    groups = np.zeros(len(unlabelled), dtype=np.int64) if groups is None else np.asarray(groups)
+    picked_in_group = np.zeros(int(groups.max()) + 1 if len(groups) else 1)
+    chosen, scores = [], []
+    available = np.ones(len(unlabelled), dtype=bool)
+    while len(chosen) < min(n, len(unlabelled)):
+        value = np.where(available, nearest * weight / (1.0 + picked_in_group[groups]), -np.inf)
+        pick = int(np.argmax(value))
+        chosen.append(pick)
+        scores.append(float(value[pick]))
+        available[pick] = False
+        picked_in_group[groups[pick]] += 1
+        nearest = np.minimum(nearest, _squared_distances(unlabelled, unlabelled[pick:pick + 1])[:, 0])
+    return chosen, scores
+
+
+def _badge(probabilities: np.ndarray, features: np.ndarray, n: int, rng) -> tuple[list[int], list[float]]:
+    classes = probabilities.shape[1]
+    embedding = ((probabilities - np.eye(classes)[probabilities.argmax(1)])[:, :, None] * features[:, None, :])
+    embedding = embedding.reshape(len(features), -1)
+    first = int(np.argmax((embedding ** 2).sum(1)))
+    chosen, scores = [first], [float((embedding[first] ** 2).sum())]
+    nearest = _squared_distances(embedding, embedding[first:first + 1])[:, 0]
+    while len(chosen) < min(n, len(features)):
+        if nearest.sum() <= 0:  # everything left duplicates a pick: take the rest in order
+            pick = next(i for i in range(len(features)) if i not in chosen)
+        else:
+            pick = int(rng.choice(len(features), p=nearest / nearest.sum()))
+            if pick in chosen:
+                continue
+        chosen.append(pick)
+        scores.append(float(nearest[pick]))
+        nearest = np.minimum(nearest, _squared_distances(embedding, embedding[pick:pick + 1])[:, 0])
+    return chosen, scores
+
+
+def choose(probabilities: np.ndarray, unlabelled_features: np.ndarray, features_of_split: np.ndarray, n: int,
+           strategy: Strategy | str = DEFAULT_STRATEGY, seed: int = 0) -> tuple[list[int], list[float]]:
+    """The `n` unlabelled photos to label first (indices into the unlabelled rows, best first) and the
+    strategy's score of each when picked.
+
+    Args:
+        probabilities: [U, C] the current model's probabilities for the unlabelled photos.
+        unlabelled_features / features_of_split: [U, D] / [L, D] bottleneck features (any scale).
+    """
+    strategy = Strategy(strategy)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if len(probabilities) != len(unlabelled_features):
+        raise ValueError(f"{len(probabilities)} rows of probabilities for {len(unlabelled_features)} photos.")
+    n = min(int(n), len(probabilities))
+    unlabelled, labelled = _normalised(unlabelled_features), _normalised(features_of_split)
+    uncertainty = margin_uncertainty(probabilities)
+    if strategy is Strategy.RANDOM:
+        order = np.random.default_rng(seed).permutation(len(probabilities))[:n]
+        return order.tolist(), [1.0] * n
+    if strategy is Strategy.MARGIN:
+        order = np.argsort(-uncertainty, kind="stable")[:n]
+        return order.tolist(), uncertainty[order].tolist()
+    if strategy is Strategy.COVERAGE:
+        return _k_centre(unlabelled, labelled, n)
+    if strategy is Strategy.MARGIN_COVERAGE:
+        return _k_centre(unlabelled, labelled, n, weight=uncertainty, groups=probabilities.argmax(1))
+    return _badge(probabilities, unlabelled, n, np.random.default_rng(seed))
+
+
+# --- On a data set's unlabelled photos, with a stored model ---------------------------------------
+
+
+def unlabelled_split(summary):
+    """The data set's unlabelled photos as a one-split summary (split "unlabelled"), so they are decoded
+    and their features cached as any split's are; its fingerprint follows those photos only."""
+    from core.data.folders import UNLABELLED, DatasetError
+
+    if not summary.unlabelled:
+        raise DatasetError(f"The data set has no unlabelled photos. Put photos without a class in "
+                           f"{Path(summary.root) / UNLABELLED}/ (or, for a data set built in the app, add them "
+                           "with \"Add photos without a class\").")
+    digest = hashlib.sha256()
+    for path in summary.unlabelled:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(summary.root).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return replace(summary, files={"unlabelled": [(path, 0) for path in summary.unlabelled]},
+                   fingerprint="u" + digest.hexdigest()[:15], unreadable=[], ignored=[], unlabelled=[])
+
+
+def suggest(entry, summary, n: int = 20, strategy: Strategy | str = DEFAULT_STRATEGY,
+            cache_dir=None, should_cancel=None) -> list[Suggestion]:
+    """The data set's unlabelled photos ranked for labelling by `entry`'s model (a `ModelEntry`).
+
+    The model gives the uncertainty; the bottleneck features of its backbone (of the default backbone
+    for a model without one) give the coverage, against the labelled training photos.
+    """
+    from core.data.decoded import decode_split
+    from core.data.folders import DatasetError
+    from core.experiments.suspects import features_of_split
+    from core.serving.predictor import Predictor
+
+    if list(entry.classes) != list(summary.classes):
+        raise DatasetError(f"Model {entry.id} knows classes {entry.classes}; the data set has {summary.classes}.")
+    pool = unlabelled_split(summary)
+    predictor = Predictor(entry)
+    decoded = decode_split(pool, "unlabelled", entry.image_size, cache_dir=cache_dir)
+    probabilities = predictor.predict_rows(decoded.images)
+    backbone = entry.card.backbone
+    unlabelled = features_of_split(pool, "unlabelled", backbone, None, cache_dir, should_cancel)
+    labelled = features_of_split(summary, "train", backbone, None, cache_dir, should_cancel)
+    row_of = {path: i for i, path in enumerate(unlabelled.paths)}
+    both = [i for i, path in enumerate(decoded.paths) if path in row_of]  # a photo neither size could decode is left out
+    features = unlabelled.features[[row_of[decoded.paths[i]] for i in both]]
+    order, scores = choose(probabilities[both], features, labelled.features, n, strategy)
+    return [Suggestion(decoded.paths[both[i]], round(score, 6), summary.classes[int(probabilities[both[i]].argmax())])
+            for i, score in zip(order, scores)]

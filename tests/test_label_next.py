@@ -1,0 +1,117 @@
+"""core.experiments.label_next and label_review: which unlabelled photos to label first, and the reviews as jobs."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from core.cli import main
+from core.data.folders import DatasetError, summarize
+from core.experiments.label_next import Strategy, choose, margin_uncertainty, suggest
+from core.experiments.label_review import LabelsConfig, LabelTask, load_review, run_label_review
+from core.serving.model_store import ModelStore
+from core.training.loop import TrainConfig, train
+
+
+def test_margin_uncertainty_is_one_at_a_tie_and_zero_when_certain():
+    assert margin_uncertainty(np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.6, 0.3, 0.1]])) == pytest.approx([1, 0, 0.7])
+
+
+def near_duplicates_and_a_rare_class(seed=0):
+    """Unlabelled features: 20 near-copies of one confusing photo, and 10 photos of a class the model
+    thinks rare; the labelled photos sit elsewhere."""
+    rng = np.random.default_rng(seed)
+    dim = 16
+    confusing = rng.normal(0, 1, dim)
+    copies = confusing + rng.normal(0, 0.01, (20, dim))
+    rare = rng.normal(0, 1, dim) * 3 + rng.normal(0, 1, (10, dim))
+    labelled = rng.normal(0, 1, (6, dim)) * 3
+    probabilities = np.concatenate([np.tile([0.5, 0.5, 0.0], (20, 1)), np.tile([0.1, 0.25, 0.65], (10, 1))])
+    return probabilities, np.concatenate([copies, rare]), labelled
+
+
+def test_margin_alone_picks_near_duplicates_and_coverage_spreads_the_picks():
+    probabilities, unlabelled, labelled = near_duplicates_and_a_rare_class()
+    by_margin, _ = choose(probabilities, unlabelled, labelled, 5, Strategy.MARGIN)
+    assert all(i < 20 for i in by_margin)  # five copies of the same photo
+    for strategy in (Strategy.MARGIN_COVERAGE, Strategy.COVERAGE, Strategy.BADGE):
+        picks, scores = choose(probabilities, unlabelled, labelled, 5, strategy)
+        assert len(set(picks)) == 5 and sum(i < 20 for i in picks) <= 2, strategy  # at most two of the copies
+    picks, scores = choose(probabilities, unlabelled, labelled, 4, Strategy.MARGIN_COVERAGE)
+    assert {i >= 20 for i in picks[:2]} == {True, False}  # the predicted classes take turns
+    random_a, _ = choose(probabilities, unlabelled, labelled, 30, Strategy.RANDOM, seed=1)
+    assert sorted(random_a) == list(range(30))
+    with pytest.raises(ValueError, match="rows of probabilities"):
+        choose(probabilities[:3], unlabelled, labelled, 2)
+
+
+@pytest.fixture
+def with_unlabelled(dataset_factory, tmp_path):
+    """The synthetic data set with four of its validation photos copied to unlabelled/."""
+    data = tmp_path / "data"
+    shutil.copytree(dataset_factory(), data)
+    (data / "unlabelled").mkdir()
+    for photo in sorted((data / "validation").glob("*/*"))[::3][:4]:
+        shutil.copy(photo, data / "unlabelled" / f"{photo.parent.name}-{photo.name}")
+    return data
+
+
+def test_suggest_ranks_the_unlabelled_photos_with_a_stored_model(with_unlabelled, tiny_backbone, capsys):
+    result = train(TrainConfig(level=2, backbone=tiny_backbone.name, weights="none", epochs=2,
+                               data_dir=str(with_unlabelled)))
+    summary = summarize(with_unlabelled)
+    assert len(summary.unlabelled) == 4 and "unlabelled" not in summary.files
+    suggestions = suggest(result.entry, summary, n=3)
+    assert len(suggestions) == 3 and len({s.image for s in suggestions}) == 3
+    assert all(s.image.startswith(str(with_unlabelled / "unlabelled")) and s.predicted in summary.classes
+               for s in suggestions)
+
+    assert main(["suggest", result.entry.id, "--data-dir", str(with_unlabelled), "-n", "2", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(lines) == 2 and lines[0].keys() == {"image", "score", "predicted"}
+
+    review = run_label_review(LabelsConfig(LabelTask.SUGGEST, data_dir=str(with_unlabelled), model_id=result.entry.id))
+    kept = load_review(LabelTask.SUGGEST, with_unlabelled)
+    assert kept.to_dict() == review.to_dict() and len(kept.items) == 4 and kept.model_id == result.entry.id
+
+
+def test_no_unlabelled_photos_no_model_or_one_class_get_clear_messages(dataset_factory, tiny_backbone):
+    data = dataset_factory()
+    result = train(TrainConfig(level=2, backbone=tiny_backbone.name, weights="none", epochs=1, data_dir=str(data)))
+    with pytest.raises(DatasetError, match="no unlabelled photos.*unlabelled/"):
+        suggest(result.entry, summarize(data))
+    with pytest.raises(DatasetError, match="needs a model"):
+        LabelsConfig(LabelTask.SUGGEST, data_dir=str(data))
+    with pytest.raises(DatasetError, match="at least two class"):
+        run_label_review(LabelsConfig(LabelTask.SUSPECTS, data_dir=str(dataset_factory(classes=("circles",)))))
+    assert load_review(LabelTask.SUSPECTS, data) is None
+
+
+def test_a_suspects_review_is_kept_for_the_page(dataset_factory, tiny_backbone):
+    data = dataset_factory()
+    review = run_label_review(LabelsConfig(LabelTask.SUSPECTS, data_dir=str(data), split="all", backbone=tiny_backbone.name))
+    kept = load_review(LabelTask.SUSPECTS, data)
+    assert kept.to_dict() == review.to_dict() and kept.fingerprint == summarize(data).fingerprint
+    assert all(s.given != s.suggested for s in kept.items)
+    assert ModelStore().list().models == []  # a review trains nothing that is kept
+
+
+def test_the_label_job_runner_keeps_the_review_or_stops_when_cancelled(dataset_factory, tiny_backbone):
+    from core.app import jobs
+    from core.training.progress import TrainProgress
+
+    data = dataset_factory()
+    config = LabelsConfig(LabelTask.SUSPECTS, data_dir=str(data), split="all", backbone=tiny_backbone.name)
+    progress = TrainProgress()
+    job = jobs.Job(id="labels-test", kind=jobs.JobKind.LABELS, state=jobs.JobState.RUNNING, config=config, created=0)
+    jobs.RUNNERS[jobs.JobKind.LABELS](job, progress.apply, lambda: False, lambda: None)
+    assert job.state is jobs.JobState.SUCCEEDED and "suspect labels found" in job.message
+    assert "out-of-fold" in progress.message and job.title == "suspect labels"
+    assert load_review(LabelTask.SUSPECTS, data) is not None
+
+    other = dataset_factory(n_train=10)  # features not cached yet: the cancel is seen while computing them
+    cancelled = jobs.Job(id="labels-cancel", kind=jobs.JobKind.LABELS, state=jobs.JobState.RUNNING, created=0,
+                         config=LabelsConfig(LabelTask.SUSPECTS, data_dir=str(other), backbone=tiny_backbone.name))
+    jobs.RUNNERS[jobs.JobKind.LABELS](cancelled, progress.apply, lambda: True, lambda: None)
+    assert cancelled.state is jobs.JobState.CANCELLED and load_review(LabelTask.SUSPECTS, other) is None
