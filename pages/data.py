@@ -13,6 +13,7 @@ from core.data.folders import DatasetError, sample_paths, summarize
 from core.data.download import download_default_dataset
 from core.data.images import ImageError, thumbnail
 from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, page_header
+from pages.data_parts.labels import labels_ui
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -166,7 +167,8 @@ def builder_ui(built: BuiltDataset):
         class_name = st.segmented_control("Add photos to", built.classes, default=built.classes[0], key="builder_class")
         if class_name is None:
             class_name = built.classes[0]
-        tab_files, tab_camera = st.tabs([":material/upload: Upload", ":material/photo_camera: Camera"])
+        tab_files, tab_camera, tab_unlabelled = st.tabs([":material/upload: Upload", ":material/photo_camera: Camera",
+                                                         ":material/label_off: Add photos without a class"])
         with tab_files:
             files = st.file_uploader(f"Photos of {class_name}", type=IMAGE_TYPES, accept_multiple_files=True,
                                      key=f"builder_files_{_nonce('builder_files')}")
@@ -185,6 +187,8 @@ def builder_ui(built: BuiltDataset):
                 _report(report, class_name)
                 _bump("builder_camera")
                 st.rerun()
+        with tab_unlabelled:
+            unlabelled_upload_ui(built)
     photos_ui(built)
     with st.expander("Classes, split and download"):
         c1, c2 = st.columns(2)
@@ -210,6 +214,20 @@ def builder_ui(built: BuiltDataset):
                 st.download_button(f"Download ({len(prepared[1]) / 2**20:.1f} MB)", prepared[1],
                                    file_name=f"{built.root.name}.zip", mime="application/zip",
                                    icon=":material/download:")
+
+
+def unlabelled_upload_ui(built: BuiltDataset) -> None:
+    """Photos not sorted yet: they wait in `unlabelled/` until "Label these next" asks for their class."""
+    st.caption(f"{len(built.unlabelled())} photo(s) wait for a class. **Label these next** (below) shows first the "
+               "ones that would teach the model most.")
+    files = st.file_uploader("Photos without a class", type=IMAGE_TYPES, accept_multiple_files=True,
+                             key=f"builder_unlabelled_{_nonce('builder_unlabelled')}")
+    if files and st.button(f"Add {len(files)} photo(s) without a class", type="primary", icon=":material/add_photo_alternate:"):
+        with st.spinner("Checking and storing the photos…"):
+            report = built.add_unlabelled([(f.name, f.getvalue()) for f in files])
+        _report(report, "the unlabelled photos")
+        _bump("builder_unlabelled")
+        st.rerun()
 
 
 def photos_ui(built: BuiltDataset, per_class: int = 18):
@@ -276,6 +294,7 @@ def main():
         if summary is not None:
             st.success(f"Ready to train: {len(summary.classes)} classes. Fingerprint `{summary.fingerprint}`.",
                        icon=":material/check_circle:")
+            labels_ui(summary)
         sources_ui(summary)
         return
     if summary is None:
@@ -290,6 +309,7 @@ def main():
     else:
         summary_ui(summary)
         thumbnails_ui(summary)
+        labels_ui(summary)
     sources_ui(summary)
 
 

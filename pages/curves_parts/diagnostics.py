@@ -11,12 +11,12 @@ import streamlit as st
 
 from core.data.builder import editable
 from core.data.decoded import decode_split
-from core.data.folders import DatasetError
 from core.data.images import ImageError, thumbnail
 from core.serving.data_match import DataMatch, data_match
 from core.serving.evaluation import Evaluation, Mistake, evaluate
 from core.serving.model_store import ModelEntry, ModelError, ModelStore
 from pages.common import explainer_for, predictor_for
+from pages.corrections import apply_change, undo_ui
 from pages.curves_parts.calibration import calibration_ui
 from pages.curves_parts.export import export_ui
 from pages.curves_parts.runs import run_label
@@ -58,33 +58,9 @@ def corrections_ui(entry: ModelEntry, summary, mistake: Mistake, container, fixe
         for other in summary.classes:
             if other != mistake.true_class and st.button(f"Move to {other}", key=f"move_{entry.id}_{path}_{other}",
                                                          icon=":material/drive_file_move:"):
-                _apply(lambda: fixer.move(path, other))
+                apply_change(lambda: fixer.move(path, other))
         if st.button("Remove from the data set", key=f"remove_{entry.id}_{path}", icon=":material/delete:"):
-            _apply(lambda: fixer.remove(path))
-
-
-def _apply(change) -> None:
-    try:
-        done = change()
-        st.session_state["last_correction"] = done.description
-    except DatasetError as exc:
-        st.session_state["last_correction"] = f"not done: {exc}"
-    st.rerun()
-
-
-def undo_ui(fixer) -> None:
-    message = st.session_state.pop("last_correction", "")
-    if message.startswith("not done"):
-        st.error(message)
-    last = fixer.last_change()
-    if last is None:
-        return
-    left, right = st.columns([4, 1])
-    left.info(f"Last change to the data set: {last.description}.", icon=":material/history:")
-    if right.button("Undo", icon=":material/undo:", key="undo_correction"):
-        fixer.undo()
-        st.session_state["last_correction"] = f"undone: {last.description}"
-        st.rerun()
+            apply_change(lambda: fixer.remove(path))
 
 
 def confusion_ui(result: Evaluation) -> None:

@@ -1,0 +1,283 @@
+"""Check the labels: suspect labels found for you, and the unlabelled photos to label next.
+
+Both reviews run as background jobs (`core.experiments.label_review`); these panels start them, show
+the kept result, and apply corrections to the app's own data sets with undo.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.app import jobs
+from core.data.builder import EditableDataset, editable
+from core.data.folders import UNLABELLED
+from core.data.images import ImageError, thumbnail
+from core.experiments.label_review import LabelReview, LabelsConfig, LabelTask, load_review
+from core.serving.model_store import ModelEntry, ModelError, ModelStore
+from core.training.loop import TrainConfig
+from pages.common import background_job_ui, explainer_for, predictor_for, start_button_ui
+from pages.corrections import apply_change, undo_ui
+
+WAS_ACTIVE = f"{jobs.JobKind.LABELS.value}_was_active"  # background_job_ui redraws the page when the job ends
+SHOWN = 12  # suspects per page of the panel
+RETRAIN_EVERY = 10  # labels between offers to retrain
+
+
+@st.fragment(run_every=1.0)
+def labels_job_ui() -> None:
+    background_job_ui(jobs.JobKind.LABELS, "label review", "Cancel", "Cancelling…", "Starting…")
+
+
+def labels_ui(summary) -> None:
+    """The "Check the labels" section of the Data page."""
+    st.subheader(":material/fact_check: Check the labels")
+    labels_job_ui()
+    suspects_tab, next_tab = st.tabs([":material/report: Suspect labels",
+                                      f":material/label: Label these next ({len(summary.unlabelled)})"])
+    with suspects_tab:
+        suspects_ui(summary)
+    with next_tab:
+        label_next_ui(summary)
+
+
+def _ago(then: float) -> str:
+    minutes = (time.time() - then) / 60
+    return "just now" if minutes < 1 else f"{minutes:.0f} min ago" if minutes < 120 else f"{minutes / 60:.0f} h ago"
+
+
+def _relative(summary, image: str) -> str:
+    try:
+        return Path(image).resolve().relative_to(Path(summary.root).resolve()).as_posix()
+    except ValueError:
+        return image
+
+
+def _busy() -> bool:
+    return jobs.active_job() is not None
+
+
+# --- Suspect labels ------------------------------------------------------------------------------
+
+
+def suspects_ui(summary) -> None:
+    st.caption("Photos whose label the model disbelieves: each photo is judged by classifiers that never saw it "
+               "(ten, each trained on the bottleneck features of the other photos), and the photos whose given "
+               "class they find least likely come first, with the class they more likely belong to.")
+    left, right = st.columns([3, 2], vertical_alignment="bottom")
+    split = left.segmented_control("Photos to check", ["train", "validation", "all"], default="train",
+                                   key="suspects_split") or "train"
+    with right:
+        start_button_ui("Find suspect labels", LabelsConfig(LabelTask.SUSPECTS, data_dir=str(summary.root), split=split),
+                        "suspects_start", _busy(), WAS_ACTIVE)
+    review = load_review(LabelTask.SUSPECTS, summary.root)
+    if review is None:
+        st.info("No check yet. It takes seconds once the bottleneck features are cached (level 2 caches them), "
+                "about a minute per thousand photos before.", icon=":material/info:")
+        return
+    fixer = editable(summary.root)
+    kept = fixer.kept_labels() if fixer is not None else set()
+    suspects = [s for s in review.items if Path(s.image).is_file() and _relative(summary, s.image) not in kept]
+    st.markdown(f"**{len(suspects)} suspect label(s)** among the {review.split} photos "
+                f"(checked {_ago(review.created)}, in {review.seconds:.0f} s"
+                + (f"; {len(review.items) - len(suspects)} fixed or confirmed since" if len(suspects) < len(review.items)
+                   else "") + ").")
+    if review.fingerprint != summary.fingerprint:
+        st.caption(":material/update: The photos have changed since this check; run it again to re-check them all.")
+    if not suspects:
+        st.success("No suspect labels left.", icon=":material/check_circle:")
+        return
+    if fixer is None:
+        outside_ui(summary, suspects)
+        return
+    undo_ui(fixer, key="undo_suspects")
+    model = _heatmap_model(summary)
+    heatmaps = model is not None and st.toggle(
+        "Where the model looks", key="suspect_heatmaps",
+        help=f"Overlay {model.label if model else ''}'s Grad-CAM heatmap for the class it sees in each photo.")
+    shown = st.session_state.get("suspects_shown", SHOWN)
+    columns = st.columns(4)
+    for i, suspect in enumerate(suspects[:shown]):
+        with columns[i % 4].container(border=True):
+            suspect_card_ui(summary, fixer, suspect, model if heatmaps else None)
+    if len(suspects) > shown and st.button(f"Show more ({len(suspects) - shown} left)", key="suspects_more"):
+        st.session_state["suspects_shown"] = shown + SHOWN
+        st.rerun()
+
+
+def suspect_card_ui(summary, fixer: EditableDataset, suspect, model: ModelEntry | None) -> None:
+    path = Path(suspect.image)
+    try:
+        picture = _heatmap(model.id, str(model.model_path), str(path)) if model else thumbnail(path, 240)
+        st.image(picture, width="stretch")
+    except ImageError:
+        st.caption(f"{path.name}: unreadable")
+    st.markdown(f"**{suspect.given}** → looks like **{suspect.suggested}**  \n"
+                f"<small>`{_relative(summary, suspect.image)}` · score {suspect.score:.2f}</small>",
+                unsafe_allow_html=True)
+    key = _relative(summary, suspect.image)
+    if st.button(f"Move to {suspect.suggested}", key=f"s_move_{key}", icon=":material/drive_file_move:",
+                 type="primary", width="stretch"):
+        apply_change(lambda: fixer.move(path, suspect.suggested))
+    left, right = st.columns(2)
+    if left.button("It's right", key=f"s_keep_{key}", icon=":material/check:", width="stretch",
+                   help="Keep this label; the photo stops appearing here."):
+        apply_change(lambda: fixer.keep_label(path))
+    if right.button("Remove", key=f"s_remove_{key}", icon=":material/delete:", width="stretch",
+                    help="Take the photo out of the data set (undo brings it back)."):
+        apply_change(lambda: fixer.remove(path))
+
+
+def outside_ui(summary, suspects) -> None:
+    """A data set the app does not edit: the suspects as a list, and how to fix them by hand."""
+    st.info(f"This data set lives outside the app's folder (`{summary.root}`), so the app does not change it. "
+            "To fix a label, move the photo into the folder of its class yourself, for example "
+            f"`mv {_relative(summary, suspects[0].image)} "
+            f"{Path(_relative(summary, suspects[0].image)).parent.parent.as_posix()}/{suspects[0].suggested}/`; "
+            "to edit it here, upload it as a zip on this page (the app then keeps its own copy).",
+            icon=":material/folder_managed:")
+    st.dataframe(pd.DataFrame([{"photo": _relative(summary, s.image), "labelled": s.given, "looks like": s.suggested,
+                                "score": round(s.score, 3)} for s in suspects]), hide_index=True, width="stretch")
+
+
+def _heatmap_model(summary) -> ModelEntry | None:
+    """The model whose heatmaps explain the suspects: the newest of the best level for these classes."""
+    latest = ModelStore().latest_per_level(list(summary.classes))
+    for level in (3, 2, 1, 0):
+        if level in latest:
+            return latest[level]
+    return None
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _heatmap(model_id: str, model_path: str, photo: str):
+    from core.serving.explain import overlay
+
+    explainer = explainer_for(predictor_for(ModelStore(Path(model_path).parent).get(model_id)))
+    explanation = explainer.explain(photo)
+    return overlay(explanation.image, explanation.heatmap, max_side=240)
+
+
+# --- Label these next ----------------------------------------------------------------------------
+
+
+def label_next_ui(summary) -> None:
+    fixer = editable(summary.root)
+    if not summary.unlabelled:
+        where = ("Add them with **Add photos without a class** above." if fixer is not None and
+                 (Path(summary.root) / "dataset.json").is_file() else
+                 f"Put them in `{Path(summary.root) / UNLABELLED}/` (beside `train/`), then come back.")
+        st.info(f"There are no unlabelled photos in this data set. Photos you have not sorted yet can wait there; "
+                f"the app then picks the ones that would teach the model most, to label first. {where}",
+                icon=":material/label_off:")
+        return
+    latest = ModelStore().latest_per_level(list(summary.classes))
+    if not latest:
+        st.info(f"{len(summary.unlabelled)} unlabelled photo(s) wait. To rank them the app needs a model of these "
+                "classes: train level 2 on the **Train** page first (seconds on cached features).",
+                icon=":material/model_training:")
+        return
+    levels = sorted(latest, key=lambda level: (level != 2, -level))  # level 2 first: it retrains in seconds
+    level = st.selectbox("Rank them with", levels, key="suggest_level",
+                         format_func=lambda k: f"{latest[k].label} · {_percent(latest[k].val_accuracy)}")
+    entry = latest[level]
+    review = load_review(LabelTask.SUGGEST, summary.root)
+    fresh = review is not None and review.model_id == entry.id
+    start_button_ui(f"Rank the {len(summary.unlabelled)} unlabelled photos" if not fresh else "Rank them again",
+                    LabelsConfig(LabelTask.SUGGEST, data_dir=str(summary.root), model_id=entry.id),
+                    "suggest_start", _busy(), WAS_ACTIVE)
+    st.caption("Ranked by how unsure the model is of each photo, spread over the photos' variety and the classes "
+               "the model sees (so ten shots of the same confusing photo do not all come first).")
+    if review is None:
+        return
+    pending = [s for s in review.items if Path(s.image).is_file()
+               and s.image not in st.session_state.get("skipped_photos", set())]
+    done = _labelled_since(summary, review)
+    if fixer is None:
+        st.info("This data set lives outside the app's folder, so the app does not move its photos: label these "
+                "by moving each into `train/<class>/` yourself, in this order.", icon=":material/folder_managed:")
+        st.dataframe(pd.DataFrame([{"photo": _relative(summary, s.image), "model thinks": s.predicted,
+                                    "score": round(s.score, 3)} for s in pending]), hide_index=True, width="stretch")
+        return
+    undo_ui(fixer, key="undo_labels")
+    retrain_ui(summary, review, done)
+    if pending:
+        labelling_ui(summary, fixer, pending[0], len(pending))
+    else:
+        st.success("Every ranked photo is labelled, skipped or removed. Rank again to see the rest.",
+                   icon=":material/check_circle:")
+
+
+def _percent(value: float | None) -> str:
+    return "not scored" if value is None else f"{value:.1%} on validation"
+
+
+def _labelled_since(summary, review: LabelReview) -> int:
+    """How many of the ranked photos now have a class (labelled from this panel or by hand)."""
+    root = Path(summary.root)
+    names = {path.name for split in ("train", "validation") for path in root.glob(f"{split}/*/*")}
+    return sum(1 for s in review.items if not Path(s.image).exists() and Path(s.image).name in names)
+
+
+def labelling_ui(summary, fixer: EditableDataset, suggestion, left: int) -> None:
+    """One photo, big, with a button per class (keys 1-9), skip and none of these."""
+    path = Path(suggestion.image)
+    picture, buttons = st.columns([3, 2], gap="large")
+    with picture:
+        try:
+            st.image(thumbnail(path, 720), width="stretch")
+        except ImageError:
+            st.warning(f"{path.name} cannot be read; skip it or remove it.")
+    with buttons:
+        st.markdown(f"**Which class is it?**  \n<small>{left} ranked photo(s) to go · the model thinks "
+                    f"**{suggestion.predicted}** · score {suggestion.score:.2f}</small>", unsafe_allow_html=True)
+        for number, class_name in enumerate(summary.classes, start=1):
+            shortcut = str(number) if number <= 9 else None
+            label = f"{class_name}" + (f"  ({number})" if shortcut else "")
+            if st.button(label, key=f"label_{path.name}_{class_name}", width="stretch", shortcut=shortcut,
+                         type="primary" if class_name == suggestion.predicted else "secondary"):
+                apply_change(lambda: fixer.label(path, class_name))
+        skip, none = st.columns(2)
+        if skip.button("Skip (S)", key=f"label_skip_{path.name}", icon=":material/skip_next:", width="stretch",
+                       shortcut="s"):
+            st.session_state.setdefault("skipped_photos", set()).add(suggestion.image)
+            st.rerun()
+        if none.button("None of these (N)", key=f"label_none_{path.name}", icon=":material/delete:", width="stretch",
+                       shortcut="n", help="The photo fits no class: remove it from the data set (undo brings it back)."):
+            apply_change(lambda: fixer.remove(path))
+
+
+def retrain_ui(summary, review: LabelReview, done: int) -> None:
+    """After every ten labels: retrain level 2 on them, and the validation accuracy before and after."""
+    after = _retrained_model(summary, review)
+    before = review.model_accuracy
+    if after is not None and after.val_accuracy is not None and before is not None:
+        change = (after.val_accuracy - before) * 100
+        st.metric("Validation accuracy after your labels", f"{after.val_accuracy:.1%}", f"{change:+.1f} points",
+                  help=f"{review.model_id} ranked the photos at {before:.1%}; {after.id} was trained after labelling.")
+        st.caption("Rank again with the new model to choose the next photos.")
+    if done < RETRAIN_EVERY:
+        st.progress(done / RETRAIN_EVERY, text=f"{done} of {RETRAIN_EVERY} labels before retraining is worth it")
+        return
+    config = TrainConfig(level=2, backbone=_backbone_of(review), data_dir=str(summary.root))
+    st.markdown(f":material/model_training: **{done} new labels.** Retrain level 2 with them (seconds on cached "
+                f"features) and compare: it ranked them at {_percent(before)}.")
+    start_button_ui("Retrain level 2", config, "label_retrain", _busy(), "train_was_active")
+
+
+def _backbone_of(review: LabelReview) -> str | None:
+    try:
+        return ModelStore().get(review.model_id).card.backbone
+    except ModelError:  # the ranking model was deleted since: level 2's default backbone
+        return None
+
+
+def _retrained_model(summary, review: LabelReview) -> ModelEntry | None:
+    """The newest level-2 model of these classes trained after the ranking, if any."""
+    entry = ModelStore().latest_per_level(list(summary.classes)).get(2)
+    if entry is None or entry.id == review.model_id or entry.card.created <= review.model_created:
+        return None
+    return entry

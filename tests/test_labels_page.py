@@ -1,0 +1,139 @@
+"""AppTest: the Data page's "Check the labels" panels, on a data set built in the app and on one outside it.
+
+The reviews are written as a finished job leaves them (`core.experiments.label_review`), so the
+panels are tested without running a worker; tests/test_label_next.py runs the reviews themselves.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.app import jobs, workspace
+from core.data.builder import BuiltDataset
+from core.data.folders import summarize
+from core.experiments.label_next import Suggestion
+from core.experiments.label_review import LabelReview, LabelTask, review_path
+from core.experiments.suspects import Suspect
+from core.atomic_files import atomic_write_json
+from core.serving.model_store import ModelStore
+from core.training.loop import TrainConfig, train
+from tests.helpers import jpeg_bytes, make_image
+from tests.test_app import assert_clean, page
+
+
+def shots(cls: str, n: int, seed: int) -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(seed)
+    return [(f"{cls}-{i}.jpg", jpeg_bytes(make_image(cls, rng, 64))) for i in range(n)]
+
+
+def keep(review: LabelReview) -> None:
+    atomic_write_json(review_path(review.task, review.data_dir), review.to_dict())
+
+
+@pytest.fixture
+def built():
+    """An app data set with two classes and three photos waiting for a class; the active data set."""
+    built = BuiltDataset.create("shapes", ["circles", "squares"], validation_fraction=0.25)
+    built.add_photos("circles", shots("circles", 8, 1))
+    built.add_photos("squares", shots("squares", 8, 2))
+    built.add_unlabelled(shots("squares", 3, 3))
+    workspace.set_active_data_dir(built.root)
+    return built
+
+
+def suspects_review(built, photos) -> LabelReview:
+    summary = summarize(built.root)
+    items = [Suspect(str(p), p.parent.name, "squares" if p.parent.name == "circles" else "circles", 0.9 - i / 10)
+             for i, p in enumerate(photos)]
+    return LabelReview(LabelTask.SUSPECTS, str(summary.root), summary.fingerprint, items, created=time.time(), seconds=1.5)
+
+
+def button(at, label: str, index: int = 0):
+    return [b for b in at.button if b.label == label][index]
+
+
+def card_button(at, action: str, photo: Path, root: Path):
+    """A suspect card's button (the builder above shows its own "Move to" buttons too)."""
+    return at.button(key=f"s_{action}_{photo.relative_to(root).as_posix()}")
+
+
+def test_no_check_yet_and_no_unlabelled_photos_say_what_to_do(app_env):
+    at = page("data")
+    assert_clean(at)
+    text = " ".join(i.value for i in at.info)
+    assert "No check yet" in text
+    assert "no unlabelled photos" in text and "unlabelled/" in text  # a folder outside the app: where to put them
+    assert any(b.label == "Find suspect labels" for b in at.button)
+
+
+def test_a_suspect_is_moved_undone_and_kept_as_right_across_a_restart(built):
+    circle = built.photos("circles", "train")[0]
+    square = built.photos("squares", "train")[0]
+    keep(suspects_review(built, [circle, square]))
+    at = page("data")
+    assert_clean(at)
+    assert any("2 suspect label(s)" in m.value for m in at.markdown)
+    card_button(at, "move", circle, built.root).click().run()
+    assert_clean(at)
+    assert not circle.exists() and (built.root / "train" / "squares" / circle.name).is_file()
+    assert any("1 suspect label(s)" in m.value for m in at.markdown)
+    at.button(key="undo_suspects").click().run()
+    assert circle.is_file() and any("2 suspect label(s)" in m.value for m in at.markdown)
+
+    card_button(at, "keep", square, built.root).click().run()  # the square: its label is right
+    assert any("1 suspect label(s)" in m.value for m in at.markdown)
+    restarted = page("data")  # a new session: only what is on disk
+    assert_clean(restarted)
+    assert any("1 suspect label(s)" in m.value for m in restarted.markdown)
+    assert not any(b.key and b.key.startswith("s_") and square.name in b.key for b in restarted.button)
+
+
+def test_suspects_of_a_folder_outside_the_app_are_listed_with_how_to_fix_them(app_env):
+    summary = summarize(app_env)
+    photo = summary.files["train"][0][0]
+    keep(LabelReview(LabelTask.SUSPECTS, str(summary.root), summary.fingerprint,
+                     [Suspect(str(photo), "circles", "squares", 0.8)], created=time.time()))
+    at = page("data")
+    assert_clean(at)
+    assert any("does not change it" in i.value and "mv train/circles/" in i.value for i in at.info)
+    assert not any(b.label == "Move to squares" for b in at.button)
+    assert at.dataframe  # the list
+
+
+def test_label_these_next_needs_a_model_then_labels_into_train(built):
+    at = page("data")
+    assert any("train level 2" in i.value for i in at.info)  # no model yet
+    train(TrainConfig(level=1, epochs=1, batch_size=8, image_size=(32, 32), data_dir=str(built.root)))
+    (model,) = ModelStore().latest_per_level(["circles", "squares"]).values()
+    summary = summarize(built.root)
+    waiting = built.unlabelled()
+    keep(LabelReview(LabelTask.SUGGEST, str(summary.root), summary.fingerprint,
+                     [Suggestion(str(p), 1.0 - i / 10, "circles") for i, p in enumerate(waiting)],
+                     model_id=model.id, model_accuracy=0.5, created=time.time()))
+    at = page("data")
+    assert_clean(at)
+    button(at, "squares  (2)").click().run()  # the first suggestion is a square
+    assert_clean(at)
+    assert (built.root / "train" / "squares" / waiting[0].name).is_file() and not waiting[0].exists()
+    button(at, "Skip (S)").click().run()
+    button(at, "None of these (N)").click().run()  # the third photo fits no class: removed
+    assert_clean(at)
+    assert built.unlabelled() == [waiting[1]]
+    assert any("1 of 10 labels" in str(p.proto.text) for p in at.get("progress"))
+    at.button(key="undo_labels").click().run()
+    assert waiting[2].is_file()
+
+
+def test_a_label_review_job_running_shows_its_progress(built):
+    from tests.job_states import worker_for, write_job
+    from core import settings
+
+    job = write_job(settings.jobs_dir(), jobs.JobKind.LABELS, "running", built.root)
+    with worker_for(settings.jobs_dir(), "running"):
+        at = page("data")
+        assert_clean(at)
+        assert button(at, "Find suspect labels").disabled
+        assert [p for p in at.get("progress") if p.proto.text], job.title  # the job's progress bar, with its line
+        assert any(b.label == "Cancel" for b in at.button)
