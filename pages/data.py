@@ -135,9 +135,10 @@ def _bump(key: str) -> None:
     st.session_state[key] = _nonce(key) + 1  # a new widget key empties the uploader / camera
 
 
-def _report(report, class_name: str) -> None:
+def _report(report, where: str) -> None:
+    """Keeps an upload's outcome for the next run: `where` the photos went ("to cats", "without a class")."""
     if report.added:
-        st.session_state["builder_message"] = ("success", f"Added {len(report.added)} photo(s) to {class_name}.")
+        st.session_state["builder_message"] = ("success", f"Added {len(report.added)} photo(s) {where}.")
     if report.skipped:
         lines = "\n".join(f"- **{name}**: {reason}" for name, reason in report.skipped)
         st.session_state["builder_skipped"] = f"{len(report.skipped)} photo(s) not added:\n{lines}"
@@ -176,7 +177,7 @@ def builder_ui(built: BuiltDataset):
                                    icon=":material/add_photo_alternate:"):
                 with st.spinner("Checking and storing the photos…"):
                     report = built.add_photos(class_name, [(f.name, f.getvalue()) for f in files])
-                _report(report, class_name)
+                _report(report, f"to {class_name}")
                 _bump("builder_files")
                 st.rerun()
         with tab_camera:
@@ -184,7 +185,7 @@ def builder_ui(built: BuiltDataset):
                                    key=f"builder_camera_{_nonce('builder_camera')}")
             if shot is not None:
                 report = built.add_photos(class_name, [(f"camera-{time.strftime('%H%M%S')}.jpg", shot.getvalue())])
-                _report(report, class_name)
+                _report(report, f"to {class_name}")
                 _bump("builder_camera")
                 st.rerun()
         with tab_unlabelled:
@@ -206,7 +207,7 @@ def builder_ui(built: BuiltDataset):
                 st.rerun()
         with c2:
             st.caption("The photos as a zip in the layout the zip upload accepts (`train/<class>/`, "
-                       "`validation/<class>/`).")
+                       "`validation/<class>/`, and `unlabelled/` for photos without a class).")
             if st.button("Prepare the zip", icon=":material/folder_zip:"):
                 st.session_state["builder_zip"] = (str(built.root), built.zip_bytes())
             prepared = st.session_state.get("builder_zip")
@@ -225,7 +226,7 @@ def unlabelled_upload_ui(built: BuiltDataset) -> None:
     if files and st.button(f"Add {len(files)} photo(s) without a class", type="primary", icon=":material/add_photo_alternate:"):
         with st.spinner("Checking and storing the photos…"):
             report = built.add_unlabelled([(f.name, f.getvalue()) for f in files])
-        _report(report, "the unlabelled photos")
+        _report(report, "without a class")
         _bump("builder_unlabelled")
         st.rerun()
 

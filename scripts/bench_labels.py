@@ -1,12 +1,23 @@
-"""Suspect labels, measured: flip a seeded 5% of a training split's labels and count how many of the
-flipped photos the out-of-fold ranking puts in its top k (k = the number flipped); where the two
-known wrong labels of cats vs dogs' validation split rank; and the time for 2,000 photos.
+"""Spending labels, measured: suspect labels found, and "label these next" against random labelling.
 
-    python scripts/bench_labels.py [--seeds 3] [--json labels.json]
+    python scripts/bench_labels.py [--part suspects|next|all] [--seeds 5] [--rounds 25] [--json labels.json]
 
-Flipping labels on the cached features is the same experiment as copying the data set with those
-photos moved to another class folder: the features do not depend on the folder. Flipped photos go
-to another class chosen at random. "Label these next" (issue 23's second half) is not measured yet.
+Suspects: flip a seeded 5% of a training split's labels and count how many of the flipped photos the
+out-of-fold ranking puts in its top k (k = the number flipped), on cats vs dogs and on the flowers;
+where the two known wrong labels of cats vs dogs' validation split rank; and the time for 2,000
+photos with cached features. Flipping labels on the cached features is the same experiment as
+copying the data set with those photos moved to another class folder: the features do not depend on
+the folder. Flipped photos go to another class chosen at random.
+
+Label these next (flowers): per seed, 5 labelled photos per class; the other training photos are the
+unlabelled pool, either all of them (balanced) or a pool where the commonest class is over ten times
+the rarest. The current model is level 2's head trained on the labelled photos; each strategy of
+`core.experiments.label_next` picks 25 photos from the pool with it (`--rounds 10`: ten at a time,
+the head retrained on the labels so far before each batch, as the app's "retrain level 2" does), level
+2's head is trained on the 25 + 25 and scored on the validation photos (mean of 3 head seeds, the
+same for every strategy).
+Random labelling is the mean of 5 random draws of 25 at that seed, so a seed compares a strategy
+with what random labelling gives on average from the same start, not with one lucky or unlucky draw.
 """
 
 from __future__ import annotations
@@ -47,19 +58,124 @@ def recall_at_k(features, labels, share: float, seed: int) -> dict:
             "suggested_class_right": suggested_right, "seconds": round(seconds, 2)}
 
 
-def main() -> int:
-    from core.data.folders import summarize
-    from core.experiments.suspects import find_suspects, labelled_features
+LABELLED_PER_CLASS = 5
+ADDED = 25
+HEAD_SEEDS = 3
+RANDOM_DRAWS = 5
 
+
+def imbalanced_pool(classes: int, largest: int) -> list[int]:
+    """Pool sizes falling geometrically from `largest` to a tenth of it (rounded down, at least 1)."""
+    return [max(1, int(largest * 0.1 ** (c / (classes - 1)))) for c in range(classes)]
+
+
+def label_next_trial(data, pool_sizes: list[int], seed: int, strategies: list, rounds: int = ADDED) -> dict:
+    """One seed: each strategy's validation accuracy after labelling its 25 picks, and random's mean.
+
+    With `rounds` < 25 the picks come in batches of that many, level 2's head retrained on the labels
+    so far before each batch is chosen (the app's rank, label, retrain, rank again).
+    """
+    from core.experiments.efficiency_curve import head_accuracy, head_probabilities, train_head
+    from core.experiments.label_next import choose
+
+    rng = np.random.default_rng(seed)
+    labelled, pool = [], []
+    for c in range(data.num_classes):
+        members = rng.permutation(np.flatnonzero(data.labels == c))
+        labelled += members[:LABELLED_PER_CLASS].tolist()
+        pool += members[LABELLED_PER_CLASS:LABELLED_PER_CLASS + pool_sizes[c]].tolist()
+    labelled, pool = np.asarray(labelled), np.asarray(pool)
+
+    def accuracy(rows) -> float:
+        return float(np.mean([head_accuracy(data.config, data.features[rows], data.labels[rows], data.val_views,
+                                            data.val_labels, data.num_classes, 100 * seed + k)
+                              for k in range(HEAD_SEEDS)]))
+
+    def picks_of(strategy) -> np.ndarray:
+        known, waiting = labelled, pool
+        while len(known) < len(labelled) + ADDED:
+            size = min(rounds, len(labelled) + ADDED - len(known))
+            current = train_head(data.config, data.features[known], data.labels[known], data.num_classes,
+                                 seed + len(known))
+            probabilities = head_probabilities(current, [data.features[waiting]], data.num_classes)
+            chosen, _ = choose(probabilities, data.features[waiting], data.features[known], size, strategy, seed=seed)
+            known = np.concatenate([known, waiting[chosen]])
+            waiting = np.delete(waiting, chosen)
+        return known
+
+    row = {"seed": seed, "labelled": len(labelled), "pool": len(pool), "rounds": rounds, "start": accuracy(labelled)}
+    for strategy in strategies:
+        rows = picks_of(strategy)
+        row[strategy.value] = accuracy(rows)
+        row[f"{strategy.value}_classes"] = np.bincount(data.labels[rows[len(labelled):]],
+                                                       minlength=data.num_classes).tolist()
+    draws = [accuracy(np.concatenate([labelled, pool[np.random.default_rng(1000 * seed + draw).permutation(len(pool))[:ADDED]]]))
+             for draw in range(RANDOM_DRAWS)]
+    row["random"], row["random_draws"] = float(np.mean(draws)), draws
+    return row
+
+
+def bench_label_next(seeds: int, report: dict, rounds: int = ADDED, strategies: list | None = None) -> None:
+    from core.data.folders import summarize
+    from core.experiments.efficiency_curve import CurveConfig, HeadCurve
+    from core.experiments.label_next import DEFAULT_STRATEGY, Strategy
+
+    summary = summarize(SHARED / "flowers_fewshot")
+    data = HeadCurve(CurveConfig(levels=[2], data_dir=str(summary.root)), 2, summary, lambda event: None, None)
+    strategies = strategies or [s for s in Strategy if s is not Strategy.RANDOM]
+    largest = int(min(np.bincount(data.labels))) - LABELLED_PER_CLASS
+    pools = {"balanced": [largest] * data.num_classes, "imbalanced": imbalanced_pool(data.num_classes, largest)}
+    for pool_name, sizes in pools.items():
+        rows = []
+        for seed in range(seeds):
+            started = time.perf_counter()
+            rows.append(label_next_trial(data, sizes, seed, strategies, rounds))
+            print(f"label next, {pool_name} pool {sizes}: " + json.dumps(
+                {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()})
+                  + f" ({time.perf_counter() - started:.0f} s)", flush=True)
+        summary_rows = {}
+        for strategy in ["random"] + [s.value for s in strategies]:
+            values = np.array([row[strategy] for row in rows])
+            gains = values - np.array([row["random"] for row in rows])
+            summary_rows[strategy] = {"mean": float(values.mean()), "std": float(values.std()),
+                                      "gain_mean": float(gains.mean()), "gain_min": float(gains.min())}
+            print(f"label next, {pool_name}: {strategy:16s} {values.mean():.2%} ± {values.std():.2%}   "
+                  f"vs random {gains.mean() * 100:+.2f} points (worst seed {gains.min() * 100:+.2f})"
+                  + ("   <- the default" if strategy == DEFAULT_STRATEGY.value else ""), flush=True)
+        report.setdefault("label_next", {})[pool_name] = {"pool_sizes": sizes, "rounds": rounds, "rows": rows,
+                                                          "summary": summary_rows}
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--part", choices=["suspects", "next", "all"], default="all")
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--share", type=float, default=0.05, help="share of training labels flipped")
+    parser.add_argument("--rounds", type=int, default=ADDED,
+                        help=f"label these next: photos chosen between retrainings (default {ADDED}: all at once)")
+    parser.add_argument("--strategies", help="label these next: comma-separated (default: every one but random)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     report = {}
+    if args.part in ("suspects", "all"):
+        bench_suspects(args, report)
+    if args.part in ("next", "all"):
+        from core.experiments.label_next import Strategy
+
+        chosen = [Strategy(name) for name in args.strategies.split(",")] if args.strategies else None
+        bench_label_next(args.seeds, report, args.rounds, chosen)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def bench_suspects(args, report: dict) -> None:
+    from core.data.folders import summarize
+    from core.experiments.suspects import find_suspects, features_of_split
+
     for name in ("cats_vs_dogs", "flowers_fewshot"):
         summary = summarize(SHARED / name)
-        train = labelled_features(summary, "train")
+        train = features_of_split(summary, "train")
         rows = [recall_at_k(train.features, train.labels, args.share, seed) for seed in range(args.seeds)]
         for row in rows:
             print(f"{name}: {json.dumps(row)}", flush=True)
@@ -77,9 +193,6 @@ def main() -> int:
     find_suspects(summary, "train")
     report["suspects_2000_train_seconds"] = round(time.perf_counter() - start, 2)
     print(f"suspects for the 2,000 training photos (features cached): {report['suspects_2000_train_seconds']} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ size, and Predict at phone size (Pixel 7), and writes one PNG per view; with `--
 on a photo of something else too. With `--present`: every slide of Present at 1920x1080
 (present-01.png, ...), Join on a Pixel 7 after sending the photo (join-phone.png), and the wall
 slide with that photo on it (present-wall.png). With `--train`: the Train page at level 3's card
-(desktop and phone) and How little data's chart.
+(desktop and phone) and How little data's chart. With `--labels`: builds a data set in the app from
+the flowers (`label_demo`: 12 photos a class, three of them mislabelled, 40 without a class),
+trains level 2 on it, runs both label reviews, then the Data page's "Suspect labels" and "Label
+these next" panels (desktop and phone).
 """
 
 from __future__ import annotations
@@ -88,6 +91,51 @@ def train_views(url: str, out: Path, width: int) -> None:
         page.screenshot(path=str(out / "efficiency.png"), full_page=True)
 
 
+def label_demo(flowers: Path, per_class: int = 12, wrong: int = 3, unlabelled: int = 40) -> Path:
+    """A data set built in the app from the flowers, with `wrong` labels swapped and photos without a
+    class; level 2 trained on it and both reviews run, as a person would in the app. Its folder."""
+    from core.app import workspace
+    from core.data.builder import BuiltDataset
+    from core.data.folders import summarize
+    from core.experiments.label_review import LabelsConfig, LabelTask, run_label_review
+    from core.training.loop import TrainConfig, train
+
+    source = summarize(flowers)
+    classes = list(source.classes)
+    built = BuiltDataset.create("Flowers (label demo)", classes, validation_fraction=0.25)
+    by_class = {c: [p for p, label in source.files["train"] if classes[label] == c] for c in classes}
+    for number, class_name in enumerate(classes):
+        photos = by_class[class_name][:per_class]
+        if number < wrong:  # the next class's first photo, filed here by mistake
+            photos = photos + [by_class[classes[number + 1]][per_class]]
+        built.add_photos(class_name, [(p.name, p.read_bytes()) for p in photos])
+    pool = [p for c in classes for p in by_class[c][per_class + 1:per_class + 1 + unlabelled // len(classes)]]
+    built.add_unlabelled([(p.name, p.read_bytes()) for p in pool])
+    workspace.set_active_data_dir(built.root)
+    result = train(TrainConfig(level=2, data_dir=str(built.root)))
+    run_label_review(LabelsConfig(LabelTask.SUSPECTS, data_dir=str(built.root)))
+    run_label_review(LabelsConfig(LabelTask.SUGGEST, data_dir=str(built.root), model_id=result.entry.id))
+    return built.root
+
+
+def labels_views(url: str, out: Path, width: int) -> None:
+    """The Data page's two label panels, at desktop and phone size."""
+    for suffix, viewport in (("", (width, 1100)), ("-phone", (412, 915))):
+        with browser_page(viewport=viewport) as page:
+            page.goto(f"{url}/data")
+            heading = page.get_by_role("heading", name="Check the labels").first
+            heading.wait_for(timeout=120_000)
+            wait_for_app_idle(page, 120_000)
+            heading.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out / f"data-suspects{suffix}.png"))
+            page.get_by_role("tab", name="Label these next").first.click()
+            wait_for_app_idle(page, 120_000)
+            page.get_by_text("Which class is it?").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out / f"data-label-next{suffix}.png"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/images", help="folder for the PNGs")
@@ -97,9 +145,18 @@ def main() -> int:
     parser.add_argument("--present", action="store_true", help="only the Present slides, Join and the wall")
     parser.add_argument("--train", action="store_true",
                         help="only the Train page's level-3 card (desktop, phone) and How little data's chart")
+    parser.add_argument("--labels", metavar="FLOWERS",
+                        help="only the Data page's label panels, on a data set built from this flowers folder")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.labels:
+        label_demo(Path(args.labels))
+        with streamlit_server({}) as (url, _, _):
+            labels_views(url, out, args.width)
+        for path in sorted(out.glob("data-*.png")):
+            print(path)
+        return 0
     if args.train:
         with streamlit_server({}) as (url, _, _):
             train_views(url, out, args.width)

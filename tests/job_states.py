@@ -73,7 +73,7 @@ def write_job(jobs_dir: Path, kind: JobKind, state: str, data_dir: Path) -> Job:
         job.sweep_id = "sweep-example" if kind is JobKind.SWEEP else None
         job.message = {JobKind.TRAIN: "Saved level2-example", JobKind.SEQUENCE: "Saved level2-example, level0-example",
                        JobKind.CURVE: "Curve measured.", JobKind.SWEEP: "2 trials finished",
-                       JobKind.LABELS: "3 suspect labels found in 4 s"}[kind]
+                       JobKind.LABELS: "3 suspect labels in 4 s"}[kind]
     elif saved_state is JobState.FAILED:
         job.error, job.finished = "Example failure: the disk is full.", now
     else:

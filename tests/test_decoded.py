@@ -58,3 +58,20 @@ def test_decoded_rows_are_read_from_the_cache_file_not_held_in_memory(dataset, t
     with pytest.raises(DatasetError, match="truncated"):
         rows[23]
     assert len(decode_split(summarize(dataset), "train", (32, 32), cache_dir=tmp_path / "cache")) == 24
+
+
+def test_a_copy_of_a_data_set_names_its_own_photos(dataset_factory, tmp_path):
+    """Same photos, same fingerprint, one decode cache: each copy still gets paths inside itself."""
+    import shutil
+
+    from core.data.decoded import decode_split
+    from core.data.folders import summarize
+
+    original = dataset_factory()
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    first, second = summarize(original), summarize(copy)
+    assert first.fingerprint == second.fingerprint
+    decode_split(first, "train", (32, 32))
+    again = decode_split(second, "train", (32, 32))
+    assert again.paths and all(path.startswith(str(copy)) for path in again.paths)

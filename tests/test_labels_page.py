@@ -62,10 +62,11 @@ def card_button(at, action: str, photo: Path, root: Path):
 def test_no_check_yet_and_no_unlabelled_photos_say_what_to_do(app_env):
     at = page("data")
     assert_clean(at)
-    text = " ".join(i.value for i in at.info)
-    assert "No check yet" in text
-    assert "no unlabelled photos" in text and "unlabelled/" in text  # a folder outside the app: where to put them
+    assert any("No check yet" in i.value for i in at.info)
     assert any(b.label == "Find suspect labels" for b in at.button)
+    at.segmented_control(key="labels_panel").set_value("Label these next").run()
+    text = " ".join(i.value for i in at.info)
+    assert "no unlabelled photos" in text and "unlabelled/" in text  # a folder outside the app: where to put them
 
 
 def test_a_suspect_is_moved_undone_and_kept_as_right_across_a_restart(built):
@@ -79,7 +80,7 @@ def test_a_suspect_is_moved_undone_and_kept_as_right_across_a_restart(built):
     assert_clean(at)
     assert not circle.exists() and (built.root / "train" / "squares" / circle.name).is_file()
     assert any("1 suspect label(s)" in m.value for m in at.markdown)
-    at.button(key="undo_suspects").click().run()
+    at.button(key="undo_labels").click().run()
     assert circle.is_file() and any("2 suspect label(s)" in m.value for m in at.markdown)
 
     card_button(at, "keep", square, built.root).click().run()  # the square: its label is right
@@ -104,6 +105,7 @@ def test_suspects_of_a_folder_outside_the_app_are_listed_with_how_to_fix_them(ap
 
 def test_label_these_next_needs_a_model_then_labels_into_train(built):
     at = page("data")
+    at.segmented_control(key="labels_panel").set_value("Label these next").run()
     assert any("train level 2" in i.value for i in at.info)  # no model yet
     train(TrainConfig(level=1, epochs=1, batch_size=8, image_size=(32, 32), data_dir=str(built.root)))
     (model,) = ModelStore().latest_per_level(["circles", "squares"]).values()
@@ -114,11 +116,12 @@ def test_label_these_next_needs_a_model_then_labels_into_train(built):
                      model_id=model.id, model_accuracy=0.5, created=time.time()))
     at = page("data")
     assert_clean(at)
-    button(at, "squares  (2)").click().run()  # the first suggestion is a square
+    at.segmented_control(key="labels_panel").set_value("Label these next").run()
+    button(at, "squares").click().run()  # the first suggestion is a square
     assert_clean(at)
     assert (built.root / "train" / "squares" / waiting[0].name).is_file() and not waiting[0].exists()
-    button(at, "Skip (S)").click().run()
-    button(at, "None of these (N)").click().run()  # the third photo fits no class: removed
+    button(at, "Skip").click().run()
+    button(at, "None of these").click().run()  # the third photo fits no class: removed
     assert_clean(at)
     assert built.unlabelled() == [waiting[1]]
     assert any("1 of 10 labels" in str(p.proto.text) for p in at.get("progress"))
@@ -137,3 +140,37 @@ def test_a_label_review_job_running_shows_its_progress(built):
         assert button(at, "Find suspect labels").disabled
         assert [p for p in at.get("progress") if p.proto.text], job.title  # the job's progress bar, with its line
         assert any(b.label == "Cancel" for b in at.button)
+
+
+def test_ten_labels_offer_a_retrain_and_its_accuracy_is_shown_against_the_ranking_model(tiny_backbone):
+    built = BuiltDataset.create("shapes", ["circles", "squares"], validation_fraction=0.25)
+    built.add_photos("circles", shots("circles", 8, 1))
+    built.add_photos("squares", shots("squares", 8, 2))
+    built.add_unlabelled(shots("circles", 6, 5) + shots("squares", 6, 6))
+    workspace.set_active_data_dir(built.root)
+    ranking = train(TrainConfig(level=2, backbone=tiny_backbone.name, weights="none", epochs=1, data_dir=str(built.root)))
+    summary = summarize(built.root)
+    keep(LabelReview(LabelTask.SUGGEST, str(summary.root), summary.fingerprint,
+                     [Suggestion(str(p), 1.0, "circles") for p in built.unlabelled()], model_id=ranking.entry.id,
+                     model_accuracy=0.5, model_level=2, created=time.time() - 1))
+    for photo in built.unlabelled()[:9]:  # nine labels given earlier (the class does not matter here)
+        built.label(photo, "squares")
+    at = page("data")
+    at.segmented_control(key="labels_panel").set_value("Label these next").run()
+    assert_clean(at)
+    assert any("9 of 10 labels" in str(p.proto.text) for p in at.get("progress"))
+    assert not any(b.label == "Retrain level 2" for b in at.button)
+    button(at, "circles").click().run()  # the tenth, from the page
+    assert any("10 new labels" in m.value for m in at.markdown)
+    retrain = button(at, "Retrain level 2")
+    assert not retrain.disabled
+
+    time.sleep(1.1)  # the retrained model's card is stamped to the second
+    after = train(TrainConfig(level=2, backbone=tiny_backbone.name, weights="none", epochs=1, data_dir=str(built.root)))
+    at = page("data")
+    at.segmented_control(key="labels_panel").set_value("Label these next").run()
+    assert_clean(at)
+    (metric,) = at.metric
+    assert metric.value == f"{after.entry.val_accuracy:.1%}"
+    assert metric.delta == f"{(after.entry.val_accuracy - 0.5) * 100:+.1f} points"
+    assert not any("new labels" in m.value for m in at.markdown)  # the count starts again after the retrain

@@ -59,3 +59,20 @@ def test_cli_suspects_json(app_env, tiny_backbone, capsys):
     assert len(lines) <= 5
     for line in lines:
         assert line.keys() == {"image", "given", "suggested", "score"} and line["given"] != line["suggested"]
+
+
+def test_a_label_confirmed_in_the_app_is_no_longer_a_suspect(tiny_backbone):
+    from core.data.builder import BuiltDataset
+    from tests.helpers import jpeg_bytes, make_image
+
+    rng = np.random.default_rng(0)
+    built = BuiltDataset.create("shapes", ["circles", "squares"])
+    for cls in ("circles", "squares"):
+        built.add_photos(cls, [(f"{cls}-{i}.jpg", jpeg_bytes(make_image(cls, rng, 64))) for i in range(10)])
+    built.add_photos("circles", [("odd.jpg", jpeg_bytes(make_image("squares", rng, 64)))])  # a square, as a circle
+    before = find_suspects(summarize(built.root), "all", backbone=tiny_backbone.name)
+    assert before, "random tiny features leave some photos doubtful"
+    built.keep_label(before[0].image)
+    after = find_suspects(summarize(built.root), "all", backbone=tiny_backbone.name)
+    assert before[0].image not in {s.image for s in after}
+    assert {s.image for s in after} == {s.image for s in before[1:]}  # nothing else changes

@@ -395,7 +395,7 @@ def _run_labels(job: Job, report, should_cancel, save) -> None:
         job.state, job.message = JobState.CANCELLED, "Cancelled; the last finished review is kept."
         return
     job.state, job.seconds = JobState.SUCCEEDED, review.seconds
-    job.message = f"{len(review.items)} {job.config.task.title} found in {review.seconds:.0f} s"
+    job.message = job.config.task.outcome(len(review.items), review.seconds)
 
 
 RUNNERS: dict[JobKind, Runner] = {

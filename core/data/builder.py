@@ -191,6 +191,10 @@ class EditableDataset:
         history = self._history()
         return history[-1] if history else None
 
+    def history(self) -> list[Change]:
+        """The changes that can still be undone, oldest first."""
+        return self._history()
+
     def undo(self) -> Change | None:
         """Reverses the last change; returns it, or None when there is nothing to undo."""
         history = self._history()

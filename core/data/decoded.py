@@ -120,9 +120,12 @@ def decode_split(summary: DatasetSummary, split: str, size: tuple[int, int],
         try:
             meta = json.loads(meta_path.read_text())
             count = len(meta["labels"])
-            if rows_path.stat().st_size == count * int(np.prod(row_shape)):
+            # Photos are named relative to the data set: a copy of it elsewhere has the same fingerprint, and its
+            # paths must be its own (a cache from before relative names is rebuilt once).
+            paths = [str(Path(summary.root) / relative) for relative in meta["relative_paths"]]
+            if rows_path.stat().st_size == count * int(np.prod(row_shape)) and len(paths) == count:
                 return DecodedSplit(ImageRows(rows_path, (count, *row_shape)), np.asarray(meta["labels"], np.int32),
-                                    meta["paths"], [tuple(f) for f in meta["failures"]])
+                                    paths, [tuple(f) for f in meta["failures"]])
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt
     entries = summary.files[split]
@@ -151,7 +154,9 @@ def decode_split(summary: DatasetSummary, split: str, size: tuple[int, int],
     atomic_write(rows_path, write_rows)
     labels = [int(entries[i][1]) for i in keep]
     paths = [str(entries[i][0]) for i in keep]
-    atomic_write_json(meta_path, {"labels": labels, "paths": paths, "failures": failures, "shape": [len(keep), *row_shape]})
+    relative = [Path(path).relative_to(summary.root).as_posix() for path in paths]
+    atomic_write_json(meta_path, {"labels": labels, "relative_paths": relative, "failures": failures,
+                                  "shape": [len(keep), *row_shape]})
     return DecodedSplit(ImageRows(rows_path, (len(keep), *row_shape)), np.asarray(labels, np.int32), paths, failures)
 
 

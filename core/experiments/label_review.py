@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Callable
 
 from core import settings
 from core.atomic_files import atomic_write_json
@@ -33,10 +34,17 @@ class LabelTask(str, Enum):
     def title(self) -> str:
         return {LabelTask.SUSPECTS: "suspect labels", LabelTask.SUGGEST: "photos to label next"}[self]
 
+    def outcome(self, found: int, seconds: float) -> str:
+        """What a finished review found, in words."""
+        what = ({LabelTask.SUSPECTS: "suspect label", LabelTask.SUGGEST: "unlabelled photo ranked"}[self] if found == 1
+                else {LabelTask.SUSPECTS: "suspect labels", LabelTask.SUGGEST: "unlabelled photos ranked"}[self])
+        return f"{found} {what} in {seconds:.0f} s"
+
 
 @dataclass
 class LabelsConfig:
-    """One review: which task, on which data set (`data_dir`, None: the active one).
+    """One review: which task, on which data set (`data_dir`; None: `LITTLE_DATA_DATA_DIR` or the
+    default download, as for the CLI; the app always names its active data set).
 
     Attributes:
         split: the photos whose labels are checked (suspects).
@@ -76,10 +84,11 @@ class LabelReview:
     task: LabelTask
     data_dir: str
     fingerprint: str
-    items: list = field(default_factory=list)  # Suspect or Suggestion
+    items: list[Suspect] | list[Suggestion] = field(default_factory=list)
     model_id: str | None = None
     model_accuracy: float | None = None  # the model's validation accuracy when it ranked (suggest)
     model_created: str = ""  # and when that model was trained (its card's time)
+    model_level: int | None = None
     unlabelled: int = 0  # how many unlabelled photos were ranked (suggest)
     split: str = "train"
     created: float = 0.0
@@ -111,7 +120,8 @@ def load_review(task: LabelTask, data_dir: str | Path | None) -> LabelReview | N
         return None
 
 
-def run_label_review(config: LabelsConfig, phase=None, should_cancel=None) -> LabelReview:
+def run_label_review(config: LabelsConfig, phase: Callable[[str], None] | None = None,
+                     should_cancel: Callable[[], bool] | None = None) -> LabelReview:
     """Runs the review and keeps its result (atomically) for `load_review`.
 
     Args:
@@ -125,7 +135,8 @@ def run_label_review(config: LabelsConfig, phase=None, should_cancel=None) -> La
 
     phase = phase or (lambda message: None)
     started = time.monotonic()
-    summary = summarize(config.data_dir or resolve_data_dir(download=False))
+    folder, source = resolve_data_dir(config.data_dir, download=False)
+    summary = summarize(folder, source=source)
     review = LabelReview(config.task, str(summary.root), summary.fingerprint, split=config.split, created=time.time())
     if config.task is LabelTask.SUSPECTS:
         phase(f"Bottleneck features of the {config.split} photos, then out-of-fold heads")
@@ -136,6 +147,7 @@ def run_label_review(config: LabelsConfig, phase=None, should_cancel=None) -> La
         phase(f"Ranking {len(summary.unlabelled)} unlabelled photos with {entry.id}")
         review.items = suggest(entry, summary, n=config.n or len(summary.unlabelled), should_cancel=should_cancel)
         review.model_id, review.model_accuracy, review.model_created = entry.id, entry.val_accuracy, entry.card.created
+        review.model_level = entry.level
         review.unlabelled = len(summary.unlabelled)
     review.seconds = round(time.monotonic() - started, 2)
     atomic_write_json(review_path(config.task, summary.root), review.to_dict())

@@ -7,19 +7,23 @@ the kept result, and apply corrections to the app's own data sets with undo.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core.app import jobs
-from core.data.builder import EditableDataset, editable
+from core.data.builder import BuiltDataset, EditableDataset, editable
 from core.data.folders import UNLABELLED
 from core.data.images import ImageError, thumbnail
+from core.data.folders import DatasetSummary
+from core.experiments.label_next import Suggestion
 from core.experiments.label_review import LabelReview, LabelsConfig, LabelTask, load_review
+from core.experiments.suspects import Suspect
 from core.serving.model_store import ModelEntry, ModelError, ModelStore
 from core.training.loop import TrainConfig
-from pages.common import background_job_ui, explainer_for, predictor_for, start_button_ui
+from pages.common import background_job_ui, explainer_for, level_label, predictor_for, start_button_ui
 from pages.corrections import apply_change, undo_ui
 
 WAS_ACTIVE = f"{jobs.JobKind.LABELS.value}_was_active"  # background_job_ui redraws the page when the job ends
@@ -29,19 +33,30 @@ RETRAIN_EVERY = 10  # labels between offers to retrain
 
 @st.fragment(run_every=1.0)
 def labels_job_ui() -> None:
+    """A review's progress, or a retraining's started from here (both redraw the page when they end)."""
     background_job_ui(jobs.JobKind.LABELS, "label review", "Cancel", "Cancelling…", "Starting…")
+    background_job_ui(jobs.JobKind.TRAIN, "retraining", "Cancel the training", "Cancelling…", "Starting…")
 
 
-def labels_ui(summary) -> None:
-    """The "Check the labels" section of the Data page."""
+SUSPECTS_PANEL, NEXT_PANEL = "Suspect labels", "Label these next"
+
+
+def labels_ui(summary: DatasetSummary) -> None:
+    """The "Check the labels" section of the Data page: one panel at a time, so only the one in view
+    listens to its keyboard shortcuts."""
     st.subheader(":material/fact_check: Check the labels")
     labels_job_ui()
-    suspects_tab, next_tab = st.tabs([":material/report: Suspect labels",
-                                      f":material/label: Label these next ({len(summary.unlabelled)})"])
-    with suspects_tab:
-        suspects_ui(summary)
-    with next_tab:
-        label_next_ui(summary)
+    fixer = editable(summary.root)
+    if fixer is not None:
+        undo_ui(fixer, key="undo_labels")  # one place for both panels' corrections, and their errors
+    panel = st.segmented_control(
+        "Panel", [SUSPECTS_PANEL, NEXT_PANEL], default=SUSPECTS_PANEL, key="labels_panel", label_visibility="collapsed",
+        format_func=lambda name: f":material/report: {name}" if name == SUSPECTS_PANEL else
+        f":material/label: {name} ({len(summary.unlabelled)} waiting)")
+    if panel == NEXT_PANEL:
+        label_next_ui(summary, fixer)
+    else:
+        suspects_ui(summary, fixer)
 
 
 def _ago(then: float) -> str:
@@ -63,7 +78,7 @@ def _busy() -> bool:
 # --- Suspect labels ------------------------------------------------------------------------------
 
 
-def suspects_ui(summary) -> None:
+def suspects_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> None:
     st.caption("Photos whose label the model disbelieves: each photo is judged by classifiers that never saw it "
                "(ten, each trained on the bottleneck features of the other photos), and the photos whose given "
                "class they find least likely come first, with the class they more likely belong to.")
@@ -78,7 +93,6 @@ def suspects_ui(summary) -> None:
         st.info("No check yet. It takes seconds once the bottleneck features are cached (level 2 caches them), "
                 "about a minute per thousand photos before.", icon=":material/info:")
         return
-    fixer = editable(summary.root)
     kept = fixer.kept_labels() if fixer is not None else set()
     suspects = [s for s in review.items if Path(s.image).is_file() and _relative(summary, s.image) not in kept]
     st.markdown(f"**{len(suspects)} suspect label(s)** among the {review.split} photos "
@@ -93,11 +107,10 @@ def suspects_ui(summary) -> None:
     if fixer is None:
         outside_ui(summary, suspects)
         return
-    undo_ui(fixer, key="undo_suspects")
     model = _heatmap_model(summary)
     heatmaps = model is not None and st.toggle(
         "Where the model looks", key="suspect_heatmaps",
-        help=f"Overlay {model.label if model else ''}'s Grad-CAM heatmap for the class it sees in each photo.")
+        help=f"Overlay the Grad-CAM heatmap of {model.id if model else ''} for the class it sees in each photo.")
     shown = st.session_state.get("suspects_shown", SHOWN)
     columns = st.columns(4)
     for i, suspect in enumerate(suspects[:shown]):
@@ -108,11 +121,11 @@ def suspects_ui(summary) -> None:
         st.rerun()
 
 
-def suspect_card_ui(summary, fixer: EditableDataset, suspect, model: ModelEntry | None) -> None:
+def suspect_card_ui(summary: DatasetSummary, fixer: EditableDataset, suspect: Suspect,
+                    model: ModelEntry | None) -> None:
     path = Path(suspect.image)
     try:
-        picture = _heatmap(model.id, str(model.model_path), str(path)) if model else thumbnail(path, 240)
-        st.image(picture, width="stretch")
+        st.image(_picture(path, model), width="stretch")
     except ImageError:
         st.caption(f"{path.name}: unreadable")
     st.markdown(f"**{suspect.given}** → looks like **{suspect.suggested}**  \n"
@@ -131,7 +144,7 @@ def suspect_card_ui(summary, fixer: EditableDataset, suspect, model: ModelEntry 
         apply_change(lambda: fixer.remove(path))
 
 
-def outside_ui(summary, suspects) -> None:
+def outside_ui(summary: DatasetSummary, suspects: list[Suspect]) -> None:
     """A data set the app does not edit: the suspects as a list, and how to fix them by hand."""
     st.info(f"This data set lives outside the app's folder (`{summary.root}`), so the app does not change it. "
             "To fix a label, move the photo into the folder of its class yourself, for example "
@@ -143,13 +156,23 @@ def outside_ui(summary, suspects) -> None:
                                 "score": round(s.score, 3)} for s in suspects]), hide_index=True, width="stretch")
 
 
-def _heatmap_model(summary) -> ModelEntry | None:
+def _heatmap_model(summary: DatasetSummary) -> ModelEntry | None:
     """The model whose heatmaps explain the suspects: the newest of the best level for these classes."""
     latest = ModelStore().latest_per_level(list(summary.classes))
     for level in (3, 2, 1, 0):
         if level in latest:
             return latest[level]
     return None
+
+
+def _picture(path: Path, model: ModelEntry | None):
+    """The photo, with `model`'s heatmap over it when one is given and it can be drawn."""
+    if model is not None:
+        try:
+            return _heatmap(model.id, str(model.model_path), str(path))
+        except (ModelError, OSError, ValueError):
+            pass  # a model without a heatmap (or gone since): the photo itself
+    return thumbnail(path, 240)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -164,11 +187,12 @@ def _heatmap(model_id: str, model_path: str, photo: str):
 # --- Label these next ----------------------------------------------------------------------------
 
 
-def label_next_ui(summary) -> None:
-    fixer = editable(summary.root)
+def label_next_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> None:
+    review = load_review(LabelTask.SUGGEST, summary.root)
+    if fixer is not None and review is not None:
+        retrain_ui(summary, fixer, review)  # also once the last waiting photo has its class
     if not summary.unlabelled:
-        where = ("Add them with **Add photos without a class** above." if fixer is not None and
-                 (Path(summary.root) / "dataset.json").is_file() else
+        where = ("Add them with **Add photos without a class** above." if BuiltDataset.is_built(summary.root) else
                  f"Put them in `{Path(summary.root) / UNLABELLED}/` (beside `train/`), then come back.")
         st.info(f"There are no unlabelled photos in this data set. Photos you have not sorted yet can wait there; "
                 f"the app then picks the ones that would teach the model most, to label first. {where}",
@@ -182,9 +206,8 @@ def label_next_ui(summary) -> None:
         return
     levels = sorted(latest, key=lambda level: (level != 2, -level))  # level 2 first: it retrains in seconds
     level = st.selectbox("Rank them with", levels, key="suggest_level",
-                         format_func=lambda k: f"{latest[k].label} · {_percent(latest[k].val_accuracy)}")
+                         format_func=lambda k: f"{level_label(k)} · {_percent(latest[k].val_accuracy)}")
     entry = latest[level]
-    review = load_review(LabelTask.SUGGEST, summary.root)
     fresh = review is not None and review.model_id == entry.id
     start_button_ui(f"Rank the {len(summary.unlabelled)} unlabelled photos" if not fresh else "Rank them again",
                     LabelsConfig(LabelTask.SUGGEST, data_dir=str(summary.root), model_id=entry.id),
@@ -193,21 +216,19 @@ def label_next_ui(summary) -> None:
                "the model sees (so ten shots of the same confusing photo do not all come first).")
     if review is None:
         return
-    pending = [s for s in review.items if Path(s.image).is_file()
-               and s.image not in st.session_state.get("skipped_photos", set())]
-    done = _labelled_since(summary, review)
+    skipped = st.session_state.setdefault("skipped_photos", {}).setdefault(review.created, set())
+    pending = [s for s in review.items if Path(s.image).is_file() and s.image not in skipped]
     if fixer is None:
         st.info("This data set lives outside the app's folder, so the app does not move its photos: label these "
                 "by moving each into `train/<class>/` yourself, in this order.", icon=":material/folder_managed:")
         st.dataframe(pd.DataFrame([{"photo": _relative(summary, s.image), "model thinks": s.predicted,
                                     "score": round(s.score, 3)} for s in pending]), hide_index=True, width="stretch")
         return
-    undo_ui(fixer, key="undo_labels")
-    retrain_ui(summary, review, done)
     if pending:
-        labelling_ui(summary, fixer, pending[0], len(pending))
+        labelling_ui(summary, fixer, pending[0], len(pending), skipped)
     else:
-        st.success("Every ranked photo is labelled, skipped or removed. Rank again to see the rest.",
+        st.success("Every ranked photo is labelled, skipped or removed." + (
+            " Rank again to see the skipped ones and any added since." if summary.unlabelled else ""),
                    icon=":material/check_circle:")
 
 
@@ -215,14 +236,14 @@ def _percent(value: float | None) -> str:
     return "not scored" if value is None else f"{value:.1%} on validation"
 
 
-def _labelled_since(summary, review: LabelReview) -> int:
-    """How many of the ranked photos now have a class (labelled from this panel or by hand)."""
-    root = Path(summary.root)
-    names = {path.name for split in ("train", "validation") for path in root.glob(f"{split}/*/*")}
-    return sum(1 for s in review.items if not Path(s.image).exists() and Path(s.image).name in names)
+def _labels_since(fixer: EditableDataset, since: float) -> int:
+    """How many photos were given a class in the app after `since` (undone ones are no longer in the history)."""
+    return sum(1 for change in fixer.history() if change.time > since
+               and any(source.startswith(f"{UNLABELLED}/") and not target.startswith(".") for source, target in change.renames))
 
 
-def labelling_ui(summary, fixer: EditableDataset, suggestion, left: int) -> None:
+def labelling_ui(summary: DatasetSummary, fixer: EditableDataset, suggestion: Suggestion, left: int,
+                 skipped: set) -> None:
     """One photo, big, with a button per class (keys 1-9), skip and none of these."""
     path = Path(suggestion.image)
     picture, buttons = st.columns([3, 2], gap="large")
@@ -235,37 +256,54 @@ def labelling_ui(summary, fixer: EditableDataset, suggestion, left: int) -> None
         st.markdown(f"**Which class is it?**  \n<small>{left} ranked photo(s) to go · the model thinks "
                     f"**{suggestion.predicted}** · score {suggestion.score:.2f}</small>", unsafe_allow_html=True)
         for number, class_name in enumerate(summary.classes, start=1):
-            shortcut = str(number) if number <= 9 else None
-            label = f"{class_name}" + (f"  ({number})" if shortcut else "")
-            if st.button(label, key=f"label_{path.name}_{class_name}", width="stretch", shortcut=shortcut,
+            shortcut = str(number) if number <= 9 else None  # Streamlit shows the key on the button
+            if st.button(class_name, key=f"label_{path.name}_{class_name}", width="stretch", shortcut=shortcut,
                          type="primary" if class_name == suggestion.predicted else "secondary"):
                 apply_change(lambda: fixer.label(path, class_name))
         skip, none = st.columns(2)
-        if skip.button("Skip (S)", key=f"label_skip_{path.name}", icon=":material/skip_next:", width="stretch",
+        if skip.button("Skip", key=f"label_skip_{path.name}", icon=":material/skip_next:", width="stretch",
                        shortcut="s"):
-            st.session_state.setdefault("skipped_photos", set()).add(suggestion.image)
+            skipped.add(suggestion.image)
             st.rerun()
-        if none.button("None of these (N)", key=f"label_none_{path.name}", icon=":material/delete:", width="stretch",
-                       shortcut="n", help="The photo fits no class: remove it from the data set (undo brings it back)."):
+        if none.button("None of these", key=f"label_none_{path.name}", icon=":material/delete:", width="stretch",
+                       help="The photo fits no class: remove it from the data set (undo brings it back)."):
             apply_change(lambda: fixer.remove(path))
 
 
-def retrain_ui(summary, review: LabelReview, done: int) -> None:
+def retrain_ui(summary: DatasetSummary, fixer: EditableDataset, review: LabelReview) -> None:
     """After every ten labels: retrain level 2 on them, and the validation accuracy before and after."""
     after = _retrained_model(summary, review)
     before = review.model_accuracy
-    if after is not None and after.val_accuracy is not None and before is not None:
-        change = (after.val_accuracy - before) * 100
-        st.metric("Validation accuracy after your labels", f"{after.val_accuracy:.1%}", f"{change:+.1f} points",
-                  help=f"{review.model_id} ranked the photos at {before:.1%}; {after.id} was trained after labelling.")
+    ranked_by_level_2 = review.model_level == 2
+    if after is not None and after.val_accuracy is not None:
+        if before is not None and ranked_by_level_2:
+            st.metric("Validation accuracy after your labels", f"{after.val_accuracy:.1%}",
+                      f"{(after.val_accuracy - before) * 100:+.1f} points",
+                      help=f"{review.model_id} ranked the photos at {before:.1%}; {after.id} was trained after labelling.")
+        else:
+            st.metric("Level 2's validation accuracy after your labels", f"{after.val_accuracy:.1%}",
+                      help=f"{review.model_id} ranked the photos; {after.id} was trained after labelling.")
         st.caption("Rank again with the new model to choose the next photos.")
+    done = _labels_since(fixer, max(review.created, _timestamp(after.card.created) if after else 0.0))
+    if done == 0:
+        return
     if done < RETRAIN_EVERY:
         st.progress(done / RETRAIN_EVERY, text=f"{done} of {RETRAIN_EVERY} labels before retraining is worth it")
         return
     config = TrainConfig(level=2, backbone=_backbone_of(review), data_dir=str(summary.root))
     st.markdown(f":material/model_training: **{done} new labels.** Retrain level 2 with them (seconds on cached "
-                f"features) and compare: it ranked them at {_percent(before)}.")
+                "features) and compare" + (f": the model that ranked them scored {before:.1%}." if before is not None
+                                          else "."))
     start_button_ui("Retrain level 2", config, "label_retrain", _busy(), "train_was_active")
+
+
+def _timestamp(created: str) -> float:
+    """A card's ISO creation time in seconds since the epoch (0 when it has none)."""
+    try:
+        moment = datetime.fromisoformat(created)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _backbone_of(review: LabelReview) -> str | None:
@@ -275,9 +313,9 @@ def _backbone_of(review: LabelReview) -> str | None:
         return None
 
 
-def _retrained_model(summary, review: LabelReview) -> ModelEntry | None:
+def _retrained_model(summary: DatasetSummary, review: LabelReview) -> ModelEntry | None:
     """The newest level-2 model of these classes trained after the ranking, if any."""
     entry = ModelStore().latest_per_level(list(summary.classes)).get(2)
-    if entry is None or entry.id == review.model_id or entry.card.created <= review.model_created:
+    if entry is None or entry.id == review.model_id or _timestamp(entry.card.created) <= review.created:
         return None
     return entry
