@@ -10,7 +10,7 @@ on a photo of something else too. With `--present`: every slide of Present at 19
 (present-01.png, ...), Join on a Pixel 7 after sending the photo (join-phone.png), and the wall
 slide with that photo on it (present-wall.png). With `--train`: the Train page at level 3's card
 (desktop and phone) and How little data's chart. With `--labels`: builds a data set in the app from
-the flowers (`label_demo`: 12 photos a class, three of them mislabelled, 40 without a class),
+the flowers (`label_demo`: 20 photos a class, three more filed in the wrong class, 40 without a class),
 trains level 2 on it, runs both label reviews, then the Data page's "Suspect labels" and "Label
 these next" panels (desktop and phone).
 """
@@ -91,7 +91,7 @@ def train_views(url: str, out: Path, width: int) -> None:
         page.screenshot(path=str(out / "efficiency.png"), full_page=True)
 
 
-def label_demo(flowers: Path, per_class: int = 12, wrong: int = 3, unlabelled: int = 40) -> Path:
+def label_demo(flowers: Path, per_class: int = 20, wrong: int = 3, unlabelled: int = 40) -> Path:
     """A data set built in the app from the flowers, with `wrong` labels swapped and photos without a
     class; level 2 trained on it and both reviews run, as a person would in the app. Its folder."""
     from core.app import workspace
@@ -126,12 +126,14 @@ def labels_views(url: str, out: Path, width: int) -> None:
             heading = page.get_by_role("heading", name="Check the labels").first
             heading.wait_for(timeout=120_000)
             wait_for_app_idle(page, 120_000)
-            heading.scroll_into_view_if_needed()
+            heading.evaluate("element => element.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(500)
             page.screenshot(path=str(out / f"data-suspects{suffix}.png"))
-            page.get_by_role("tab", name="Label these next").first.click()
+            page.locator("button", has_text="Label these next").first.click()
             wait_for_app_idle(page, 120_000)
-            page.get_by_text("Which class is it?").first.scroll_into_view_if_needed()
+            page.get_by_text("Which class is it?").first.wait_for(timeout=60_000)
+            page.get_by_role("heading", name="Check the labels").first.evaluate(
+                "element => element.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(500)
             page.screenshot(path=str(out / f"data-label-next{suffix}.png"))
 
@@ -147,11 +149,13 @@ def main() -> int:
                         help="only the Train page's level-3 card (desktop, phone) and How little data's chart")
     parser.add_argument("--labels", metavar="FLOWERS",
                         help="only the Data page's label panels, on a data set built from this flowers folder")
+    parser.add_argument("--keep-demo", action="store_true", help="with --labels: the demo data set built before")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.labels:
-        label_demo(Path(args.labels))
+        if not args.keep_demo:
+            label_demo(Path(args.labels))
         with streamlit_server({}) as (url, _, _):
             labels_views(url, out, args.width)
         for path in sorted(out.glob("data-*.png")):

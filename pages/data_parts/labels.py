@@ -128,9 +128,8 @@ def suspect_card_ui(summary: DatasetSummary, fixer: EditableDataset, suspect: Su
         st.image(_picture(path, model), width="stretch")
     except ImageError:
         st.caption(f"{path.name}: unreadable")
-    st.markdown(f"**{suspect.given}** → looks like **{suspect.suggested}**  \n"
-                f"<small>`{_relative(summary, suspect.image)}` · score {suspect.score:.2f}</small>",
-                unsafe_allow_html=True)
+    st.markdown(f"**{suspect.given}** → looks like **{suspect.suggested}**")
+    st.caption(f"{path.name[:12]} · doubt {suspect.score:.2f}", help=_relative(summary, suspect.image))
     key = _relative(summary, suspect.image)
     if st.button(f"Move to {suspect.suggested}", key=f"s_move_{key}", icon=":material/drive_file_move:",
                  type="primary", width="stretch"):
@@ -212,8 +211,9 @@ def label_next_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> Non
     start_button_ui(f"Rank the {len(summary.unlabelled)} unlabelled photos" if not fresh else "Rank them again",
                     LabelsConfig(LabelTask.SUGGEST, data_dir=str(summary.root), model_id=entry.id),
                     "suggest_start", _busy(), WAS_ACTIVE)
-    st.caption("Ranked by how unsure the model is of each photo, spread over the photos' variety and the classes "
-               "the model sees (so ten shots of the same confusing photo do not all come first).")
+    st.caption("Ranked by how unsure the model is of each photo (the gap between its two likeliest classes), "
+               "passing over near-copies of photos already labelled or picked, so ten shots of the same confusing "
+               "photo do not all come first.")
     if review is None:
         return
     skipped = st.session_state.setdefault("skipped_photos", {}).setdefault(review.created, set())
@@ -249,7 +249,7 @@ def labelling_ui(summary: DatasetSummary, fixer: EditableDataset, suggestion: Su
     picture, buttons = st.columns([3, 2], gap="large")
     with picture:
         try:
-            st.image(thumbnail(path, 720), width="stretch")
+            st.image(thumbnail(path, 480), width="content")  # big, never blown up past the photo's stored size
         except ImageError:
             st.warning(f"{path.name} cannot be read; skip it or remove it.")
     with buttons:
