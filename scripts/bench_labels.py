@@ -38,7 +38,7 @@ SHARED = settings.PROJECT_ROOT.parent / "shared" / "datasets"
 KNOWN_WRONG = ("validation/cats/cat.4085.jpg", "validation/dogs/dog.4334.jpg")  # a beagle, a cat
 
 
-def recall_at_k(features, labels, share: float, seed: int) -> dict:
+def recall_at_k(features, labels, share: float, seed: int, folds: int | None = None) -> dict:
     from core.experiments.suspects import out_of_fold_probabilities, rank_suspects
 
     rng = np.random.default_rng(seed)
@@ -47,7 +47,7 @@ def recall_at_k(features, labels, share: float, seed: int) -> dict:
     noisy = labels.copy()
     noisy[flipped] = (labels[flipped] + rng.integers(1, classes, len(flipped))) % classes
     start = time.perf_counter()
-    probabilities = out_of_fold_probabilities(features, noisy)
+    probabilities = out_of_fold_probabilities(features, noisy, **({"folds": folds} if folds else {}))
     suspects = rank_suspects(probabilities, noisy, [str(c) for c in range(classes)], [str(i) for i in range(len(noisy))])
     seconds = time.perf_counter() - start
     top = {int(s.image) for s in suspects[: len(flipped)]}
@@ -151,6 +151,9 @@ def main() -> int:
     parser.add_argument("--part", choices=["suspects", "next", "all"], default="all")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--share", type=float, default=0.05, help="share of training labels flipped")
+    parser.add_argument("--folds", type=int, help="suspects: out-of-fold heads (default: the shipped number)")
+    parser.add_argument("--datasets", default="cats_vs_dogs,flowers_fewshot",
+                        help="suspects: which of ../shared/datasets (the known wrong labels and the time need cats_vs_dogs)")
     parser.add_argument("--rounds", type=int, default=ADDED,
                         help=f"label these next: photos chosen between retrainings (default {ADDED}: all at once)")
     parser.add_argument("--strategies", help="label these next: comma-separated (default: every one but random)")
@@ -173,15 +176,17 @@ def bench_suspects(args, report: dict) -> None:
     from core.data.folders import summarize
     from core.experiments.suspects import find_suspects, features_of_split
 
-    for name in ("cats_vs_dogs", "flowers_fewshot"):
+    for name in args.datasets.split(","):
         summary = summarize(SHARED / name)
         train = features_of_split(summary, "train")
-        rows = [recall_at_k(train.features, train.labels, args.share, seed) for seed in range(args.seeds)]
+        rows = [recall_at_k(train.features, train.labels, args.share, seed, args.folds) for seed in range(args.seeds)]
         for row in rows:
             print(f"{name}: {json.dumps(row)}", flush=True)
         recalls = [r["recall_at_k"] for r in rows]
         report[name] = {"rows": rows, "recall_mean": float(np.mean(recalls)), "recall_min": float(np.min(recalls))}
         print(f"{name}: recall at k {np.mean(recalls):.1%} (lowest {np.min(recalls):.1%}) over {args.seeds} seeds")
+    if "cats_vs_dogs" not in args.datasets:
+        return
     summary = summarize(SHARED / "cats_vs_dogs")
     start = time.perf_counter()
     suspects = find_suspects(summary, "validation")

@@ -134,12 +134,11 @@ def suspect_card_ui(summary: DatasetSummary, fixer: EditableDataset, suspect: Su
     if st.button(f"Move to {suspect.suggested}", key=f"s_move_{key}", icon=":material/drive_file_move:",
                  type="primary", width="stretch"):
         apply_change(lambda: fixer.move(path, suspect.suggested))
-    left, right = st.columns(2)
-    if left.button("It's right", key=f"s_keep_{key}", icon=":material/check:", width="stretch",
-                   help="Keep this label; the photo stops appearing here."):
+    if st.button("It's right", key=f"s_keep_{key}", icon=":material/check:", width="stretch",
+                 help="Keep this label; the photo stops appearing here."):
         apply_change(lambda: fixer.keep_label(path))
-    if right.button("Remove", key=f"s_remove_{key}", icon=":material/delete:", width="stretch",
-                    help="Take the photo out of the data set (undo brings it back)."):
+    if st.button("Remove", key=f"s_remove_{key}", icon=":material/delete:", width="stretch",
+                 help="Take the photo out of the data set (undo brings it back)."):
         apply_change(lambda: fixer.remove(path))
 
 
