@@ -20,6 +20,17 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-dev-shm-usage"]
 
 
+def app_home_env(tmp_path: Path, monkeypatch) -> dict:
+    """A fresh app home under `tmp_path`, no shared photos, every folder at its default under it: set here
+    (for the test's own setup) and returned for the server."""
+    env = {"LITTLE_DATA_HOME": str(tmp_path / "home"), "LITTLE_DATA_SHARED_DIR": str(tmp_path / "no-shared"),
+           "LITTLE_DATA_DATA_DIR": "", "LITTLE_DATA_MODELS_DIR": "", "LITTLE_DATA_CACHE_DIR": "",
+           "LITTLE_DATA_JOBS_DIR": ""}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

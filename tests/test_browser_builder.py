@@ -13,7 +13,8 @@ from core.serving.export import open_export
 from core.data.images import load_array
 from core.serving.predictor import Predictor
 from core.training.loop import TrainConfig, train
-from tests.browser import ARTIFACTS, CHROMIUM, FAKE_CAMERA_ARGS, browser_page, streamlit_server, wait_for_app_idle
+from tests.browser import (ARTIFACTS, CHROMIUM, FAKE_CAMERA_ARGS, app_home_env, browser_page, streamlit_server,
+                           wait_for_app_idle)
 from tests.helpers import jpeg_bytes, make_image
 
 pytestmark = [pytest.mark.slow,
@@ -44,12 +45,7 @@ def upload_to_class(page, cls, paths, expected_added):
 
 
 def test_build_train_predict_and_export_in_the_browser(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    env = {"LITTLE_DATA_HOME": str(home), "LITTLE_DATA_SHARED_DIR": str(tmp_path / "no-shared"),
-           "LITTLE_DATA_DATA_DIR": "", "LITTLE_DATA_MODELS_DIR": "", "LITTLE_DATA_CACHE_DIR": "",
-           "LITTLE_DATA_JOBS_DIR": ""}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    env = app_home_env(tmp_path, monkeypatch)
     photos = tmp_path / "photos"
     photos.mkdir()
     circles, squares = write_photos(photos, "circles", 12, 0), write_photos(photos, "squares", 12, 1)

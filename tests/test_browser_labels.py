@@ -16,7 +16,7 @@ from core.experiments.label_next import Suggestion
 from core.experiments.label_review import LabelReview, LabelTask, review_path
 from core.experiments.suspects import Suspect
 from core.training.loop import TrainConfig, train
-from tests.browser import ARTIFACTS, CHROMIUM, browser_page, streamlit_server, wait_for_app_idle
+from tests.browser import ARTIFACTS, CHROMIUM, app_home_env, browser_page, streamlit_server, wait_for_app_idle
 from tests.helpers import jpeg_bytes, make_image
 
 pytestmark = [pytest.mark.slow,
@@ -36,12 +36,7 @@ def wait_until(condition, timeout: float = 60.0) -> None:
 
 
 def test_fix_a_suspect_and_label_a_photo_on_a_phone(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    env = {"LITTLE_DATA_HOME": str(home), "LITTLE_DATA_SHARED_DIR": str(tmp_path / "no-shared"),
-           "LITTLE_DATA_DATA_DIR": "", "LITTLE_DATA_MODELS_DIR": "", "LITTLE_DATA_CACHE_DIR": "",
-           "LITTLE_DATA_JOBS_DIR": ""}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    env = app_home_env(tmp_path, monkeypatch)
     built = BuiltDataset.create("shapes", ["circles", "squares"], validation_fraction=0.25)
     built.add_photos("circles", shots("circles", 8, 1))
     built.add_photos("squares", shots("squares", 8, 2))

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from core.experiments.suspects import unit_rows
+
 if TYPE_CHECKING:
     from core.data.folders import DatasetSummary
     from core.serving.model_store import ModelEntry
@@ -59,11 +61,6 @@ class Suggestion:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _normalised(features: np.ndarray) -> np.ndarray:
-    features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 def margin_uncertainty(probabilities: np.ndarray) -> np.ndarray:
@@ -152,7 +149,7 @@ def choose(probabilities: np.ndarray, unlabelled_features: np.ndarray, labelled_
     if len(probabilities) != len(unlabelled_features):
         raise ValueError(f"{len(probabilities)} rows of probabilities for {len(unlabelled_features)} photos.")
     n = min(int(n), len(probabilities))
-    unlabelled, labelled = _normalised(unlabelled_features), _normalised(labelled_features)
+    unlabelled, labelled = unit_rows(unlabelled_features), unit_rows(labelled_features)
     uncertainty = margin_uncertainty(probabilities)
     if strategy is Strategy.RANDOM:
         order = np.random.default_rng(seed).permutation(len(probabilities))[:n]

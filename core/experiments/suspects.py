@@ -41,7 +41,8 @@ class Suspect:
         return asdict(self)
 
 
-def _normalised(features: np.ndarray) -> np.ndarray:
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """[N, D] float32 rows scaled to unit length (any trailing shape is flattened)."""
     features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
@@ -54,7 +55,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def fit_head(features: np.ndarray, labels: np.ndarray, classes: int, steps: int = STEPS) -> tuple[np.ndarray, np.ndarray]:
     """A softmax head (weights [D, C], bias [C]) on L2-normalised features, with an L2 penalty."""
-    x = _normalised(features)
+    x = unit_rows(features)
     n, d = x.shape
     # Features of unit length give logits of order 1; a scale lets the head be sure where it should.
     x = x * np.sqrt(d)
@@ -75,7 +76,7 @@ def fit_head(features: np.ndarray, labels: np.ndarray, classes: int, steps: int 
 
 def head_probabilities(head: tuple[np.ndarray, np.ndarray], features: np.ndarray) -> np.ndarray:
     weights, bias = head
-    x = _normalised(features) * np.sqrt(weights.shape[0])
+    x = unit_rows(features) * np.sqrt(weights.shape[0])
     return _softmax(x @ weights + bias)
 
 
