@@ -9,9 +9,10 @@ photos with cached features. Flipping labels on the cached features is the same 
 copying the data set with those photos moved to another class folder: the features do not depend on
 the folder. Flipped photos go to another class chosen at random.
 
-Label these next (flowers): per seed, 5 labelled photos per class; the other training photos are the
-unlabelled pool, either all of them (balanced) or a pool where the commonest class is over ten times
-the rarest. The current model is level 2's head trained on the labelled photos; each strategy of
+Label these next (the flowers; `--next-dataset cats_vs_dogs` for a large pool): per seed, 5 labelled
+photos per class; the other training photos are the unlabelled pool, either all of them (balanced)
+or a pool where the commonest class is over ten times the rarest. The current model is level 2's
+head trained on the labelled photos; each strategy of
 `core.experiments.label_next` picks 25 photos from the pool with it (`--rounds 10`: ten at a time,
 the head retrained on the labels so far before each batch, as the app's "retrain level 2" does), level
 2's head is trained on the 25 + 25 and scored on the validation photos (mean of 3 head seeds, the
@@ -115,12 +116,13 @@ def label_next_trial(data, pool_sizes: list[int], seed: int, strategies: list, r
     return row
 
 
-def bench_label_next(seeds: int, report: dict, rounds: int = ADDED, strategies: list | None = None) -> None:
+def bench_label_next(seeds: int, report: dict, rounds: int = ADDED, strategies: list | None = None,
+                     dataset: str = "flowers_fewshot") -> None:
     from core.data.folders import summarize
     from core.experiments.efficiency_curve import CurveConfig, HeadCurve
     from core.experiments.label_next import DEFAULT_STRATEGY, Strategy
 
-    summary = summarize(SHARED / "flowers_fewshot")
+    summary = summarize(SHARED / dataset)
     data = HeadCurve(CurveConfig(levels=[2], data_dir=str(summary.root)), 2, summary, lambda event: None, None)
     strategies = strategies or [s for s in Strategy if s is not Strategy.RANDOM]
     largest = int(min(np.bincount(data.labels))) - LABELLED_PER_CLASS
@@ -130,7 +132,7 @@ def bench_label_next(seeds: int, report: dict, rounds: int = ADDED, strategies: 
         for seed in range(seeds):
             started = time.perf_counter()
             rows.append(label_next_trial(data, sizes, seed, strategies, rounds))
-            print(f"label next, {pool_name} pool {sizes}: " + json.dumps(
+            print(f"label next, {dataset}, {pool_name} pool {sizes}: " + json.dumps(
                 {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()})
                   + f" ({time.perf_counter() - started:.0f} s)", flush=True)
         summary_rows = {}
@@ -139,10 +141,10 @@ def bench_label_next(seeds: int, report: dict, rounds: int = ADDED, strategies: 
             gains = values - np.array([row["random"] for row in rows])
             summary_rows[strategy] = {"mean": float(values.mean()), "std": float(values.std()),
                                       "gain_mean": float(gains.mean()), "gain_min": float(gains.min())}
-            print(f"label next, {pool_name}: {strategy:16s} {values.mean():.2%} ± {values.std():.2%}   "
+            print(f"label next, {dataset}, {pool_name}: {strategy:16s} {values.mean():.2%} ± {values.std():.2%}   "
                   f"vs random {gains.mean() * 100:+.2f} points (worst seed {gains.min() * 100:+.2f})"
                   + ("   <- the default" if strategy == DEFAULT_STRATEGY.value else ""), flush=True)
-        report.setdefault("label_next", {})[pool_name] = {"pool_sizes": sizes, "rounds": rounds, "rows": rows,
+        report.setdefault("label_next", {}).setdefault(dataset, {})[pool_name] = {"pool_sizes": sizes, "rounds": rounds, "rows": rows,
                                                           "summary": summary_rows}
 
 
@@ -157,6 +159,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=ADDED,
                         help=f"label these next: photos chosen between retrainings (default {ADDED}: all at once)")
     parser.add_argument("--strategies", help="label these next: comma-separated (default: every one but random)")
+    parser.add_argument("--next-dataset", default="flowers_fewshot",
+                        help="label these next: which of ../shared/datasets (default flowers_fewshot)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     report = {}
@@ -166,7 +170,7 @@ def main() -> int:
         from core.experiments.label_next import Strategy
 
         chosen = [Strategy(name) for name in args.strategies.split(",")] if args.strategies else None
-        bench_label_next(args.seeds, report, args.rounds, chosen)
+        bench_label_next(args.seeds, report, args.rounds, chosen, args.next_dataset)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

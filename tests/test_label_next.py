@@ -8,7 +8,10 @@ import pytest
 
 from core.cli import main
 from core.data.folders import DatasetError, summarize
-from core.experiments.label_next import Strategy, choose, margin_uncertainty, suggest
+from core import settings
+from core.experiments.label_next import Strategy, choose, margin_uncertainty, suggest, unlabelled_split
+from core.networks.backbones import resolve_weights
+from core.networks.features import feature_cache_path
 from core.experiments.label_review import LabelsConfig, LabelTask, load_review, run_label_review
 from core.serving.model_store import ModelStore
 from core.training.loop import TrainConfig, train
@@ -66,6 +69,11 @@ def test_suggest_ranks_the_unlabelled_photos_with_a_stored_model(with_unlabelled
     assert len(summary.unlabelled) == 4 and "unlabelled" not in summary.files
     suggestions = suggest(result.entry, summary, n=3)
     assert len(suggestions) == 3 and len({s.image for s in suggestions}) == 3
+    pool = unlabelled_split(summary)  # ranked once: nothing of it stays in the cache
+    weights = resolve_weights(tiny_backbone, None).key
+    assert not list(settings.cache_dir().glob(f"decoded/{pool.fingerprint}-*"))
+    assert not feature_cache_path(None, pool.fingerprint, tiny_backbone.name, weights, tiny_backbone.image_size,
+                                  "unlabelled").exists()
     assert all(s.image.startswith(str(with_unlabelled / "unlabelled")) and s.predicted in summary.classes
                for s in suggestions)
 

@@ -160,7 +160,7 @@ class EditableDataset:
 
     def unlabelled(self) -> list[Path]:
         """The photos waiting for a class (`unlabelled/`), oldest first."""
-        return unlabelled_photos(self.root)
+        return unlabelled_photos(self.root, check_headers=False)
 
     def label(self, photo: str | Path, class_name: str) -> Change:
         """Gives an unlabelled photo its class: it joins `train/<class>/` (undo puts it back)."""

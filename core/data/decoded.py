@@ -100,6 +100,18 @@ class DecodedSplit:
         return len(self.labels)
 
 
+def _decoded_paths(summary: DatasetSummary, split: str, size: tuple[int, int], cache_dir=None) -> tuple[Path, Path]:
+    folder = (Path(cache_dir) if cache_dir else settings.cache_dir()) / "decoded"
+    stem = f"{summary.fingerprint}-{split}-{size[0]}x{size[1]}"
+    return folder / f"{stem}.rgb", folder / f"{stem}.json"
+
+
+def forget_decoded(summary: DatasetSummary, split: str, size: tuple[int, int], cache_dir=None) -> None:
+    """Deletes a split's decoded cache (for photos decoded once, such as a pool ranked for labelling)."""
+    for path in _decoded_paths(summary, split, size, cache_dir):
+        path.unlink(missing_ok=True)
+
+
 def decode_split(summary: DatasetSummary, split: str, size: tuple[int, int],
                  progress: Callable[[int, int], None] | None = None,
                  cache_dir: str | Path | None = None) -> DecodedSplit:
@@ -112,9 +124,7 @@ def decode_split(summary: DatasetSummary, split: str, size: tuple[int, int],
     """
     if split not in summary.files:
         raise DatasetError(f"The data set has no {split}/ split.")
-    folder = (Path(cache_dir) if cache_dir else settings.cache_dir()) / "decoded"
-    stem = f"{summary.fingerprint}-{split}-{size[0]}x{size[1]}"
-    rows_path, meta_path = folder / f"{stem}.rgb", folder / f"{stem}.json"
+    rows_path, meta_path = _decoded_paths(summary, split, size, cache_dir)
     row_shape = (int(size[0]), int(size[1]), 3)
     if rows_path.exists() and meta_path.exists():
         try:

@@ -164,16 +164,22 @@ def summarize(folder: str | Path, source: str = "") -> DatasetSummary:
     return summary
 
 
-def unlabelled_photos(root: str | Path) -> list[Path]:
-    """The image files under `root/unlabelled/` (any depth), oldest first; unreadable ones are left out."""
+def unlabelled_photos(root: str | Path, check_headers: bool = True) -> list[Path]:
+    """The image files under `root/unlabelled/` (any depth), oldest first; with `check_headers`, those
+    whose header cannot be read are left out (the app's own uploads were decoded when they arrived)."""
     folder = Path(root) / UNLABELLED
     if not folder.is_dir():
         return []
-    found = [path for path in folder.rglob("*")
-             if path.is_file() and is_image_name(path.name)
-             and not any(part.startswith(".") or part in IGNORED_NAMES for part in path.relative_to(folder).parts)
-             and _check_header(path) is None]
-    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+    found = []
+    for path in folder.rglob("*"):
+        if (path.is_file() and is_image_name(path.name)
+                and not any(part.startswith(".") or part in IGNORED_NAMES for part in path.relative_to(folder).parts)
+                and (not check_headers or _check_header(path) is None)):
+            try:
+                found.append((path.stat().st_mtime, path.name, path))
+            except OSError:
+                continue  # gone while listing (labelled from another session)
+    return [path for *_, path in sorted(found)]
 
 
 def first_per_class(summary: DatasetSummary, per_class: int) -> DatasetSummary:

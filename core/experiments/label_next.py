@@ -193,7 +193,7 @@ def suggest(entry: ModelEntry, summary: DatasetSummary, n: int = 20, strategy: S
     The model gives the uncertainty; the bottleneck features of its backbone (of the default backbone
     for a model without one) give the coverage, against the labelled training photos.
     """
-    from core.data.decoded import decode_split
+    from core.data.decoded import decode_split, forget_decoded
     from core.data.folders import DatasetError
     from core.experiments.suspects import features_of_split
     from core.serving.predictor import Predictor
@@ -204,12 +204,15 @@ def suggest(entry: ModelEntry, summary: DatasetSummary, n: int = 20, strategy: S
     predictor = Predictor(entry)
     decoded = decode_split(pool, "unlabelled", entry.image_size, cache_dir=cache_dir)
     probabilities = predictor.predict_rows(decoded.images)
+    paths = list(decoded.paths)
     backbone = entry.card.backbone
-    unlabelled = features_of_split(pool, "unlabelled", backbone, None, cache_dir, should_cancel)
+    # A pool is ranked once (each label changes it): its decoded photos and features are not kept.
+    unlabelled = features_of_split(pool, "unlabelled", backbone, None, cache_dir, should_cancel, keep_cache=False)
+    forget_decoded(pool, "unlabelled", entry.image_size, cache_dir)
     labelled = features_of_split(summary, "train", backbone, None, cache_dir, should_cancel)
     row_of = {path: i for i, path in enumerate(unlabelled.paths)}
-    both = [i for i, path in enumerate(decoded.paths) if path in row_of]  # a photo neither size could decode is left out
-    features = unlabelled.features[[row_of[decoded.paths[i]] for i in both]]
+    both = [i for i, path in enumerate(paths) if path in row_of]  # a photo neither size could decode is left out
+    features = unlabelled.features[[row_of[paths[i]] for i in both]]
     order, scores = choose(probabilities[both], features, labelled.features, n, strategy)
-    return [Suggestion(decoded.paths[both[i]], round(score, 6), summary.classes[int(probabilities[both[i]].argmax())])
+    return [Suggestion(paths[both[i]], round(score, 6), summary.classes[int(probabilities[both[i]].argmax())])
             for i, score in zip(order, scores)]
