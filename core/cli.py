@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=50, help="at most this many (default 50)")
     p.add_argument("--json", action="store_true", help="one JSON object per line: image, given, suggested, score")
 
-    p = sub.add_parser("suggest", help="the data set's unlabelled photos (unlabelled/) that would teach MODEL most, best first")
+    p = sub.add_parser("suggest", help="the data set's unlabelled photos (unlabelled/) in the order to label them (what MODEL would learn most from, varied)")
     _common(p)
     p.add_argument("model", help=_model_refs())
     p.add_argument("-n", type=int, default=20, help="at most this many (default 20)")

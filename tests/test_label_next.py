@@ -45,6 +45,9 @@ def test_margin_alone_picks_near_duplicates_and_coverage_spreads_the_picks():
         assert len(set(picks)) == 5 and sum(i < 20 for i in picks) <= 2, strategy  # at most two of the copies
     picks, scores = choose(probabilities, unlabelled, labelled, 4, Strategy.MARGIN_COVERAGE)
     assert {i >= 20 for i in picks[:2]} == {True, False}  # the predicted classes take turns
+    balanced, _ = choose(probabilities, unlabelled, labelled, 4, Strategy.MARGIN_BALANCED)
+    # The classes take turns: a copy, a rare one, then the copies are passed over and the rare class goes on.
+    assert balanced[0] == by_margin[0] and [i >= 20 for i in balanced] == [False, True, True, True]
     random_a, _ = choose(probabilities, unlabelled, labelled, 30, Strategy.RANDOM, seed=1)
     assert sorted(random_a) == list(range(30))
     with pytest.raises(ValueError, match="rows of probabilities"):
@@ -124,3 +127,32 @@ def test_the_label_job_runner_keeps_the_review_or_stops_when_cancelled(dataset_f
                          config=LabelsConfig(LabelTask.SUSPECTS, data_dir=str(other), backbone=tiny_backbone.name))
     jobs.RUNNERS[jobs.JobKind.LABELS](cancelled, progress.apply, lambda: True, lambda: None)
     assert cancelled.state is jobs.JobState.CANCELLED and load_review(LabelTask.SUSPECTS, other) is None
+
+
+def test_balanced_margin_lets_the_predicted_classes_take_turns():
+    rng = np.random.default_rng(3)
+    unlabelled, labelled = rng.normal(0, 1, (12, 32)), rng.normal(0, 1, (4, 32))
+    # The six most uncertain photos are all predicted "a": margin alone would spend every label there.
+    p_a = np.linspace(0.5, 0.8, 6)
+    probabilities = np.concatenate([np.stack([p_a, 1 - p_a], 1), np.tile([0.1, 0.9], (6, 1))])
+    by_margin, _ = choose(probabilities, unlabelled, labelled, 4, Strategy.MARGIN)
+    assert by_margin == [0, 1, 2, 3]
+    balanced, _ = choose(probabilities, unlabelled, labelled, 4, Strategy.MARGIN_BALANCED)
+    assert [i < 6 for i in balanced] == [True, False, True, False] and balanced[::2] == [0, 1]
+
+
+def test_typical_picks_are_typical_photos_of_the_kinds_nothing_labelled_covers():
+    rng = np.random.default_rng(5)
+    dim = 24
+    centres = rng.normal(0, 1, (3, dim)) * 4
+    sizes = [10, 20, 20]  # the first kind of photo is labelled already; the other two are not
+    unlabelled = np.concatenate([centres[g] + rng.normal(0, 1, (size, dim)) for g, size in enumerate(sizes)])
+    group = np.repeat([0, 1, 2], sizes)
+    labelled = centres[0] + rng.normal(0, 1, (4, dim))
+    probabilities = np.full((len(unlabelled), 2), 0.5)
+    picks, _ = choose(probabilities, unlabelled, labelled, 2, Strategy.TYPICAL, seed=0)
+    assert sorted(group[picks]) == [1, 2]
+    for pick in picks:  # near the middle of its kind, not an outlier
+        members = unlabelled[group == group[pick]]
+        spread = np.linalg.norm(members - members.mean(0), axis=1)
+        assert np.linalg.norm(unlabelled[pick] - members.mean(0)) <= np.median(spread)

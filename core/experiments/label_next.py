@@ -1,4 +1,4 @@
-"""Label these next: which unlabelled photos would teach the current model most, best first.
+"""Label these next: which unlabelled photos would teach the current model most, in the order to label them.
 
 Uncertainty alone (the photos the model is least sure of) picks near-duplicates: ten shots of the
 same confusing tulip. Coverage alone (the photos farthest from everything labelled) ignores what the
@@ -7,11 +7,17 @@ model already knows. The strategies here, measured by `scripts/bench_labels.py`:
 - `MARGIN`: smallest gap between the two most probable classes.
 - `MARGIN_DISTINCT`: the margin's order, passing over a photo while it is a near-copy of one labelled
   or already picked (its copies come last): uncertainty, without spending labels on duplicates.
+- `MARGIN_BALANCED`: the same, the classes the model predicts taking turns, so that the picks do
+  not all fall in one class (margin alone did that on cats vs dogs, and level 2 trained on them
+  leaned to that class).
 - `COVERAGE`: k-centre greedy on L2-normalised bottleneck features (Sener and Savarese, 2018): each
   pick is the photo farthest from every labelled or already picked photo.
 - `MARGIN_COVERAGE`: k-centre greedy with each photo's distance weighted by its margin uncertainty,
   and divided by 1 + the picks already made in its predicted class, so a rare class is not drowned
   by a common one.
+- `TYPICAL` (TypiClust, Hacohen et al., 2022, made for a few labels per class): k-means over the
+  labelled and unlabelled photos with one cluster per labelled photo and per pick; each pick is the
+  most typical photo (closest to its nearest neighbours) of the largest cluster with the fewest labels.
 - `BADGE` (Ash et al., 2020): k-means++ seeding on gradient embeddings (p - onehot(argmax p)) x features.
 - `RANDOM`: the baseline.
 
@@ -39,12 +45,16 @@ class Strategy(str, Enum):
     RANDOM = "random"
     MARGIN = "margin"
     MARGIN_DISTINCT = "margin_distinct"
+    MARGIN_BALANCED = "margin_balanced"
+    TYPICAL = "typical"
     COVERAGE = "coverage"
     MARGIN_COVERAGE = "margin_coverage"
     BADGE = "badge"
 
 
-DEFAULT_STRATEGY = Strategy.MARGIN_DISTINCT
+#: The best on average over the flowers and cats vs dogs, balanced and imbalanced pools (`scripts/bench_labels.py`,
+#: docs/benchmarks.md), though no strategy beats random labelling by much at 25 labels.
+DEFAULT_STRATEGY = Strategy.BADGE
 #: Cosine similarity of bottleneck features above which two photos count as near-copies (burst shots, the
 #: same scene twice). Distinct photos of cats vs dogs and of the flowers stay below 0.86 (99th percentile
 #: of each photo's nearest neighbour), so only copies are passed over.
@@ -56,7 +66,7 @@ class Suggestion:
     """One unlabelled photo worth labelling, and what the current model thinks it is."""
 
     image: str
-    score: float  # the strategy's value of labelling it when it was picked: higher first
+    score: float  # the strategy's value of labelling it when it was picked (the list's order is the ranking)
     predicted: str
 
     def to_dict(self) -> dict:
@@ -98,21 +108,76 @@ def _k_centre(unlabelled: np.ndarray, labelled: np.ndarray, n: int, weight: np.n
     return chosen, scores
 
 
-def _distinct(order: np.ndarray, unlabelled: np.ndarray, labelled: np.ndarray, n: int,
-              scores: np.ndarray) -> tuple[list[int], list[float]]:
-    """`order`, with each photo that is a near-copy of a labelled or earlier pick moved to the end."""
+def _distinct(order: np.ndarray, unlabelled: np.ndarray, labelled: np.ndarray, n: int, scores: np.ndarray,
+              groups: np.ndarray | None = None) -> tuple[list[int], list[float]]:
+    """`order`, with each photo that is a near-copy of a labelled or earlier pick moved to the end; with
+    `groups` (the predicted classes), the groups take turns, each giving its next photo in `order`."""
     closest = (unlabelled @ labelled.T).max(axis=1) if len(labelled) else np.full(len(unlabelled), -1.0)
-    kept, copies = [], []
-    for i in order:
-        if closest[i] >= NEAR_COPY:
-            copies.append(int(i))
-            continue
-        kept.append(int(i))
-        if len(kept) == n:
+    groups = np.zeros(len(unlabelled), dtype=np.int64) if groups is None else np.asarray(groups)
+    queues = {}
+    for i in order:  # each group's photos in `order`; the groups in the order of their first photo
+        queues.setdefault(int(groups[i]), []).append(int(i))
+    queues = list(queues.values())
+    kept, copies, turn = [], [], 0
+    while len(kept) < n and any(queues):
+        queue = queues[turn % len(queues)]
+        turn += 1
+        while queue:
+            i = queue.pop(0)
+            if closest[i] >= NEAR_COPY:
+                copies.append(i)
+                continue
+            kept.append(i)
+            closest = np.maximum(closest, unlabelled @ unlabelled[i])
             break
-        closest = np.maximum(closest, unlabelled @ unlabelled[i])
     chosen = (kept + copies)[:n]
     return chosen, [float(scores[i]) for i in chosen]
+
+
+def _k_means(points: np.ndarray, k: int, rng, iterations: int = 30) -> np.ndarray:
+    """Cluster of each row: k-means++ seeding, then Lloyd's iterations."""
+    centres = [points[int(rng.integers(len(points)))]]
+    nearest = _squared_distances(points, centres[0][None])[:, 0]
+    while len(centres) < k:
+        total = nearest.sum()
+        pick = int(rng.choice(len(points), p=nearest / total)) if total > 0 else int(rng.integers(len(points)))
+        centres.append(points[pick])
+        nearest = np.minimum(nearest, _squared_distances(points, points[pick:pick + 1])[:, 0])
+    centres = np.stack(centres)
+    for _ in range(iterations):
+        assignment = _squared_distances(points, centres).argmin(axis=1)
+        for cluster in range(k):
+            members = assignment == cluster
+            if members.any():
+                centres[cluster] = points[members].mean(axis=0)
+    return _squared_distances(points, centres).argmin(axis=1)
+
+
+def _typical(unlabelled: np.ndarray, labelled: np.ndarray, n: int, rng,
+             neighbours: int = 20) -> tuple[list[int], list[float]]:
+    points = np.concatenate([labelled, unlabelled]) if len(labelled) else unlabelled
+    first = len(labelled)
+    k = min(first + n, len(points))
+    assignment = _k_means(points, k, rng)
+    labels_in = np.bincount(assignment[:first], minlength=k).astype(float)
+    sizes = np.bincount(assignment, minlength=k)
+    available = np.ones(len(unlabelled), dtype=bool)
+    chosen, scores = [], []
+    while len(chosen) < min(n, len(unlabelled)):
+        open_clusters = np.unique(assignment[first:][available])
+        cluster = min(open_clusters, key=lambda c: (labels_in[c], -sizes[c]))
+        members = np.flatnonzero(assignment == cluster)
+        distances = np.sqrt(_squared_distances(points[members], points[members]))
+        nearest = np.sort(distances, axis=1)[:, 1:min(neighbours, len(members) - 1) + 1]
+        typicality = 1.0 / (nearest.mean(axis=1) + 1e-9) if nearest.size else np.ones(len(members))
+        candidates = [(typicality[j], int(m) - first) for j, m in enumerate(members)
+                      if m >= first and available[int(m) - first]]
+        value, pick = max(candidates)
+        chosen.append(pick)
+        scores.append(float(value))
+        available[pick] = False
+        labels_in[cluster] += 1
+    return chosen, scores
 
 
 def _badge(probabilities: np.ndarray, features: np.ndarray, n: int, rng) -> tuple[list[int], list[float]]:
@@ -137,7 +202,7 @@ def _badge(probabilities: np.ndarray, features: np.ndarray, n: int, rng) -> tupl
 
 def choose(probabilities: np.ndarray, unlabelled_features: np.ndarray, labelled_features: np.ndarray, n: int,
            strategy: Strategy | str = DEFAULT_STRATEGY, seed: int = 0) -> tuple[list[int], list[float]]:
-    """The `n` unlabelled photos to label first (indices into the unlabelled rows, best first) and the
+    """The `n` unlabelled photos to label first (indices into the unlabelled rows, in order) and the
     strategy's score of each when picked.
 
     Args:
@@ -159,6 +224,11 @@ def choose(probabilities: np.ndarray, unlabelled_features: np.ndarray, labelled_
         return order.tolist(), uncertainty[order].tolist()
     if strategy is Strategy.MARGIN_DISTINCT:
         return _distinct(np.argsort(-uncertainty, kind="stable"), unlabelled, labelled, n, uncertainty)
+    if strategy is Strategy.MARGIN_BALANCED:
+        return _distinct(np.argsort(-uncertainty, kind="stable"), unlabelled, labelled, n, uncertainty,
+                         groups=probabilities.argmax(axis=1))
+    if strategy is Strategy.TYPICAL:
+        return _typical(unlabelled, labelled, n, np.random.default_rng(seed))
     if strategy is Strategy.COVERAGE:
         return _k_centre(unlabelled, labelled, n)
     if strategy is Strategy.MARGIN_COVERAGE:
