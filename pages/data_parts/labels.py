@@ -253,7 +253,7 @@ def labelling_ui(summary: DatasetSummary, fixer: EditableDataset, suggestion: Su
             st.warning(f"{path.name} cannot be read; skip it or remove it.")
     with buttons:
         st.markdown(f"**Which class is it?**  \n<small>{left} ranked photo(s) to go · the model thinks "
-                    f"**{suggestion.predicted}** · score {suggestion.score:.2f}</small>", unsafe_allow_html=True)
+                    f"**{suggestion.predicted}**</small>", unsafe_allow_html=True)
         for number, class_name in enumerate(summary.classes, start=1):
             shortcut = str(number) if number <= 9 else None  # Streamlit shows the key on the button
             if st.button(class_name, key=f"label_{path.name}_{class_name}", width="stretch", shortcut=shortcut,
