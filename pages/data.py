@@ -219,8 +219,8 @@ def builder_ui(built: BuiltDataset):
 
 def unlabelled_upload_ui(built: BuiltDataset) -> None:
     """Photos not sorted yet: they wait in `unlabelled/` until "Label these next" asks for their class."""
-    st.caption(f"{len(built.unlabelled())} photo(s) wait for a class. **Label these next** (below) shows first the "
-               "ones that would teach the model most.")
+    st.caption(f"{len(built.unlabelled())} photo(s) wait for a class. **Label these next** (below) orders them for "
+               "labelling and shows them one at a time.")
     files = st.file_uploader("Photos without a class", type=IMAGE_TYPES, accept_multiple_files=True,
                              key=f"builder_unlabelled_{_nonce('builder_unlabelled')}")
     if files and st.button(f"Add {len(files)} photo(s) without a class", type="primary", icon=":material/add_photo_alternate:"):

@@ -193,7 +193,7 @@ def label_next_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> Non
         where = ("Add them with **Add photos without a class** above." if BuiltDataset.is_built(summary.root) else
                  f"Put them in `{Path(summary.root) / UNLABELLED}/` (beside `train/`), then come back.")
         st.info(f"There are no unlabelled photos in this data set. Photos you have not sorted yet can wait there; "
-                f"the app then picks the ones that would teach the model most, to label first. {where}",
+                f"the app then orders them for labelling, one at a time, and retrains when you have given ten. {where}",
                 icon=":material/label_off:")
         return
     latest = ModelStore().latest_per_level(list(summary.classes))
