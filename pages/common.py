@@ -171,6 +171,15 @@ def explainer_for(predictor):
     return _load_explainer(entry.id, str(entry.model_path), entry.model_path.stat().st_mtime)
 
 
+@st.cache_data(max_entries=256, show_spinner=False)
+def heatmap_overlay(model_id: str, model_path: str, photo: str, max_side: int = 240):
+    """A stored model's Grad-CAM heatmap over a photo of the data set (the class it sees), cached per photo."""
+    from core.serving.explain import overlay
+
+    explanation = explainer_for(predictor_for(ModelStore(Path(model_path).parent).get(model_id))).explain(photo)
+    return overlay(explanation.image, explanation.heatmap, max_side=max_side)
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _latest_per_level(root: str, stamp: int, classes: tuple | None) -> dict:
     return ModelStore(root).latest_per_level(list(classes) if classes is not None else None)

@@ -76,7 +76,7 @@ def label_next_trial(data, pool_sizes: list[int], seed: int, strategies: list, r
     With `rounds` < 25 the picks come in batches of that many, level 2's head retrained on the labels
     so far before each batch is chosen (the app's rank, label, retrain, rank again).
     """
-    from core.experiments.efficiency_curve import head_accuracy, head_probabilities, train_head
+    from core.experiments.efficiency_curve import head_accuracy, mean_view_probabilities, train_head
     from core.experiments.label_next import choose
 
     rng = np.random.default_rng(seed)
@@ -98,7 +98,7 @@ def label_next_trial(data, pool_sizes: list[int], seed: int, strategies: list, r
             size = min(rounds, len(labelled) + ADDED - len(known))
             current = train_head(data.config, data.features[known], data.labels[known], data.num_classes,
                                  seed + len(known))
-            probabilities = head_probabilities(current, [data.features[waiting]], data.num_classes)
+            probabilities = mean_view_probabilities(current, [data.features[waiting]], data.num_classes)
             chosen, _ = choose(probabilities, data.features[waiting], data.features[known], size, strategy, seed=seed)
             known = np.concatenate([known, waiting[chosen]])
             waiting = np.delete(waiting, chosen)

@@ -179,9 +179,7 @@ class EditableDataset:
         if relative.split("/")[0] not in SPLIT_NAMES:
             raise DatasetError(f"{relative} has no label to confirm.")
         atomic_write_json(self.root / KEPT_LABELS, sorted(self.kept_labels() | {relative}))
-        change = Change(f"kept {relative.split('/')[1]} for {Path(relative).name}", [], time.time(), [relative])
-        self._write_history(self._history() + [change])
-        return change
+        return self._record(f"kept {relative.split('/')[1]} for {Path(relative).name}", [], kept=[relative])
 
     def kept_labels(self) -> set[str]:
         """Photos (relative paths) whose label a person confirmed; a photo moved since is no longer among them."""
@@ -254,8 +252,8 @@ class EditableDataset:
                 if target.startswith(TRASH + "/"):
                     shutil.rmtree(self.root / TRASH / target.split("/")[1], ignore_errors=True)
 
-    def _record(self, description: str, renames: list[tuple[str, str]]) -> Change:
-        change = Change(description, renames, time.time())
+    def _record(self, description: str, renames: list[tuple[str, str]], kept: list[str] | None = None) -> Change:
+        change = Change(description, renames, time.time(), kept or [])
         self._write_history(self._history() + [change])
         return change
 

@@ -333,7 +333,7 @@ def train_head(config, features: np.ndarray, labels: np.ndarray, num_classes: in
     return head
 
 
-def head_probabilities(head, views: list[np.ndarray], num_classes: int) -> np.ndarray:
+def mean_view_probabilities(head, views: list[np.ndarray], num_classes: int) -> np.ndarray:
     """[N, C] class probabilities of a head, averaged over views of the same photos (the photos, mirrors)."""
     from core.serving.predictor import to_probabilities
 
@@ -346,5 +346,5 @@ def head_accuracy(config, features: np.ndarray, labels: np.ndarray, val_views: l
     """The validation accuracy of level 2's head trained on `features` (`train_head`), averaging the
     validation `val_views` (the photos, their mirrors)."""
     head = train_head(config, features, labels, num_classes, seed)
-    predicted = head_probabilities(head, val_views, num_classes).argmax(axis=1)
+    predicted = mean_view_probabilities(head, val_views, num_classes).argmax(axis=1)
     return float(np.mean(predicted == np.asarray(val_labels)))

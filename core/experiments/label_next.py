@@ -134,19 +134,31 @@ def _distinct(order: np.ndarray, unlabelled: np.ndarray, labelled: np.ndarray, n
     return chosen, [float(scores[i]) for i in chosen]
 
 
+def _spread_draws(points: np.ndarray, k: int, first: int, rng) -> tuple[list[int], list[float]]:
+    """k-means++ seeding: after row `first`, each row is drawn with probability proportional to its squared
+    distance to the nearest one drawn (once only the drawn rows or their copies remain, the next row in
+    order). Returns the rows in the order drawn and that distance when each was drawn (the first: its norm)."""
+    chosen, scores = [first], [float((points[first] ** 2).sum())]
+    nearest = _squared_distances(points, points[first:first + 1])[:, 0]
+    while len(chosen) < min(k, len(points)):
+        if nearest.sum() <= 0:
+            pick = next(i for i in range(len(points)) if i not in chosen)
+        else:
+            pick = int(rng.choice(len(points), p=nearest / nearest.sum()))
+            if pick in chosen:  # rounding can leave a drawn row a tiny weight
+                continue
+        chosen.append(pick)
+        scores.append(float(nearest[pick]))
+        nearest = np.minimum(nearest, _squared_distances(points, points[pick:pick + 1])[:, 0])
+    return chosen, scores
+
+
 def _k_means(points: np.ndarray, k: int, rng, iterations: int = 30) -> np.ndarray:
     """Cluster of each row: k-means++ seeding, then Lloyd's iterations."""
-    centres = [points[int(rng.integers(len(points)))]]
-    nearest = _squared_distances(points, centres[0][None])[:, 0]
-    while len(centres) < k:
-        total = nearest.sum()
-        pick = int(rng.choice(len(points), p=nearest / total)) if total > 0 else int(rng.integers(len(points)))
-        centres.append(points[pick])
-        nearest = np.minimum(nearest, _squared_distances(points, points[pick:pick + 1])[:, 0])
-    centres = np.stack(centres)
+    centres = points[_spread_draws(points, k, int(rng.integers(len(points))), rng)[0]].copy()
     for _ in range(iterations):
         assignment = _squared_distances(points, centres).argmin(axis=1)
-        for cluster in range(k):
+        for cluster in range(len(centres)):
             members = assignment == cluster
             if members.any():
                 centres[cluster] = points[members].mean(axis=0)
@@ -184,20 +196,7 @@ def _badge(probabilities: np.ndarray, features: np.ndarray, n: int, rng) -> tupl
     classes = probabilities.shape[1]
     embedding = ((probabilities - np.eye(classes)[probabilities.argmax(1)])[:, :, None] * features[:, None, :])
     embedding = embedding.reshape(len(features), -1)
-    first = int(np.argmax((embedding ** 2).sum(1)))
-    chosen, scores = [first], [float((embedding[first] ** 2).sum())]
-    nearest = _squared_distances(embedding, embedding[first:first + 1])[:, 0]
-    while len(chosen) < min(n, len(features)):
-        if nearest.sum() <= 0:  # everything left duplicates a pick: take the rest in order
-            pick = next(i for i in range(len(features)) if i not in chosen)
-        else:
-            pick = int(rng.choice(len(features), p=nearest / nearest.sum()))
-            if pick in chosen:
-                continue
-        chosen.append(pick)
-        scores.append(float(nearest[pick]))
-        nearest = np.minimum(nearest, _squared_distances(embedding, embedding[pick:pick + 1])[:, 0])
-    return chosen, scores
+    return _spread_draws(embedding, n, int(np.argmax((embedding ** 2).sum(1))), rng)
 
 
 def choose(probabilities: np.ndarray, unlabelled_features: np.ndarray, labelled_features: np.ndarray, n: int,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Callable
@@ -87,9 +87,7 @@ class LabelReview:
     items: list[Suspect] | list[Suggestion] = field(default_factory=list)
     model_id: str | None = None
     model_accuracy: float | None = None  # the model's validation accuracy when it ranked (suggest)
-    model_created: str = ""  # and when that model was trained (its card's time)
     model_level: int | None = None
-    unlabelled: int = 0  # how many unlabelled photos were ranked (suggest)
     split: str = "train"
     created: float = 0.0
     seconds: float = 0.0
@@ -101,7 +99,9 @@ class LabelReview:
     def from_dict(cls, data: dict) -> "LabelReview":
         task = LabelTask(data["task"])
         item_class = Suspect if task is LabelTask.SUSPECTS else Suggestion
-        return cls(**{**data, "task": task, "items": [item_class(**item) for item in data["items"]]})
+        known = {f.name for f in fields(cls)}  # a file from another version may hold fields this one lacks
+        return cls(**{**{k: v for k, v in data.items() if k in known}, "task": task,
+                      "items": [item_class(**item) for item in data["items"]]})
 
 
 def review_path(task: LabelTask, data_dir: str | Path) -> Path:
@@ -146,9 +146,7 @@ def run_label_review(config: LabelsConfig, phase: Callable[[str], None] | None =
         entry = ModelStore().get(config.model_id)
         phase(f"Ranking {len(summary.unlabelled)} unlabelled photos with {entry.id}")
         review.items = suggest(entry, summary, n=config.n or len(summary.unlabelled), should_cancel=should_cancel)
-        review.model_id, review.model_accuracy, review.model_created = entry.id, entry.val_accuracy, entry.card.created
-        review.model_level = entry.level
-        review.unlabelled = len(summary.unlabelled)
+        review.model_id, review.model_accuracy, review.model_level = entry.id, entry.val_accuracy, entry.level
     review.seconds = round(time.monotonic() - started, 2)
     atomic_write_json(review_path(config.task, summary.root), review.to_dict())
     return review

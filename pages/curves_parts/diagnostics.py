@@ -15,7 +15,7 @@ from core.data.images import ImageError, thumbnail
 from core.serving.data_match import DataMatch, data_match
 from core.serving.evaluation import Evaluation, Mistake, evaluate
 from core.serving.model_store import ModelEntry, ModelError, ModelStore
-from pages.common import explainer_for, predictor_for
+from pages.common import heatmap_overlay, predictor_for
 from pages.corrections import apply_change, undo_ui
 from pages.curves_parts.calibration import calibration_ui
 from pages.curves_parts.export import export_ui
@@ -31,15 +31,6 @@ def _evaluation(model_id: str, model_path: str, root: str, fingerprint: str) -> 
     summary = summarize(root)
     result = evaluate(predictor_for(entry), decode_split(summary, "validation", entry.image_size))
     return result, result.mistakes(limit=24)
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def _mistake_heatmap(model_id: str, model_path: str, photo: str):
-    from core.serving.explain import overlay
-
-    explainer = explainer_for(predictor_for(ModelStore(Path(model_path).parent).get(model_id)))
-    explanation = explainer.explain(photo)
-    return overlay(explanation.image, explanation.heatmap, max_side=240)
 
 
 def out_of_date_ui(entry: ModelEntry, summary) -> None:
@@ -91,7 +82,7 @@ def mistakes_ui(entry: ModelEntry, summary, mistakes: list[Mistake]) -> None:
     for i, mistake in enumerate(mistakes):
         caption = f"{mistake.true_class} → {mistake.predicted_class} ({mistake.confidence:.0%})"
         try:
-            picture = (_mistake_heatmap(entry.id, str(entry.model_path), mistake.path) if heatmaps
+            picture = (heatmap_overlay(entry.id, str(entry.model_path), mistake.path) if heatmaps
                        else thumbnail(mistake.path, 160))
             columns[i % 6].image(picture, width="stretch", caption=caption)
             if fixer is not None:

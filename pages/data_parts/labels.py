@@ -15,15 +15,14 @@ import streamlit as st
 
 from core.app import jobs
 from core.data.builder import BuiltDataset, EditableDataset, editable
-from core.data.folders import UNLABELLED
+from core.data.folders import UNLABELLED, DatasetSummary
 from core.data.images import ImageError, thumbnail
-from core.data.folders import DatasetSummary
 from core.experiments.label_next import Suggestion
 from core.experiments.label_review import LabelReview, LabelsConfig, LabelTask, load_review
 from core.experiments.suspects import Suspect
 from core.serving.model_store import ModelEntry, ModelError, ModelStore
 from core.training.loop import TrainConfig
-from pages.common import background_job_ui, explainer_for, level_label, predictor_for, start_button_ui
+from pages.common import background_job_ui, heatmap_overlay, latest_models, level_label, start_button_ui
 from pages.corrections import apply_change, undo_ui
 
 WAS_ACTIVE = f"{jobs.JobKind.LABELS.value}_was_active"  # background_job_ui redraws the page when the job ends
@@ -107,7 +106,7 @@ def suspects_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> None:
     if fixer is None:
         outside_ui(summary, suspects)
         return
-    model = _heatmap_model(summary)
+    model = _heatmap_model()
     heatmaps = model is not None and st.toggle(
         "Where the model looks", key="suspect_heatmaps",
         help=f"Overlay the Grad-CAM heatmap of {model.id if model else ''} for the class it sees in each photo.")
@@ -128,9 +127,9 @@ def suspect_card_ui(summary: DatasetSummary, fixer: EditableDataset, suspect: Su
         st.image(_picture(path, model), width="stretch")
     except ImageError:
         st.caption(f"{path.name}: unreadable")
-    st.markdown(f"**{suspect.given}** → looks like **{suspect.suggested}**")
-    st.caption(f"{path.name[:12]} · doubt {suspect.score:.2f}", help=_relative(summary, suspect.image))
     key = _relative(summary, suspect.image)
+    st.markdown(f"**{suspect.given}** → looks like **{suspect.suggested}**")
+    st.caption(f"{path.name[:12]} · doubt {suspect.score:.2f}", help=key)
     if st.button(f"Move to {suspect.suggested}", key=f"s_move_{key}", icon=":material/drive_file_move:",
                  type="primary", width="stretch"):
         apply_change(lambda: fixer.move(path, suspect.suggested))
@@ -154,9 +153,9 @@ def outside_ui(summary: DatasetSummary, suspects: list[Suspect]) -> None:
                                 "score": round(s.score, 3)} for s in suspects]), hide_index=True, width="stretch")
 
 
-def _heatmap_model(summary: DatasetSummary) -> ModelEntry | None:
+def _heatmap_model() -> ModelEntry | None:
     """The model whose heatmaps explain the suspects: the newest of the best level for these classes."""
-    latest = ModelStore().latest_per_level(list(summary.classes))
+    latest = latest_models()
     for level in (3, 2, 1, 0):
         if level in latest:
             return latest[level]
@@ -167,19 +166,10 @@ def _picture(path: Path, model: ModelEntry | None):
     """The photo, with `model`'s heatmap over it when one is given and it can be drawn."""
     if model is not None:
         try:
-            return _heatmap(model.id, str(model.model_path), str(path))
+            return heatmap_overlay(model.id, str(model.model_path), str(path))
         except (ModelError, OSError, ValueError):
             pass  # a model without a heatmap (or gone since): the photo itself
     return thumbnail(path, 240)
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def _heatmap(model_id: str, model_path: str, photo: str):
-    from core.serving.explain import overlay
-
-    explainer = explainer_for(predictor_for(ModelStore(Path(model_path).parent).get(model_id)))
-    explanation = explainer.explain(photo)
-    return overlay(explanation.image, explanation.heatmap, max_side=240)
 
 
 # --- Label these next ----------------------------------------------------------------------------
@@ -196,7 +186,7 @@ def label_next_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> Non
                 f"the app then orders them for labelling, one at a time, and retrains when you have given ten. {where}",
                 icon=":material/label_off:")
         return
-    latest = ModelStore().latest_per_level(list(summary.classes))
+    latest = latest_models()
     if not latest:
         st.info(f"{len(summary.unlabelled)} unlabelled photo(s) wait. To rank them the app needs a model of these "
                 "classes: train level 2 on the **Train** page first (seconds on cached features).",
@@ -271,7 +261,7 @@ def labelling_ui(summary: DatasetSummary, fixer: EditableDataset, suggestion: Su
 
 def retrain_ui(summary: DatasetSummary, fixer: EditableDataset, review: LabelReview) -> None:
     """After every ten labels: retrain level 2 on them, and the validation accuracy before and after."""
-    after = _retrained_model(summary, review)
+    after = _retrained_model(review)
     before = review.model_accuracy
     ranked_by_level_2 = review.model_level == 2
     if after is not None and after.val_accuracy is not None:
@@ -312,9 +302,9 @@ def _backbone_of(review: LabelReview) -> str | None:
         return None
 
 
-def _retrained_model(summary: DatasetSummary, review: LabelReview) -> ModelEntry | None:
+def _retrained_model(review: LabelReview) -> ModelEntry | None:
     """The newest level-2 model of these classes trained after the ranking, if any."""
-    entry = ModelStore().latest_per_level(list(summary.classes)).get(2)
+    entry = latest_models().get(2)
     if entry is None or entry.id == review.model_id or _timestamp(entry.card.created) <= review.created:
         return None
     return entry
