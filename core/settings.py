@@ -29,6 +29,12 @@ def _megabytes(text: str) -> int:
     return int(float(text) * 1024 * 1024)
 
 
+def _engine(text: str) -> str:
+    if text.lower() not in ("onnxruntime", "tensorflow"):
+        raise ValueError("use onnxruntime or tensorflow")
+    return text.lower()
+
+
 def _text(text: str) -> str:
     return text
 
@@ -92,6 +98,9 @@ SETTINGS: dict[str, Setting] = _table(
                                                   "(e.g. `LITTLE_DATA_WEIGHTS_VGG16=/path/vgg16.h5`)."),
     Setting("LITTLE_DATA_FOLD_BATCH_NORM", "1", "Fold frozen batch norm into convolutions for speed "
                                                 "(`0` turns it off; answers are the same).", _flag),
+    Setting("LITTLE_DATA_SERVING_ENGINE", "onnxruntime", "What runs the pretrained layers that levels share when "
+                                                         "answering photos: `onnxruntime` (checked against TensorFlow "
+                                                         "first; faster on a CPU) or `tensorflow`.", _engine),
     Setting("LITTLE_DATA_JUDGE_BACKBONE", "efficientnet_lite2", "The network whose ImageNet features judge \"none of "
                                                                 "these\" for models without one (level 1); `none`: no judge."),
     Setting("LITTLE_DATA_RAY_ADDRESS", "", "The Ray cluster for sweeps, curves and multi-worker training "
@@ -168,6 +177,11 @@ def weights_setting(backbone: str) -> str | None:
 def fold_batch_norm() -> bool:
     """Whether frozen batch norm is folded into convolutions for speed (`LITTLE_DATA_FOLD_BATCH_NORM`, default 1)."""
     return SETTINGS["LITTLE_DATA_FOLD_BATCH_NORM"].value()
+
+
+def serving_engine() -> str:
+    """What runs the shared pretrained layers when answering photos (`LITTLE_DATA_SERVING_ENGINE`)."""
+    return SETTINGS["LITTLE_DATA_SERVING_ENGINE"].value()
 
 
 def ray_address() -> str | None:

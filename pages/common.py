@@ -116,6 +116,22 @@ def _summary_cached(folder: str, source: str, stamp: float):
     return summarize(folder, source=source)
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _classes_cached(folder: str, source: str, stamp: float) -> tuple:
+    """The data set's classes, shared by every session without a copy: `st.cache_data` unpickles the
+    whole summary (a Path per photo) at every read, which cost a room of phones more CPU than the models."""
+    return tuple(_summary_cached(folder, source, stamp).classes)
+
+
+def current_classes() -> tuple | None:
+    """The active data set's class names, or None when there is no usable data set."""
+    try:
+        folder, source = resolve_data_dir(workspace.active_data_dir(), download=False)
+        return _classes_cached(str(folder), source, _dir_stamp(Path(folder)))
+    except DatasetError:
+        return None
+
+
 def current_summary():
     """(summary or None, folder or None, error message or None) for the active data set."""
     try:
@@ -145,9 +161,12 @@ def predictor_for(entry):
 
 @st.cache_resource(max_entries=4, show_spinner="Sharing the pretrained layers between levels…")
 def _load_trunks(models: tuple):
-    from core.serving.predictor import SharedTrunk
+    from core.serving.predictor import SharedTrunk, accelerate
 
-    return SharedTrunk.plan({level: load_predictor(*model) for level, *model in models})
+    predictors = {level: load_predictor(*model) for level, *model in models}
+    trunks = SharedTrunk.plan(predictors)
+    accelerate(trunks, predictors, background=True)  # ONNX Runtime takes over once checked; TensorFlow answers meanwhile
+    return trunks
 
 
 def shared_trunks(loaded: dict) -> list:
@@ -192,13 +211,13 @@ def latest_models():
     folder's modification time), not at every rerun of every session: a room of phones would
     otherwise parse every model card a few times per photo.
     """
-    summary = current_summary()[0]
+    classes = current_classes()
     store = ModelStore()
     try:
         stamp = store.root.stat().st_mtime_ns
     except OSError:
         stamp = 0
-    return _latest_per_level(str(store.root), stamp, tuple(summary.classes) if summary else None)
+    return _latest_per_level(str(store.root), stamp, classes)
 
 
 def sidebar_ui():

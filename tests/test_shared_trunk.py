@@ -79,3 +79,100 @@ def test_a_trunk_that_would_answer_differently_is_not_used(trained, monkeypatch)
     assert [trunk.levels for trunk in trunks] == [[2, 3]]  # the tail is the model's own, so it agrees
     monkeypatch.setattr(SharedTrunk, "TOLERANCE", -1.0)  # nothing can pass the check
     assert SharedTrunk.plan({2: trained["level2"], 3: trained["level3"]}) == []
+
+
+# ONNX Runtime: the same passes, converted once, checked against TensorFlow, kept in the cache.
+
+def _answers(predictors, trunks, seeds=range(3)):
+    return [predict_every_level(photo_bytes(seed), "photo.png", predictors, trunks=trunks) for seed in seeds]
+
+
+def test_accelerated_trunk_and_models_give_tensorflows_answers(trained, tmp_path):
+    from core.serving.predictor import accelerate
+
+    predictors = {1: Predictor(trained["level1"].entry), 2: Predictor(trained["level2"].entry),
+                  3: Predictor(trained["level3"].entry)}
+    trunks = SharedTrunk.plan(predictors)
+    before = _answers(predictors, trunks)
+    accelerate(trunks, predictors, folder=tmp_path)
+    assert trunks[0].engine == "onnxruntime" and trunks[0].engine_error is None
+    assert predictors[1].engine == "onnxruntime"  # no trunk answers for level 1
+    assert predictors[2].engine == predictors[3].engine == "tensorflow"  # the trunk answers for them
+    assert len(list(tmp_path.glob("*.onnx"))) == 2
+    for old, new in zip(before, _answers(predictors, trunks)):
+        for level in (1, 2, 3):
+            for name, probability in old.per_level[level].items():
+                assert abs(new.per_level[level][name] - probability) < 1e-5
+
+
+def test_a_kept_conversion_is_loaded_not_converted_again(trained, tmp_path, monkeypatch):
+    from core.serving.onnx_forward import OnnxForward
+
+    first = Predictor(trained["level1"].entry)
+    first.accelerate(tmp_path)
+    assert first.engine == "onnxruntime"
+
+    def no_conversion(function):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(OnnxForward, "convert", staticmethod(no_conversion))
+    again = Predictor(trained["level1"].entry)  # as after a restart
+    again.accelerate(tmp_path)
+    assert again.engine == "onnxruntime", again.engine_error
+    (kept,) = tmp_path.glob("*.onnx")
+    kept.write_bytes(b"half a file")  # truncated: converted again, over it
+    monkeypatch.undo()
+    third = Predictor(trained["level1"].entry)
+    third.accelerate(tmp_path)
+    assert third.engine == "onnxruntime" and kept.stat().st_size > 1000
+
+
+def test_a_conversion_that_fails_or_disagrees_leaves_tensorflow_answering(trained, tmp_path, monkeypatch):
+    from core.serving.onnx_forward import OnnxForward
+
+    def broken(function):
+        raise RuntimeError("unsupported operator")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(OnnxForward, "convert", staticmethod(broken))
+        predictor = Predictor(trained["level1"].entry)
+        predictor.accelerate(tmp_path)
+    assert predictor.engine == "tensorflow" and "unsupported operator" in predictor.engine_error
+    assert not list(tmp_path.glob("*.onnx"))
+    assert predictor.predict([photo_bytes(0)])[0].probabilities  # still answers
+
+    real_call = OnnxForward.__call__
+    monkeypatch.setattr(OnnxForward, "__call__", lambda self, images: [out + 0.01 for out in real_call(self, images)])
+    predictors = {2: Predictor(trained["level2"].entry), 3: Predictor(trained["level3"].entry)}
+    trunk, = SharedTrunk.plan(predictors)
+    trunk.accelerate(tmp_path)
+    assert trunk.engine == "tensorflow" and "differs from TensorFlow" in trunk.engine_error
+
+
+def test_the_setting_keeps_tensorflow_and_a_background_conversion_takes_over_when_ready(trained, tmp_path, monkeypatch):
+    from core.serving.predictor import accelerate
+
+    monkeypatch.setenv("LITTLE_DATA_SERVING_ENGINE", "tensorflow")
+    predictor = Predictor(trained["level1"].entry)
+    assert accelerate([], {1: predictor}, folder=tmp_path, background=True) is None
+    assert predictor.engine == "tensorflow" and not list(tmp_path.glob("*.onnx"))
+    monkeypatch.setenv("LITTLE_DATA_SERVING_ENGINE", "tpu")
+    with pytest.raises(ValueError, match="LITTLE_DATA_SERVING_ENGINE='tpu' is not valid: use onnxruntime or tensorflow"):
+        predictor.accelerate(tmp_path)
+    monkeypatch.setenv("LITTLE_DATA_SERVING_ENGINE", "onnxruntime")
+    thread = accelerate([], {1: predictor}, folder=tmp_path, background=True)
+    thread.join(timeout=120)
+    assert predictor.engine == "onnxruntime"
+
+
+def test_only_the_newest_conversions_are_kept(tmp_path):
+    import os
+
+    from core.serving.onnx_forward import KEEP_CONVERTED, _prune
+
+    for age in range(KEEP_CONVERTED + 2):
+        path = tmp_path / f"{age}.onnx"
+        path.write_bytes(b"x")
+        os.utime(path, (1_000_000 - age, 1_000_000 - age))
+    _prune(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == [f"{age}.onnx" for age in range(KEEP_CONVERTED)]

@@ -10,6 +10,7 @@ per photo for all of them (levels 0, 2 and 3 then cost about half as much togeth
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core import settings
 from core.data.images import ImageError, load_image, to_array
 from core.serving.model_store import ModelEntry, load_model
 from core.serving.novelty import LoadedJudge, Verdict
@@ -71,7 +73,38 @@ def configure_for_serving() -> None:
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
-class Predictor:
+class _OnnxSwitch:
+    """A network whose traced pass (`_forward`) can move to ONNX Runtime once it gives the same answers.
+
+    `engine` says which runs it now; `engine_error` why it stayed on TensorFlow. See `accelerate`.
+    """
+
+    engine = "tensorflow"  # or "onnxruntime", once `accelerate` has checked it
+    engine_error: str | None = None
+    _onnx = None  # the `OnnxForward` in use; read once per call, so a pass in flight finishes where it began
+
+    def _conversion(self) -> tuple:
+        """(what names the network, a test picture, TensorFlow's outputs on it, agree(index, got, expected))."""
+        raise NotImplementedError
+
+    def accelerate(self, folder: Path | None = None) -> None:
+        """Runs the pass with ONNX Runtime from now on, if it gives TensorFlow's answers on a test picture."""
+        from core.serving.onnx_forward import cache_name, checked
+
+        if settings.serving_engine() != "onnxruntime" or self._onnx is not None:
+            return
+        try:
+            identity, check, expected, agree = self._conversion()
+            name = cache_name(type(self).__name__, identity, settings.fold_batch_norm())
+            forward = checked(self._forward, _serving_cache(folder) / name, check, expected, agree)
+        except Exception as exc:  # noqa: BLE001 - the runtime only saves time: TensorFlow still answers
+            self.engine_error = f"{type(exc).__name__}: {exc}"
+            return
+        self._onnx = forward
+        self.engine = "onnxruntime"
+
+
+class Predictor(_OnnxSwitch):
     """A stored model ready to predict."""
 
     def __init__(self, entry: ModelEntry, model=None):
@@ -106,7 +139,8 @@ class Predictor:
 
     def predict_arrays(self, images: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """uint8 [N, H, W, 3] at the model's size -> probabilities [N, C], calibrated unless asked not to be."""
-        outputs = self._forward(np.asarray(images, dtype=np.float32)).numpy()
+        onnx = self._onnx
+        outputs = onnx(images)[0] if onnx is not None else self._forward(np.asarray(images, dtype=np.float32)).numpy()
         probabilities = to_probabilities(outputs, len(self.classes))
         return self.calibrate(probabilities) if calibrated else probabilities
 
@@ -115,6 +149,12 @@ class Predictor:
         decoded split's `ImageRows`, read a batch at a time)."""
         return np.concatenate([self.predict_arrays(np.asarray(images[i:i + batch_size]), calibrated)
                                for i in range(0, len(images), batch_size)])
+
+    def _conversion(self) -> tuple:
+        check = _check_picture(self.image_size)
+        expected = self._forward(check.astype(np.float32)).numpy()
+        return ((self.entry.id, *_file_stamp(self.entry.model_path)), check, [expected],
+                lambda _, got, want: np.abs(got - want).max() <= SharedTrunk.TOLERANCE)
 
     @property
     def judge(self) -> LoadedJudge | None:
@@ -191,7 +231,7 @@ class MultiPrediction:
         return "The levels disagree: " + "; ".join(parts) + "."
 
 
-class SharedTrunk:
+class SharedTrunk(_OnnxSwitch):
     """Several levels' models that share the frozen layers below their backbone's top block.
 
     Levels 0 and 2 keep the whole pretrained network frozen, and level 3 fine-tunes only its top
@@ -208,13 +248,15 @@ class SharedTrunk:
     TOLERANCE = 1e-5
 
     def __init__(self, trunk, heads: dict, image_size: tuple[int, int], mirrored: bool, classes: dict,
-                 judges: dict | None = None):
+                 judges: dict | None = None, identity: tuple = ()):
         """`heads`: level -> (index into the distinct top blocks, its top block, its classifier);
-        `judges`: judge key -> index of the top block whose pooled output are its features."""
+        `judges`: judge key -> index of the top block whose pooled output are its features;
+        `identity`: what names the models it was built from (their files), for the converted pass's cache."""
         import tensorflow as tf
 
         from core.networks.fold import fold_batch_norm
 
+        self.identity = identity
         self.levels = list(heads)
         self.image_size, self.mirrored, self.classes = image_size, mirrored, classes
         self.judge_keys = list(judges or {})
@@ -243,10 +285,30 @@ class SharedTrunk:
 
     def predict_all(self, images: np.ndarray) -> tuple[dict[int, np.ndarray], dict[tuple, np.ndarray]]:
         """uint8 [N, H, W, 3] -> (level -> probabilities [N, C], judge key -> pooled features [N, D])."""
+        onnx = self._onnx
+        if onnx is not None:
+            flat = onnx(images)  # the traced function's outputs, flattened: one per level, then the judges'
+            outputs, pooled = flat[:len(self.levels)], flat[len(self.levels):]
+        else:
+            outputs, pooled = self._tensorflow_pass(images)
+        return self._named(outputs, pooled)
+
+    def _tensorflow_pass(self, images: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         outputs, pooled = self._forward(np.asarray(images, dtype=np.float32))
-        probabilities = {level: to_probabilities(out.numpy(), len(self.classes[level]))
-                         for level, out in zip(self.levels, outputs)}
-        return probabilities, {key: features.numpy() for key, features in zip(self.judge_keys, pooled)}
+        return [out.numpy() for out in outputs], [features.numpy() for features in pooled]
+
+    def _named(self, outputs: list, pooled: list) -> tuple[dict[int, np.ndarray], dict[tuple, np.ndarray]]:
+        probabilities = {level: to_probabilities(out, len(self.classes[level])) for level, out in zip(self.levels, outputs)}
+        return probabilities, dict(zip(self.judge_keys, pooled))
+
+    def _conversion(self) -> tuple:
+        check = _check_picture(self.image_size)
+        outputs, pooled = self._tensorflow_pass(check)
+
+        def agree(index: int, got: np.ndarray, expected: np.ndarray) -> bool:
+            return (np.abs(got - expected).max() <= self.TOLERANCE) if index < len(outputs) else _close(got, expected)
+
+        return (self.identity, self.levels, self.judge_keys, self.mirrored), check, outputs + pooled, agree
 
     def predict_arrays(self, images: np.ndarray) -> dict[int, np.ndarray]:
         """uint8 [N, H, W, 3] -> level -> probabilities [N, C]."""
@@ -299,7 +361,9 @@ class SharedTrunk:
                 if pooled.shape == expected.shape and _close(pooled, expected):
                     candidates[judge.key] = index
                     break
-        trunk = cls(first.trunk, heads, size, first.mirrored, classes, candidates)
+        identity = tuple((level, cut.predictor.entry.id, *_file_stamp(cut.predictor.entry.model_path))
+                         for level, cut in sorted(same.items()))
+        trunk = cls(first.trunk, heads, size, first.mirrored, classes, candidates, identity)
         shared, features = trunk.predict_all(check)
         agrees = all(np.abs(shared[level] - cut.predictor.predict_arrays(check, calibrated=False)).max() <= cls.TOLERANCE
                      for level, cut in same.items())
@@ -307,8 +371,50 @@ class SharedTrunk:
             return None
         for judge in judges:  # the folded, batched pass must still give the judge's own features
             if judge.key in features and not _close(features[judge.key], judge.features(check)):
-                return cls(first.trunk, heads, size, first.mirrored, classes)
+                return cls(first.trunk, heads, size, first.mirrored, classes, identity=identity)
         return trunk
+
+
+def accelerate(trunks: list["SharedTrunk"], predictors: dict, folder: Path | None = None,
+               background: bool = False) -> threading.Thread | None:
+    """Moves the trunks, and the models no trunk answers for, to ONNX Runtime where it agrees with TensorFlow.
+
+    ONNX Runtime runs these networks in about half of TensorFlow's CPU time for one photo (see
+    `core.serving.onnx_forward`). Each conversion is checked on a test picture first: outputs within
+    `SharedTrunk.TOLERANCE`, judge features within float32 rounding; whatever fails stays on
+    TensorFlow with `engine_error` saying why. Conversions are kept in `folder` (default: the cache
+    folder's `serving/`). With `background`, one thread converts them in turn while TensorFlow answers,
+    and is returned. `LITTLE_DATA_SERVING_ENGINE=tensorflow` turns this off.
+    """
+    covered = {level for trunk in trunks for level in trunk.levels}
+    work = [*trunks, *(p for level, p in sorted(predictors.items())
+                       if level not in covered and isinstance(p, Predictor))]
+
+    def run() -> None:
+        for item in work:
+            item.accelerate(folder)
+
+    if settings.serving_engine() != "onnxruntime" or not work:
+        return None
+    if not background:
+        run()
+        return None
+    thread = threading.Thread(target=run, name="little-data-onnx", daemon=True)
+    thread.start()
+    return thread
+
+
+def _serving_cache(folder: Path | None) -> Path:
+    return Path(folder) if folder is not None else settings.cache_dir() / "serving"
+
+
+def _check_picture(size: tuple[int, int]) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (2, *size, 3), dtype=np.uint8)
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _close(a: np.ndarray, b: np.ndarray, relative: float = 1e-4) -> bool:
