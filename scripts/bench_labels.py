@@ -3,7 +3,8 @@
     python scripts/bench_labels.py [--part suspects|next|all] [--seeds 5] [--rounds 25] [--json labels.json]
 
 Suspects: flip a seeded 5% of a training split's labels and count how many of the flipped photos the
-out-of-fold ranking puts in its top k (k = the number flipped), on cats vs dogs and on the flowers;
+out-of-fold ranking (`suspect_probabilities`: both networks' heads and the neighbours' vote, as the
+app and `python -m core suspects` use; `--networks` to try others) puts in its top k (k = the number flipped), on cats vs dogs and on the flowers;
 where the two known wrong labels of cats vs dogs' validation split rank; and the time for 2,000
 photos with cached features. Flipping labels on the cached features is the same experiment as
 copying the data set with those photos moved to another class folder: the features do not depend on
@@ -39,8 +40,9 @@ SHARED = settings.PROJECT_ROOT.parent / "shared" / "datasets"
 KNOWN_WRONG = ("validation/cats/cat.4085.jpg", "validation/dogs/dog.4334.jpg")  # a beagle, a cat
 
 
-def recall_at_k(features, labels, share: float, seed: int, folds: int | None = None) -> dict:
-    from core.experiments.suspects import out_of_fold_probabilities, rank_suspects
+def recall_at_k(views: list, labels, share: float, seed: int, folds: int | None = None) -> dict:
+    """`views`: the training photos' features from each network, rows in the same order."""
+    from core.experiments.suspects import rank_suspects, suspect_probabilities
 
     rng = np.random.default_rng(seed)
     classes = int(labels.max()) + 1
@@ -48,7 +50,7 @@ def recall_at_k(features, labels, share: float, seed: int, folds: int | None = N
     noisy = labels.copy()
     noisy[flipped] = (labels[flipped] + rng.integers(1, classes, len(flipped))) % classes
     start = time.perf_counter()
-    probabilities = out_of_fold_probabilities(features, noisy, **({"folds": folds} if folds else {}))
+    probabilities = suspect_probabilities(views, noisy, **({"folds": folds} if folds else {}))
     suspects = rank_suspects(probabilities, noisy, [str(c) for c in range(classes)], [str(i) for i in range(len(noisy))])
     seconds = time.perf_counter() - start
     top = {int(s.image) for s in suspects[: len(flipped)]}
@@ -153,6 +155,8 @@ def main() -> int:
     parser.add_argument("--part", choices=["suspects", "next", "all"], default="all")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--share", type=float, default=0.05, help="share of training labels flipped")
+    parser.add_argument("--networks", help="suspects: the networks whose heads are averaged, comma-separated "
+                                           "(default: the default network and its second opinion)")
     parser.add_argument("--folds", type=int, help="suspects: out-of-fold heads (default: the shipped number)")
     parser.add_argument("--datasets", default="cats_vs_dogs,flowers_fewshot",
                         help="suspects: which of ../shared/datasets (the known wrong labels and the time need cats_vs_dogs)")
@@ -178,12 +182,17 @@ def main() -> int:
 
 def bench_suspects(args, report: dict) -> None:
     from core.data.folders import summarize
-    from core.experiments.suspects import find_suspects, features_of_split
+    from core.experiments.suspects import SECOND_OPINION, features_of_split, find_suspects
+    from core.networks.backbones import DEFAULT_BACKBONE
 
+    networks = (args.networks.split(",") if args.networks
+                else [DEFAULT_BACKBONE] + ([SECOND_OPINION[DEFAULT_BACKBONE]] if DEFAULT_BACKBONE in SECOND_OPINION else []))
+    report["networks"] = networks
     for name in args.datasets.split(","):
         summary = summarize(SHARED / name)
-        train = features_of_split(summary, "train")
-        rows = [recall_at_k(train.features, train.labels, args.share, seed, args.folds) for seed in range(args.seeds)]
+        trains = [features_of_split(summary, "train", network) for network in networks]
+        rows = [recall_at_k([train.features for train in trains], trains[0].labels, args.share, seed, args.folds)
+                for seed in range(args.seeds)]
         for row in rows:
             print(f"{name}: {json.dumps(row)}", flush=True)
         recalls = [r["recall_at_k"] for r in rows]

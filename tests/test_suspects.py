@@ -7,8 +7,9 @@ import pytest
 
 from core.cli import main
 from core.data.folders import DatasetError, summarize
-from core.experiments.suspects import (confident_learning, find_suspects, out_of_fold_probabilities,
-                                       rank_suspects)
+from core.experiments.suspects import (confident_learning, find_suspects, held_out_probabilities,
+                                       neighbour_probabilities, out_of_fold_probabilities, rank_suspects,
+                                       suspect_probabilities)
 
 
 def clusters(n_per_class=60, classes=3, dim=32, seed=0):
@@ -32,6 +33,53 @@ def test_flipped_labels_are_the_top_suspects_with_their_true_class():
     assert all(s.suggested == "abc"[labels[int(s.image.split(".")[0])]] for s in top)  # the class it belongs to
     assert [s.score for s in suspects] == sorted((s.score for s in suspects), reverse=True)
     assert top[0].to_dict().keys() == {"image", "given", "suggested", "score"}
+
+
+def test_the_neighbours_vote_leaves_each_photo_out_and_near_copies_count_most():
+    features = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.1, 0.99], [0.2, 0.98]])
+    labels = np.array([0, 0, 1, 1, 0])
+    votes = neighbour_probabilities(features, labels, 2, k=2)
+    assert votes.shape == (5, 2) and np.allclose(votes.sum(axis=1), 1)
+    assert votes[0, 0] > 0.99  # its only close neighbour is a 0; itself is not counted
+    assert votes[4, 1] > 0.99  # labelled 0, but its neighbours are 1s
+    queries = neighbour_probabilities(features, labels, 2, queries=np.array([[1.0, 0.05]]), k=2)
+    assert queries.shape == (1, 2) and queries[0, 0] > 0.99
+
+
+def test_two_networks_and_the_neighbours_together_find_the_flipped_labels():
+    first, labels = clusters(seed=5)
+    second = first @ np.random.default_rng(6).normal(0, 1, (32, 48))  # another view of the same photos
+    rng = np.random.default_rng(7)
+    flipped = rng.choice(len(labels), 9, replace=False)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + 1) % 3
+    probabilities = suspect_probabilities([first, second], noisy)
+    assert probabilities.shape == (len(labels), 3) and np.allclose(probabilities.sum(axis=1), 1)
+    suspects = rank_suspects(probabilities, noisy, ["a", "b", "c"], [str(i) for i in range(len(noisy))])
+    assert {int(s.image) for s in suspects[:9]} == set(flipped.tolist())
+    held_out = held_out_probabilities([first[:150], second[:150]], labels[:150], [first[150:], second[150:]], 3)
+    assert (held_out.argmax(axis=1) == labels[150:]).all()
+
+
+def test_without_the_second_networks_weights_suspects_come_from_the_first(dataset_factory, tiny_backbone, monkeypatch):
+    from core.experiments import suspects as module
+
+    monkeypatch.setitem(module.SECOND_OPINION, tiny_backbone.name, "mobilenet_v2")
+    real = module.features_of_split
+    asked = []
+
+    def features_of_split(summary, split, backbone=None, *args, **kwargs):
+        asked.append(backbone)
+        if backbone == "mobilenet_v2":
+            raise OSError("no weights offline")
+        return real(summary, split, backbone, *args, **kwargs)
+
+    monkeypatch.setattr(module, "features_of_split", features_of_split)
+    summary = summarize(dataset_factory())
+    alone = find_suspects(summary, "all", backbone=tiny_backbone.name, second_opinion=False)
+    assert asked == [tiny_backbone.name, tiny_backbone.name]  # train and validation, one network
+    assert find_suspects(summary, "all", backbone=tiny_backbone.name) == alone
+    assert "mobilenet_v2" in asked
 
 
 def test_clean_labels_give_few_suspects_and_confident_learning_flags_only_other_classes():
