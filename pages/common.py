@@ -154,9 +154,13 @@ def load_predictor(model_id: str, model_path: str, mtime: float):
     return Predictor(ModelStore(Path(model_path).parent).get(model_id))
 
 
+def _version(entry) -> float:
+    """The newest of a stored model's two files: a new model, or a card `calibrate` rewrote, loads afresh."""
+    return max(entry.model_path.stat().st_mtime, entry.card_path.stat().st_mtime)
+
+
 def predictor_for(entry):
-    stamp = max(entry.model_path.stat().st_mtime, entry.card_path.stat().st_mtime)
-    return load_predictor(entry.id, str(entry.model_path), stamp)
+    return load_predictor(entry.id, str(entry.model_path), _version(entry))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Sharing the pretrained layers between levels…")
@@ -171,7 +175,8 @@ def _load_trunks(models: tuple):
 
 def shared_trunks(loaded: dict) -> list:
     """`SharedTrunk`s for the loaded predictors (level -> Predictor or error), built once per set of models."""
-    models = tuple((level, p.entry.id, str(p.entry.model_path), p.entry.model_path.stat().st_mtime)
+    # The same keys as `predictor_for`: the trunk is built from, and accelerates, the predictors that answer.
+    models = tuple((level, p.entry.id, str(p.entry.model_path), _version(p.entry))
                    for level, p in sorted(loaded.items()) if not isinstance(p, Exception))
     return _load_trunks(models)
 

@@ -176,3 +176,37 @@ def test_only_the_newest_conversions_are_kept(tmp_path):
         os.utime(path, (1_000_000 - age, 1_000_000 - age))
     _prune(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == [f"{age}.onnx" for age in range(KEEP_CONVERTED)]
+
+
+def test_a_kept_conversion_that_no_longer_agrees_is_converted_again(trained, tmp_path, monkeypatch):
+    from core.serving import onnx_forward
+
+    monkeypatch.setattr(onnx_forward, "cache_name", lambda *parts: "same-name.onnx")  # as if two models collided
+    level1 = Predictor(trained["level1"].entry)
+    level1.accelerate(tmp_path)
+    kept = tmp_path / "same-name.onnx"
+    assert level1.engine == "onnxruntime" and kept.exists()
+    before = kept.read_bytes()
+    level2 = Predictor(trained["level2"].entry)  # finds level 1's pass under its name: refused, converted over it
+    level2.accelerate(tmp_path)
+    assert level2.engine == "onnxruntime", level2.engine_error
+    assert kept.read_bytes() != before
+    images = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert np.abs(level2.predict_arrays(images) - Predictor(trained["level2"].entry).predict_arrays(images)).max() < 1e-5
+
+
+def test_a_runtime_that_fails_while_answering_hands_back_to_tensorflow(trained, tmp_path, monkeypatch):
+    from core.serving.onnx_forward import OnnxForward
+
+    predictor = Predictor(trained["level1"].entry)
+    expected = predictor.predict([photo_bytes(4)])[0].probabilities
+    predictor.accelerate(tmp_path)
+    assert predictor.engine == "onnxruntime"
+
+    def out_of_memory(self, images):
+        raise MemoryError("arena full")
+
+    monkeypatch.setattr(OnnxForward, "__call__", out_of_memory)
+    answer = predictor.predict([photo_bytes(4)])[0]
+    assert answer.error is None and all(abs(answer.probabilities[c] - p) < 1e-6 for c, p in expected.items())
+    assert predictor.engine == "tensorflow" and "arena full" in predictor.engine_error

@@ -139,7 +139,8 @@ def run_label_review(config: LabelsConfig, phase: Callable[[str], None] | None =
     summary = summarize(folder, source=source)
     review = LabelReview(config.task, str(summary.root), summary.fingerprint, split=config.split, created=time.time())
     if config.task is LabelTask.SUSPECTS:
-        phase(f"Bottleneck features of the {config.split} photos, then out-of-fold heads and each photo's neighbours")
+        phase(f"Bottleneck features of the {config.split} photos from two networks (a minute or more the first "
+              "time, cached after), then out-of-fold heads and each photo's neighbours")
         review.items = find_suspects(summary, config.split, config.backbone, should_cancel=should_cancel)
         review.items = review.items[:config.n] if config.n else review.items
     else:

@@ -2,13 +2,14 @@
 
 Why: on the 2-core reference box ONNX Runtime runs the shared EfficientNet-Lite2 trunk of levels 0, 2
 and 3 (both mirror views) for one photo in 28 ms against TensorFlow's 58 ms, and for 16 photos in
-470 ms against 630 ms (`python scripts/bench_load.py --engines`). When a room of phones uploads at
+470 ms against 630 ms (`python scripts/bench_serving.py`). When a room of phones uploads at
 once, the models' CPU time is what everyone waits for.
 
 The conversion (tf2onnx, ~8 s for Lite2 with three heads) is done once per set of models and kept
-in the cache folder, so a restarted server loads it in a fraction of a second. A caller always
-checks the runtime's outputs against TensorFlow's on a test picture before using it
-(`SharedTrunk.accelerate`): anything that does not convert or does not agree stays on TensorFlow.
+in the cache folder, so a restarted server loads it in a fraction of a second. `checked` compares
+the runtime's outputs with TensorFlow's on a test picture before it is used (and converts a kept
+file that no longer agrees once more); `core.serving.predictor.accelerate` leaves anything that does
+not convert or does not agree on TensorFlow.
 
     forward = OnnxForward.load_or_convert(tf_function, cache_dir() / "serving" / "abc.onnx")
     outputs = forward(images)  # list of arrays, in the traced function's output order
@@ -28,6 +29,9 @@ from core.atomic_files import atomic_write
 OPSET = 17
 #: Converted forward passes kept in the cache folder (the newest; each is tens of megabytes).
 KEEP_CONVERTED = 4
+#: Changes whenever the code that builds a traced pass changes what it computes, so no file converted
+#: by older code is taken for a new one's (the check would refuse it; this saves converting twice).
+FORMAT = 1
 
 
 class OnnxForward:
@@ -56,10 +60,11 @@ class OnnxForward:
         return proto.SerializeToString()
 
     @classmethod
-    def load_or_convert(cls, function, path: Path) -> "OnnxForward":
-        """The model kept at `path` if there is one that loads, else `function` converted and kept there."""
+    def load_or_convert(cls, function, path: Path, fresh: bool = False) -> "OnnxForward":
+        """The model kept at `path` if there is one that loads (unless `fresh`), else `function`
+        converted and kept there."""
         path = Path(path)
-        if path.exists():
+        if path.exists() and not fresh:
             try:
                 forward = cls(path.read_bytes())
                 path.touch()  # recently used: kept by `_prune`
@@ -77,26 +82,52 @@ def checked(function, path: Path, check: np.ndarray, expected: list[np.ndarray],
             agree: Callable[[int, np.ndarray, np.ndarray], bool]) -> OnnxForward:
     """`function` under ONNX Runtime (kept at `path`), once its outputs on `check` agree with `expected`
     (TensorFlow's, in the same order) as `agree(index, got, expected)` says; raises ValueError if not."""
-    forward = OnnxForward.load_or_convert(function, path)
-    got = forward(check)
-    if len(got) != len(expected):
-        raise ValueError(f"the converted pass gives {len(got)} outputs, not {len(expected)}")
-    for index, (mine, theirs) in enumerate(zip(got, expected)):
-        if mine.shape != theirs.shape or not agree(index, mine, theirs):
-            raise ValueError(f"ONNX Runtime's output {index} differs from TensorFlow's")
-    return forward
+    for fresh in (False, True):  # a kept file that disagrees (older code, other versions) is converted once more
+        forward = OnnxForward.load_or_convert(function, path, fresh=fresh)
+        problem = _disagreement(forward, check, expected, agree)
+        if problem is None:
+            return forward
+    raise ValueError(problem)
+
+
+def _disagreement(forward: OnnxForward, check: np.ndarray, expected: list[np.ndarray], agree) -> str | None:
+    """Why `forward` is not TensorFlow's pass on `check` (as a batch, and its first row alone), or None."""
+    for rows in (len(check), 1):  # the server sends batches of any size, often of one
+        try:
+            got = forward(check[:rows])
+        except Exception as exc:  # noqa: BLE001 - a pass that cannot run on these inputs is not the same pass
+            return f"the converted pass fails: {type(exc).__name__}: {exc}"
+        if len(got) != len(expected):
+            return f"the converted pass gives {len(got)} outputs, not {len(expected)}"
+        for index, (mine, theirs) in enumerate(zip(got, expected)):
+            if mine.shape != theirs[:rows].shape or not agree(index, mine, theirs[:rows]):
+                return f"ONNX Runtime's output {index} differs from TensorFlow's"
+    return None
 
 
 def cache_name(*parts: object) -> str:
     """A file name for a converted forward pass, from everything that decides what it computes."""
+    import keras
     import onnxruntime
+    import tensorflow as tf
     import tf2onnx
 
-    text = repr((parts, tf2onnx.__version__, onnxruntime.__version__, OPSET))
+    versions = (tf.__version__, keras.__version__, tf2onnx.__version__, onnxruntime.__version__, OPSET, FORMAT)
+    text = repr((parts, versions))
     return hashlib.sha256(text.encode()).hexdigest()[:20] + ".onnx"
 
 
 def _prune(folder: Path) -> None:
-    converted = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    """Deletes all but the newest conversions. Never fails: another process may be pruning too."""
+    def age(path: Path) -> float:
+        try:
+            return -path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    converted = sorted((p for p in folder.glob("*.onnx") if not p.name.startswith(".")), key=age)  # not temp files
     for stale in converted[KEEP_CONVERTED:]:
-        stale.unlink(missing_ok=True)
+        try:
+            stale.unlink(missing_ok=True)
+        except OSError:
+            pass

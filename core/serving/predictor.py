@@ -87,6 +87,18 @@ class _OnnxSwitch:
         """(what names the network, a test picture, TensorFlow's outputs on it, agree(index, got, expected))."""
         raise NotImplementedError
 
+    def _converted(self, images: np.ndarray) -> list[np.ndarray] | None:
+        """The ONNX Runtime pass's outputs, or None for TensorFlow's: not converted, or failed (then for good)."""
+        onnx = self._onnx
+        if onnx is None:
+            return None
+        try:
+            return onnx(images)
+        except Exception as exc:  # noqa: BLE001 - TensorFlow answers this batch and every later one
+            self._onnx, self.engine = None, "tensorflow"
+            self.engine_error = f"ONNX Runtime failed while answering: {type(exc).__name__}: {exc}"
+            return None
+
     def accelerate(self, folder: Path | None = None) -> None:
         """Runs the pass with ONNX Runtime from now on, if it gives TensorFlow's answers on a test picture."""
         from core.serving.onnx_forward import cache_name, checked
@@ -117,6 +129,10 @@ class Predictor(_OnnxSwitch):
         self._judge: LoadedJudge | None | bool = False  # loaded on first use
         self.judge_error: str | None = None
         self.model = model if model is not None else load_model(entry)
+        try:  # the file's version as loaded: a converted pass is named after it (`accelerate`)
+            self.file_stamp = _file_stamp(entry.model_path)
+        except OSError:
+            self.file_stamp = (0, 0)
         self.classes = entry.classes
         self.image_size = entry.image_size
         h, w = self.image_size
@@ -139,8 +155,8 @@ class Predictor(_OnnxSwitch):
 
     def predict_arrays(self, images: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """uint8 [N, H, W, 3] at the model's size -> probabilities [N, C], calibrated unless asked not to be."""
-        onnx = self._onnx
-        outputs = onnx(images)[0] if onnx is not None else self._forward(np.asarray(images, dtype=np.float32)).numpy()
+        converted = self._converted(images)
+        outputs = converted[0] if converted is not None else self._forward(np.asarray(images, dtype=np.float32)).numpy()
         probabilities = to_probabilities(outputs, len(self.classes))
         return self.calibrate(probabilities) if calibrated else probabilities
 
@@ -153,7 +169,7 @@ class Predictor(_OnnxSwitch):
     def _conversion(self) -> tuple:
         check = _check_picture(self.image_size)
         expected = self._forward(check.astype(np.float32)).numpy()
-        return ((self.entry.id, *_file_stamp(self.entry.model_path)), check, [expected],
+        return ((self.entry.id, *self.file_stamp), check, [expected],
                 lambda _, got, want: np.abs(got - want).max() <= SharedTrunk.TOLERANCE)
 
     @property
@@ -285,9 +301,8 @@ class SharedTrunk(_OnnxSwitch):
 
     def predict_all(self, images: np.ndarray) -> tuple[dict[int, np.ndarray], dict[tuple, np.ndarray]]:
         """uint8 [N, H, W, 3] -> (level -> probabilities [N, C], judge key -> pooled features [N, D])."""
-        onnx = self._onnx
-        if onnx is not None:
-            flat = onnx(images)  # the traced function's outputs, flattened: one per level, then the judges'
+        flat = self._converted(images)  # the traced function's outputs, flattened: one per level, then the judges'
+        if flat is not None:
             outputs, pooled = flat[:len(self.levels)], flat[len(self.levels):]
         else:
             outputs, pooled = self._tensorflow_pass(images)
@@ -361,7 +376,7 @@ class SharedTrunk(_OnnxSwitch):
                 if pooled.shape == expected.shape and _close(pooled, expected):
                     candidates[judge.key] = index
                     break
-        identity = tuple((level, cut.predictor.entry.id, *_file_stamp(cut.predictor.entry.model_path))
+        identity = tuple((level, cut.predictor.entry.id, *cut.predictor.file_stamp)
                          for level, cut in sorted(same.items()))
         trunk = cls(first.trunk, heads, size, first.mirrored, classes, candidates, identity)
         shared, features = trunk.predict_all(check)
