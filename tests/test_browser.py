@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core.training.loop import TrainConfig, train
-from tests.browser import ARTIFACTS, CHROMIUM, browser_page, streamlit_server
+from tests.browser import ARTIFACTS, CHROMIUM, browser_page, streamlit_server, wait_for_app_idle
 from tests.helpers import jpeg_bytes, make_image
 
 pytestmark = [pytest.mark.slow,
@@ -141,6 +141,8 @@ def test_four_phones_join_and_the_presenter_sees_their_photos_on_the_wall(app_se
             for i, phone in enumerate(phones):
                 phone.get_by_text("Server time:").first.wait_for(timeout=90_000)
                 phone.get_by_text("Where each level looks").first.wait_for(timeout=90_000)  # heatmaps: the run is done
+                # ...and drawn: on a busy box the text was once read while the fragment's elements were being replaced
+                wait_for_app_idle(phone, 90_000)
                 body = phone.inner_text("body")
                 assert "Level 1" in body and "Level 2" in body and "Traceback" not in body
                 assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), devices[i]
