@@ -119,3 +119,29 @@ def test_a_failing_model_fails_its_batch_only_and_a_bad_photo_is_an_answer_with_
     server.close()
     with pytest.raises(ServerBusy, match="shutting down"):
         server.submit(grey(5), "late.png", ModelSet({2: CountingModel()}))
+
+
+def test_heatmaps_wait_for_a_quiet_moment_after_answers_but_not_for_ever():
+    free, explainer = CountingModel(), CountingExplainer()
+    answers, heatmaps = ModelSet({2: free}), ModelSet({2: free}, explainers={2: explainer})
+    server = ModelServer(max_wait_ms=0, heatmap_quiet_ms=400, heatmap_max_delay_ms=10_000)
+    alone = server.predict(grey(2), "no answer before.png", heatmaps)
+    assert alone.server_ms < 300  # nothing was answered lately: no wait
+    server.predict(grey(3), "answer.png", answers)
+    mapped = server.predict(grey(4), "just after an answer.png", heatmaps)
+    assert mapped.server_ms >= 350  # waited for the room to go quiet
+    server.close()
+
+    # A steady stream of answers holds a heatmap back for at most heatmap_max_delay_ms.
+    server = ModelServer(max_wait_ms=0, heatmap_quiet_ms=400, heatmap_max_delay_ms=600)
+    server.predict(grey(3), "answer.png", answers)
+    pending = server.submit(grey(4), "heatmap.png", heatmaps)
+    stream_end = time.perf_counter() + 1.5
+    while time.perf_counter() < stream_end and not pending.done():
+        server.predict(grey(5), "another answer.png", answers)
+        time.sleep(0.05)
+    assert pending.done(), "the heatmap waited past its longest delay"
+    assert 550 <= pending.result(1).server_ms < 1400
+    server.close()
+    with pytest.raises(ValueError, match="not negative"):
+        ModelServer(heatmap_quiet_ms=-1)

@@ -36,6 +36,12 @@ from core.serving.predictor import MultiPrediction, predict_photos
 DEFAULT_MAX_WAIT_MS = 0.0
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_QUEUE = 64
+#: A heatmap pass (a gradient pass, several times an answer's cost) starts only once no answer has
+#: arrived for this long: a room's photos come in bursts over a second or so, and an answer arriving
+#: just after a heatmap pass started would wait for all of it.
+DEFAULT_HEATMAP_QUIET_MS = 300.0
+#: ... but no heatmap waits longer than this for a quiet moment (a steady stream of answers).
+DEFAULT_HEATMAP_MAX_DELAY_MS = 5000.0
 
 
 class ServerBusy(LittleDataError):
@@ -90,16 +96,23 @@ class ModelServer:
     """A worker thread that answers photos in batches. Thread-safe; one per process is enough.
 
     Answers come before heatmaps: a request with explainers (Grad-CAM, a gradient pass: 240 ms for
-    four levels on two cores, against 70-100 ms for the answers) waits while any answer is queued,
-    and heatmaps go one photo at a time (`max_heatmap_batch`), so an answer that arrives meanwhile
-    waits for at most one photo's heatmaps.
+    four levels on two cores, against 50-100 ms for the answers) waits while any answer is queued
+    and until no answer has arrived for `heatmap_quiet_ms` (at most `heatmap_max_delay_ms` after it
+    arrived), and heatmaps go one photo at a time (`max_heatmap_batch`), so an answer that arrives
+    meanwhile waits for at most one photo's heatmaps.
     """
 
     def __init__(self, max_wait_ms: float = DEFAULT_MAX_WAIT_MS, max_batch: int = DEFAULT_MAX_BATCH,
-                 max_queue: int = DEFAULT_MAX_QUEUE, max_heatmap_batch: int = 1):
-        if min(max_batch, max_queue, max_heatmap_batch) < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch, max_queue and max_heatmap_batch must be at least 1, max_wait_ms not negative.")
+                 max_queue: int = DEFAULT_MAX_QUEUE, max_heatmap_batch: int = 1,
+                 heatmap_quiet_ms: float = DEFAULT_HEATMAP_QUIET_MS,
+                 heatmap_max_delay_ms: float = DEFAULT_HEATMAP_MAX_DELAY_MS):
+        if min(max_batch, max_queue, max_heatmap_batch) < 1 or min(max_wait_ms, heatmap_quiet_ms,
+                                                                   heatmap_max_delay_ms) < 0:
+            raise ValueError("max_batch, max_queue and max_heatmap_batch must be at least 1, "
+                             "max_wait_ms, heatmap_quiet_ms and heatmap_max_delay_ms not negative.")
         self.max_wait = max_wait_ms / 1000
+        self.heatmap_quiet, self.heatmap_max_delay = heatmap_quiet_ms / 1000, heatmap_max_delay_ms / 1000
+        self._last_answer_arrival = float("-inf")
         self.max_batch, self.max_queue, self.max_heatmap_batch = max_batch, max_queue, max_heatmap_batch
         self.stats = ServerStats()
         self._answers: deque[_Request] = deque()
@@ -135,6 +148,8 @@ class ModelServer:
                 self.stats.refused += 1
                 raise ServerBusy("The models are busy with everyone else's photos: try again in a moment.")
             (self._heatmaps if models.explainers else self._answers).append(request)
+            if not models.explainers:
+                self._last_answer_arrival = max(self._last_answer_arrival, time.perf_counter())
             self._ready.notify()
         return request.future
 
@@ -158,10 +173,19 @@ class ModelServer:
     def _next_batch(self) -> list[_Request] | None:
         """Waits for work, then for up to max_wait more; returns requests for one pass (None: closed and drained)."""
         with self._ready:
-            while not (self._answers or self._heatmaps or self._closing):
-                self._ready.wait()
-            if not (self._answers or self._heatmaps):
-                return None
+            while True:
+                while not (self._answers or self._heatmaps or self._closing):
+                    self._ready.wait()
+                if not (self._answers or self._heatmaps):
+                    return None
+                if self._answers or self._closing:
+                    break
+                now = time.perf_counter()
+                start_at = min(self._last_answer_arrival + self.heatmap_quiet,
+                               self._heatmaps[0].arrived + self.heatmap_max_delay)
+                if now >= start_at:
+                    break
+                self._ready.wait(start_at - now)  # an answer arriving meanwhile wakes the worker
             deadline = time.perf_counter() + self.max_wait
             while (not self._closing and len(self._answers) < self.max_batch
                    and (remaining := deadline - time.perf_counter()) > 0):
