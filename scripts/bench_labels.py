@@ -101,7 +101,8 @@ def label_next_trial(data, pool_sizes: list[int], seed: int, strategies: list, r
             current = train_head(data.config, data.features[known], data.labels[known], data.num_classes,
                                  seed + len(known))
             probabilities = mean_view_probabilities(current, [data.features[waiting]], data.num_classes)
-            chosen, _ = choose(probabilities, data.features[waiting], data.features[known], size, strategy, seed=seed)
+            chosen, _ = choose(probabilities, data.features[waiting], data.features[known], size, strategy, seed=seed,
+                                labelled_labels=data.labels[known])
             known = np.concatenate([known, waiting[chosen]])
             waiting = np.delete(waiting, chosen)
         return known

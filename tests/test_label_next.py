@@ -40,7 +40,7 @@ def test_margin_alone_picks_near_duplicates_and_coverage_spreads_the_picks():
     assert all(i < 20 for i in by_margin)  # five copies of the same photo
     distinct, _ = choose(probabilities, unlabelled, labelled, 5, Strategy.MARGIN_DISTINCT)
     assert distinct[0] == by_margin[0] and sum(i < 20 for i in distinct) == 1  # the most uncertain, then no copy
-    for strategy in (Strategy.MARGIN_COVERAGE, Strategy.COVERAGE, Strategy.BADGE):
+    for strategy in (Strategy.MARGIN_COVERAGE, Strategy.COVERAGE, Strategy.BADGE, Strategy.REPRESENTATIVE):
         picks, scores = choose(probabilities, unlabelled, labelled, 5, strategy)
         assert len(set(picks)) == 5 and sum(i < 20 for i in picks) <= 2, strategy  # at most two of the copies
     picks, scores = choose(probabilities, unlabelled, labelled, 4, Strategy.MARGIN_COVERAGE)
@@ -156,3 +156,32 @@ def test_typical_picks_are_typical_photos_of_the_kinds_nothing_labelled_covers()
         members = unlabelled[group == group[pick]]
         spread = np.linalg.norm(members - members.mean(0), axis=1)
         assert np.linalg.norm(unlabelled[pick] - members.mean(0)) <= np.median(spread)
+
+
+def test_representative_picks_the_middle_of_what_no_label_covers_and_lets_a_rare_class_take_its_turn():
+    rng = np.random.default_rng(7)
+    dim = 24
+    centres = rng.normal(0, 1, (4, dim)) * 4
+    # Kinds 0-2 are class "a" as the model predicts them, kind 3 is class "b"; kind 0 is labelled already.
+    sizes = [20, 30, 30, 4]
+    unlabelled = np.concatenate([centres[g] + rng.normal(0, 1, (size, dim)) for g, size in enumerate(sizes)])
+    unlabelled = np.concatenate([unlabelled, centres[1] + rng.normal(0, 1, (1, dim)) * 6])  # an outlier of kind 1
+    kind = np.concatenate([np.repeat([0, 1, 2, 3], sizes), [1]])
+    labelled = centres[0] + rng.normal(0, 1, (3, dim))
+    probabilities = np.where((kind == 3)[:, None], [0.2, 0.8], [0.8, 0.2])
+    outlier = len(unlabelled) - 1
+
+    # Class "a" is labelled twice and "b" once: "b" (4 photos) goes first, then the classes take turns;
+    # "a"'s picks are the middle of its two kinds no label covers, not the labelled kind or the outlier.
+    picks, scores = choose(probabilities, unlabelled, labelled, 4, Strategy.REPRESENTATIVE,
+                           labelled_labels=np.array([0, 0, 1]))
+    assert kind[picks[0]] == kind[picks[2]] == 3 and sorted(kind[[picks[1], picks[3]]]) == [1, 2]
+    assert outlier not in picks and all(score > 0 for score in scores)
+    for pick in (picks[1], picks[3]):  # near the middle of its kind
+        members = unlabelled[kind == kind[pick]]
+        spread = np.linalg.norm(members - np.median(members, 0), axis=1)
+        assert np.linalg.norm(unlabelled[pick] - np.median(members, 0)) <= np.median(spread)
+    # Without the labelled photos' classes every class counts as equally labelled: "a" starts, then the
+    # classes take turns.
+    picks, _ = choose(probabilities, unlabelled, labelled, 4, Strategy.REPRESENTATIVE)
+    assert kind[picks[1]] == kind[picks[3]] == 3 and sorted(kind[[picks[0], picks[2]]]) == [1, 2]

@@ -200,9 +200,10 @@ def label_next_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> Non
     start_button_ui(f"Rank the {len(summary.unlabelled)} unlabelled photos" if not fresh else "Rank them again",
                     LabelsConfig(LabelTask.SUGGEST, data_dir=str(summary.root), model_id=entry.id),
                     "suggest_start", _busy(), WAS_ACTIVE)
-    st.caption("Ordered for what the model would learn and for variety (BADGE): each next photo is drawn among those "
-               "whose label would change the model most, unlike the photos already picked, so ten shots of the same "
-               "confusing photo do not all come first. After ten labels, retrain and compare.")
+    st.caption("Ordered so that every kind of photo in the pile ends up near a labelled one, the most common "
+               "kinds first, and so that the class with the fewest labels gets the next photo (as the model "
+               "guesses it): ten shots of the same scene do not all come first, and a rare class is not "
+               "forgotten. After ten labels, retrain and compare.")
     if review is None:
         return
     skipped = st.session_state.setdefault("skipped_photos", {}).setdefault(review.created, set())
