@@ -200,10 +200,9 @@ def label_next_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> Non
     start_button_ui(f"Rank the {len(summary.unlabelled)} unlabelled photos" if not fresh else "Rank them again",
                     LabelsConfig(LabelTask.SUGGEST, data_dir=str(summary.root), model_id=entry.id),
                     "suggest_start", _busy(), WAS_ACTIVE)
-    st.caption("Ordered so that every kind of photo in the pile ends up near a labelled one, the most common "
-               "kinds first, and so that the class with the fewest labels gets the next photo (as the model "
-               "guesses it): ten shots of the same scene do not all come first, and a rare class is not "
-               "forgotten. After ten labels, retrain and compare.")
+    st.caption("Ordered so that every kind of photo ends up near a labelled one, and the class with the fewest "
+               "labels gets the next photo: ten shots of one scene do not all come first, and a rare class is "
+               "not forgotten. After ten labels, retrain and compare.")
     if review is None:
         return
     skipped = st.session_state.setdefault("skipped_photos", {}).setdefault(review.created, set())
