@@ -63,6 +63,9 @@ def test_first_visit_on_a_fresh_home(tmp_path, dataset, shared):
         assert_no_error_shown(page, "Train after the quick start")
 
         visit(page, "Curves & comparison")
+        # On a busy box the click's rerun may not have started when visit() sees no status widget: wait
+        # for the run's row itself (the main area was once read empty, mid-switch).
+        page.get_by_text(f"L2 {QUICK_BACKBONE}").first.wait_for(timeout=60_000)
         text = page.inner_text("[data-testid='stMain']")
         assert f"L2 {QUICK_BACKBONE}" in text, text[-2000:]  # the quick start's level-2 run, listed with its curves
         assert_no_error_shown(page, "Curves after the quick start")

@@ -185,3 +185,15 @@ def test_representative_picks_the_middle_of_what_no_label_covers_and_lets_a_rare
     # classes take turns.
     picks, _ = choose(probabilities, unlabelled, labelled, 4, Strategy.REPRESENTATIVE)
     assert kind[picks[1]] == kind[picks[3]] == 3 and sorted(kind[[picks[0], picks[2]]]) == [1, 2]
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_every_strategy_ranks_a_pool_with_nothing_labelled_yet_or_a_single_photo(strategy):
+    rng = np.random.default_rng(11)
+    unlabelled, probabilities = rng.normal(0, 1, (9, 8)), rng.dirichlet(np.ones(3), 9)
+    picks, scores = choose(probabilities, unlabelled, np.zeros((0, 8)), 4, strategy, labelled_labels=np.zeros(0))
+    assert len(picks) == len(set(picks)) == 4 == len(scores) and all(0 <= i < 9 for i in picks)
+    picks, _ = choose(probabilities[:1], unlabelled[:1], unlabelled[1:3], 5, strategy, labelled_labels=[0, 2])
+    assert picks == [0]
+    with pytest.raises(ValueError, match="labels for"):
+        choose(probabilities, unlabelled, unlabelled[:2], 2, strategy, labelled_labels=[0])

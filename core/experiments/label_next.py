@@ -239,7 +239,8 @@ def _representative(unlabelled: np.ndarray, labelled: np.ndarray, n: int, predic
                     turn = fresh & (predicted == cls)
                     break
             candidates = np.flatnonzero(turn)
-            gain = np.maximum(similarity[candidates] - best[None, :], 0.0).sum(axis=1)
+            gain = np.concatenate([np.maximum(similarity[rows] - best[None, :], 0.0).sum(axis=1)  # in chunks:
+                                   for rows in np.array_split(candidates, -(-len(candidates) // 2048))])  # bounded memory
             pick = int(candidates[np.argmax(gain)])
         chosen.append(pick)
         scores.append(float(gain.max()))
@@ -266,6 +267,8 @@ def choose(probabilities: np.ndarray, unlabelled_features: np.ndarray, labelled_
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if len(probabilities) != len(unlabelled_features):
         raise ValueError(f"{len(probabilities)} rows of probabilities for {len(unlabelled_features)} photos.")
+    if labelled_labels is not None and len(labelled_labels) != len(labelled_features):
+        raise ValueError(f"{len(labelled_labels)} labels for {len(labelled_features)} labelled photos.")
     n = min(int(n), len(probabilities))
     unlabelled, labelled = unit_rows(unlabelled_features), unit_rows(labelled_features)
     uncertainty = margin_uncertainty(probabilities)

@@ -59,7 +59,8 @@ class Suspect:
 
 def unit_rows(features: np.ndarray) -> np.ndarray:
     """[N, D] float32 rows scaled to unit length (any trailing shape is flattened)."""
-    features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
+    features = np.asarray(features, dtype=np.float32)
+    features = features.reshape(len(features), int(np.prod(features.shape[1:])))  # -1 cannot size an empty set
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 

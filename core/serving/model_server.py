@@ -38,7 +38,10 @@ DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_QUEUE = 64
 #: A heatmap pass (a gradient pass, several times an answer's cost) starts only once no answer has
 #: arrived for this long: a room's photos come in bursts over a second or so, and an answer arriving
-#: just after a heatmap pass started would wait for all of it.
+#: just after a heatmap pass started would wait for all of it. One person alone waits too (their
+#: heatmaps follow their own answer by less than this): letting a heatmap go when the answers before
+#: it were for its own photo made 16 phones slower when tried, since the first phones' heatmaps then
+#: started in the middle of the room's burst.
 DEFAULT_HEATMAP_QUIET_MS = 300.0
 #: ... but no heatmap waits longer than this for a quiet moment (a steady stream of answers).
 DEFAULT_HEATMAP_MAX_DELAY_MS = 5000.0
