@@ -115,11 +115,16 @@ def _k_centre(unlabelled: np.ndarray, labelled: np.ndarray, n: int, weight: np.n
     return chosen, scores
 
 
+def _most_similar(rows: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """Each unit row's cosine similarity to its most similar labelled row (-1, the least there is, when none is labelled)."""
+    return (rows @ labelled.T).max(axis=1) if len(labelled) else np.full(len(rows), -1.0, dtype=rows.dtype)
+
+
 def _distinct(order: np.ndarray, unlabelled: np.ndarray, labelled: np.ndarray, n: int, scores: np.ndarray,
               groups: np.ndarray | None = None) -> tuple[list[int], list[float]]:
     """`order`, with each photo that is a near-copy of a labelled or earlier pick moved to the end; with
     `groups` (the predicted classes), the groups take turns, each giving its next photo in `order`."""
-    closest = (unlabelled @ labelled.T).max(axis=1) if len(labelled) else np.full(len(unlabelled), -1.0)
+    closest = _most_similar(unlabelled, labelled)
     groups = np.zeros(len(unlabelled), dtype=np.int64) if groups is None else np.asarray(groups)
     queues = {}
     for i in order:  # each group's photos in `order`; the groups in the order of their first photo
@@ -218,10 +223,7 @@ def _representative(unlabelled: np.ndarray, labelled: np.ndarray, n: int, predic
     demand = (np.sort(rng.choice(len(unlabelled), most_demand, replace=False)) if len(unlabelled) > most_demand
               else np.arange(len(unlabelled)))
     similarity = unlabelled @ unlabelled[demand].T  # [candidate, demand photo]
-    best = ((unlabelled[demand] @ labelled.T).max(axis=1) if len(labelled)
-            else np.full(len(demand), -1.0, dtype=similarity.dtype))
-    closest = ((unlabelled @ labelled.T).max(axis=1) if len(labelled)
-               else np.full(len(unlabelled), -1.0, dtype=similarity.dtype))
+    closest = _most_similar(unlabelled, labelled)  # to the nearest labelled or picked photo; closest[demand] is the coverage
     counts = np.asarray(labelled_counts, dtype=np.float64).copy()
     available = np.ones(len(unlabelled), dtype=bool)
     chosen, scores = [], []
@@ -239,14 +241,14 @@ def _representative(unlabelled: np.ndarray, labelled: np.ndarray, n: int, predic
                     turn = fresh & (predicted == cls)
                     break
             candidates = np.flatnonzero(turn)
-            gain = np.concatenate([np.maximum(similarity[rows] - best[None, :], 0.0).sum(axis=1)  # in chunks:
+            covered = closest[demand]
+            gain = np.concatenate([np.maximum(similarity[rows] - covered[None, :], 0.0).sum(axis=1)  # in chunks:
                                    for rows in np.array_split(candidates, -(-len(candidates) // 2048))])  # bounded memory
             pick = int(candidates[np.argmax(gain)])
         chosen.append(pick)
         scores.append(float(gain.max()))
         available[pick] = False
         counts[predicted[pick]] += 1
-        best = np.maximum(best, similarity[pick])
         closest = np.maximum(closest, unlabelled @ unlabelled[pick])
     return chosen, scores
 
