@@ -183,11 +183,10 @@ def main() -> int:
 
 def bench_suspects(args, report: dict) -> None:
     from core.data.folders import summarize
-    from core.experiments.suspects import SECOND_OPINION, features_of_split, find_suspects
+    from core.experiments.suspects import features_of_split, find_suspects, opinion_networks
     from core.networks.backbones import DEFAULT_BACKBONE
 
-    networks = (args.networks.split(",") if args.networks
-                else [DEFAULT_BACKBONE] + ([SECOND_OPINION[DEFAULT_BACKBONE]] if DEFAULT_BACKBONE in SECOND_OPINION else []))
+    networks = args.networks.split(",") if args.networks else opinion_networks(DEFAULT_BACKBONE)
     report["networks"] = networks
     for name in args.datasets.split(","):
         summary = summarize(SHARED / name)

@@ -227,6 +227,11 @@ def features_of_split(summary, split: str, backbone: str | None = None, weights:
     return LabelledFeatures(features, np.asarray(decoded.labels, dtype=np.int64), list(decoded.paths))
 
 
+def opinion_networks(backbone: str, second_opinion: bool = True) -> list[str]:
+    """The networks whose heads judge the labels: `backbone`, then its second opinion (`SECOND_OPINION`) if asked."""
+    return [backbone] + ([SECOND_OPINION[backbone]] if second_opinion and backbone in SECOND_OPINION else [])
+
+
 def find_suspects(summary, split: str = "train", backbone: str | None = None, weights: str | None = None,
                   cache_dir=None, folds: int = DEFAULT_FOLDS, should_cancel=None,
                   second_opinion: bool = True) -> list[Suspect]:
@@ -247,8 +252,8 @@ def find_suspects(summary, split: str = "train", backbone: str | None = None, we
     if len(summary.classes) < 2:
         raise DatasetError("Suspect labels need at least two classes: with one, every label is right.")
     names = ("train", "validation") if split in ("all", "validation") else ("train",)
-    primary = backbone or DEFAULT_BACKBONE
-    networks = [primary] + ([SECOND_OPINION[primary]] if second_opinion and primary in SECOND_OPINION else [])
+    networks = opinion_networks(backbone or DEFAULT_BACKBONE, second_opinion)
+    primary = networks[0]
     views: list[dict[str, LabelledFeatures]] = []
     for network in networks:
         try:
