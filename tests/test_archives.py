@@ -22,6 +22,24 @@ def test_zip_round_trip_with_nested_folder_and_mac_junk(dataset, tmp_path):
     assert root == tmp_path / "out" / "my_pets"
     assert summarize(root).counts()["train"] == {"circles": 12, "squares": 12}
     assert not (tmp_path / "out" / "__MACOSX").exists()
+    assert not (root / ".DS_Store").exists()
+
+
+def test_of_the_hidden_files_only_the_confirmed_labels_are_kept_and_only_small(dataset, tmp_path, monkeypatch):
+    import core.data.archives as archives
+
+    def unpacked(kept: bytes) -> set[str]:
+        buffer = io.BytesIO(zip_folder(dataset, prefix="pets/"))
+        with zipfile.ZipFile(buffer, "a") as bundle:
+            bundle.writestr("pets/.kept_labels.json", kept)
+            bundle.writestr("pets/.secret", b"x")
+            bundle.writestr("pets/.hidden/.kept_labels.json", b"[]")
+        root = extract_zip(buffer.getvalue(), tmp_path / "out")
+        return {p.relative_to(root).as_posix() for p in root.rglob(".*")}
+
+    assert unpacked(b'["train/circles/circles.0.jpg"]') == {".kept_labels.json"}
+    monkeypatch.setattr(archives, "MAX_KEPT_LABELS_BYTES", 10)
+    assert unpacked(b'["train/circles/circles.0.jpg"]') == set()
 
 
 def _zip_with(entries) -> bytes:

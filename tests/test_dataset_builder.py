@@ -1,13 +1,15 @@
 """Data sets built in the app: safe adds, a stable stratified split, corrections with undo, the zip."""
 
 import io
+import json
 import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.builder import BuiltDataset, EditableDataset, built_datasets, datasets_root, editable, validation_quota
+from core.data.builder import (BuiltDataset, EditableDataset, built_datasets, datasets_root, editable, kept_labels,
+                               validation_quota)
 from core.data.folders import DatasetError, summarize
 from core.training.loop import TrainConfig, train
 from core.app.workspace import install_uploaded_zip
@@ -124,6 +126,22 @@ def test_built_data_set_trains_and_round_trips_as_a_zip():
     root = install_uploaded_zip(data, "shapes.zip")
     assert summarize(root).counts() == summary.counts()
     assert summarize(root).fingerprint == summary.fingerprint
+    assert kept_labels(root) == set()
+
+
+def test_the_zip_carries_the_labels_confirmed_with_its_right():
+    built = BuiltDataset.create("shapes", ["circles", "squares"])
+    built.add_photos("circles", photos("circles", 6))
+    built.add_photos("squares", photos("squares", 6, seed=1))
+    kept, later_moved = built.photos("circles", "train")[:2]
+    built.keep_label(kept.relative_to(built.root))
+    built.keep_label(later_moved.relative_to(built.root))
+    built.move(later_moved.relative_to(built.root), "squares")  # a photo moved since is no longer confirmed
+    with zipfile.ZipFile(io.BytesIO(built.zip_bytes())) as archive:
+        assert json.loads(archive.read("shapes/.kept_labels.json")) == [kept.relative_to(built.root).as_posix()]
+    root = install_uploaded_zip(built.zip_bytes(), "shapes.zip")
+    assert kept_labels(root) == {kept.relative_to(built.root).as_posix()}
+    assert summarize(root).fingerprint == summarize(built.root).fingerprint
 
 
 def test_corrections_move_remove_and_undo():

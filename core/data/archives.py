@@ -10,7 +10,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from core import settings
-from core.data.folders import IGNORED_NAMES, DatasetError, find_root, summarize
+from core.data.folders import IGNORED_NAMES, KEPT_LABELS, DatasetError, find_root, summarize
+
+MAX_KEPT_LABELS_BYTES = 2 ** 20  # a list of photo names: far more than any data set's
 
 
 def _safe_member_path(name: str) -> PurePosixPath | None:
@@ -22,11 +24,17 @@ def _safe_member_path(name: str) -> PurePosixPath | None:
     return path
 
 
+def _kept_labels_file(path: PurePosixPath, member: zipfile.ZipInfo) -> bool:
+    """The one hidden file kept from an upload: the labels confirmed in the app (`KEPT_LABELS`), small."""
+    return path.name == KEPT_LABELS and member.file_size <= MAX_KEPT_LABELS_BYTES
+
+
 def extract_zip(archive: str | Path | bytes, target: str | Path) -> Path:
     """Unpacks a data-set zip into `target` (replacing it) and returns the data set root in it.
 
     Refuses archives with entries that escape the folder, too many files, too much uncompressed
-    data or bomb-like compression ratios; skips symlinks, hidden files and `__MACOSX/`.
+    data or bomb-like compression ratios; skips symlinks, hidden files (but the labels confirmed in
+    the app, `.kept_labels.json`, which the app's own zips carry) and `__MACOSX/`.
     Nothing is written outside `target`, and `target` is only replaced once everything is good.
 
     Raises:
@@ -63,7 +71,9 @@ def extract_zip(archive: str | Path | bytes, target: str | Path) -> Path:
                 rel = _safe_member_path(member.filename)
                 mode = member.external_attr >> 16
                 if (member.is_dir() or stat.S_ISLNK(mode) or not rel.parts
-                        or any(p.startswith(".") or p in IGNORED_NAMES for p in rel.parts)):
+                        or any(p.startswith(".") or p in IGNORED_NAMES for p in rel.parts[:-1])
+                        or (rel.parts[-1].startswith(".") and not _kept_labels_file(rel, member))
+                        or rel.parts[-1] in IGNORED_NAMES):
                     continue
                 out = staging.joinpath(*rel.parts)
                 if staging.resolve() not in out.resolve().parents:

@@ -29,14 +29,13 @@ from pathlib import Path
 
 from core import settings
 from core.atomic_files import atomic_write, atomic_write_json
-from core.data.folders import IGNORED_NAMES, UNLABELLED, DatasetError, unlabelled_photos
+from core.data.folders import IGNORED_NAMES, KEPT_LABELS, UNLABELLED, DatasetError, unlabelled_photos
 from core.data.images import ImageError, is_image_name, load_image
 
 SPLIT_NAMES = ("train", "validation")
 MANIFEST = "dataset.json"
 HISTORY = ".history.json"
 TRASH = ".trash"
-KEPT_LABELS = ".kept_labels.json"  # photos whose label a person confirmed ("It's right"): no longer suspects
 UNDO_DEPTH = 20
 STORED_MAX_SIDE = 1024  # photos are kept upright, RGB, at most this many pixels a side: ample for every level
 MAX_CLASSES = 50
@@ -429,8 +428,9 @@ class BuiltDataset(EditableDataset):
         return out
 
     def zip_bytes(self) -> bytes:
-        """The photos as a zip in the layout the zip upload accepts (`<name>/train/<class>/...`, and
-        `<name>/unlabelled/...` for the photos still without a class)."""
+        """The photos as a zip in the layout the zip upload accepts (`<name>/train/<class>/...`,
+        `<name>/unlabelled/...` for the photos still without a class, and the labels confirmed with
+        "It's right" in `<name>/.kept_labels.json`, which the upload keeps)."""
         buffer = io.BytesIO()
         top = slug(self.name)
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # JPEGs do not compress
@@ -440,6 +440,9 @@ class BuiltDataset(EditableDataset):
                         archive.write(path, f"{top}/{split}/{class_name}/{path.name}")
             for path in self.unlabelled():
                 archive.write(path, f"{top}/{UNLABELLED}/{path.relative_to(self.root / UNLABELLED).as_posix()}")
+            kept = sorted(p for p in self.kept_labels() if (self.root / p).is_file())  # not those moved or removed since
+            if kept:
+                archive.writestr(f"{top}/{KEPT_LABELS}", json.dumps(kept, indent=1))
         return buffer.getvalue()
 
     def _known_hashes(self) -> dict[str, str]:

@@ -23,6 +23,8 @@ SPLITS = ("train", "validation", "test")
 REQUIRED_SPLITS = ("train", "validation")
 UNLABELLED = "unlabelled"  # photos without a class yet, beside train/: "label these next" ranks them
 IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
+#: Beside train/: the photos whose label a person confirmed ("It's right"), so they are no longer suspects.
+KEPT_LABELS = ".kept_labels.json"
 
 
 class DatasetError(LittleDataError, ValueError):
