@@ -58,6 +58,19 @@ def tiny_backbone(monkeypatch):
 
 
 @pytest.fixture
+def seeded(monkeypatch, tmp_path):
+    """A backbone with fixed weights (`SEEDED_BACKBONE`), registered, and a 'weights file' for it (its builder
+    ignores the contents); returns that file's path."""
+    from core.networks.backbones import BACKBONES
+    from tests.registry_examples import SEEDED_BACKBONE
+
+    monkeypatch.setitem(BACKBONES, SEEDED_BACKBONE.name, SEEDED_BACKBONE)
+    weights = tmp_path / "seeded.weights.h5"
+    weights.write_bytes(b"fixed seeds")
+    return str(weights)
+
+
+@pytest.fixture
 def pixel_level(monkeypatch):
     """docs/architecture.md's example level, registered for one test."""
     from core.levels import LEVELS

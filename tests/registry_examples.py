@@ -20,6 +20,21 @@ TINY_BACKBONE = Backbone(
     pooling="avg", local_files=(), builder=build_tiny_net, flops=210_096)
 
 
+def build_seeded_net(keras, weights, input_shape):
+    """A tiny backbone whose weights come from fixed seeds: the same features every time it is built,
+    as genuine pretrained weights give (random weights would make a new network at every load)."""
+    init = keras.initializers.GlorotUniform
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", kernel_initializer=init(seed=1), name="stem_conv")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", kernel_initializer=init(seed=2), name="top_conv")(x)
+    return keras.Model(inputs, x)
+
+
+SEEDED_BACKBONE = Backbone(
+    name="seeded_net", label="Seeded net (tests)", image_size=(32, 32), preprocessing="unit", top_block=("top_",),
+    pooling="avg", local_files=(), builder=build_seeded_net, flops=210_096)
+
+
 def train_pixel_logistic(run):
     """A logistic regression on 32x32 pixels: the simplest level there is."""
     import keras

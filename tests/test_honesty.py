@@ -10,37 +10,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.cli import main
-from core.networks.backbones import BACKBONES, Backbone
 from core.serving.calibration import Calibration
 from core.serving.model_store import ModelStore
 from core.serving.predictor import Predictor, predict_every_level
 from core.training.loop import TrainConfig, train
 from tests.helpers import jpeg_bytes, make_image
+from tests.registry_examples import SEEDED_BACKBONE as SEEDED
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def build_seeded_net(keras, weights, input_shape):
-    """A tiny backbone whose weights come from fixed seeds: the same features every time it is built,
-    as genuine pretrained weights give (random weights would make a new judge at every load)."""
-    init = keras.initializers.GlorotUniform
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", kernel_initializer=init(seed=1), name="stem_conv")(inputs)
-    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", kernel_initializer=init(seed=2), name="top_conv")(x)
-    return keras.Model(inputs, x)
-
-
-SEEDED = Backbone(name="seeded_net", label="Seeded net (tests)", image_size=(32, 32), preprocessing="unit",
-                  top_block=("top_",), pooling="avg", local_files=(), builder=build_seeded_net, flops=210_096)
-
-
-@pytest.fixture
-def seeded(monkeypatch, tmp_path):
-    """The seeded backbone, registered, and a 'weights file' for it (its builder ignores the contents)."""
-    monkeypatch.setitem(BACKBONES, SEEDED.name, SEEDED)
-    weights = tmp_path / "seeded.weights.h5"
-    weights.write_bytes(b"fixed seeds")
-    return str(weights)
 
 
 def level2(dataset, weights, **kw):

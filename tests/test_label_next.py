@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,63 @@ def test_suggest_ranks_the_unlabelled_photos_with_a_stored_model(with_unlabelled
     review = run_label_review(LabelsConfig(LabelTask.SUGGEST, data_dir=str(with_unlabelled), model_id=result.entry.id))
     kept = load_review(LabelTask.SUGGEST, with_unlabelled)
     assert kept.to_dict() == review.to_dict() and len(kept.items) == 4 and kept.model_id == result.entry.id
+
+
+def seeded_level2(data, seeded, monkeypatch):
+    """A level-2 model on a backbone whose weights are the same at every build, as pretrained ones are,
+    and that backbone's weights as the default (those whose features rank the photos)."""
+    monkeypatch.setenv("LITTLE_DATA_WEIGHTS_SEEDED_NET", seeded)
+    return train(TrainConfig(level=2, backbone="seeded_net", weights=seeded, epochs=1, data_dir=str(data)))
+
+
+def test_ranking_again_after_a_label_sends_no_photo_through_the_network(dataset_factory, tmp_path, seeded, monkeypatch):
+    from core.networks.feature_bank import FeatureBank
+    from tests.helpers import make_image
+
+    with_unlabelled = tmp_path / "data"
+    shutil.copytree(dataset_factory(), with_unlabelled)
+    (with_unlabelled / "unlabelled").mkdir()
+    rng = np.random.default_rng(7)
+    for i, cls in enumerate(["circles", "squares"] * 2):  # photos of neither split
+        make_image(cls, rng).save(with_unlabelled / "unlabelled" / f"new-{i}.jpg", quality=90)
+    result = seeded_level2(with_unlabelled, seeded, monkeypatch)
+    added = []
+    keep = FeatureBank.add
+    monkeypatch.setattr(FeatureBank, "add", lambda bank, digests, rows: (added.append(len(digests)), keep(bank, digests, rows)))
+    first = suggest(result.entry, summarize(with_unlabelled), n=4)
+    assert sum(added) == 4 + 4  # the pool, and its mirror images for the level-2 model's answers
+    labelled = first[0]
+    Path(labelled.image).rename(with_unlabelled / "train" / labelled.predicted / Path(labelled.image).name)
+    added.clear()
+    again = suggest(result.entry, summarize(with_unlabelled), n=4)
+    assert added == [] and len(again) == 3 and labelled.image not in {s.image for s in again}
+
+
+def test_a_level_2_model_answers_from_the_features_as_its_own_pass_does(with_unlabelled, seeded, monkeypatch):
+    from dataclasses import replace
+
+    from core.data.decoded import decode_split
+    from core.experiments.label_next import _head_probabilities
+    from core.networks.factories import make_feature_extractor
+    from core.networks.features import extract_features
+    from core.serving.predictor import Predictor
+
+    from core.networks.backbones import get_backbone
+
+    result = seeded_level2(with_unlabelled, seeded, monkeypatch)
+    network = get_backbone("seeded_net")
+    decoded = decode_split(unlabelled_split(summarize(with_unlabelled)), "unlabelled", network.image_size)
+    extractor = make_feature_extractor(network, resolve_weights(network, seeded))
+    views = [extract_features(extractor, decoded, None, mirror=mirror)[0] for mirror in (False, True)]
+    predictor = Predictor(result.entry)
+    weights_key = result.entry.card.weights_key
+    from_features = _head_probabilities(predictor, weights_key, decoded, views[0], lambda: views[1])
+    assert from_features is not None
+    assert np.allclose(from_features, predictor.predict_rows(decoded.images), atol=1e-5)
+    # Features of other weights, or a model that is no head on them, are not used: the model's own pass answers.
+    assert _head_probabilities(predictor, weights_key + "-other", decoded, views[0], lambda: views[1]) is None
+    other_level = Predictor(replace(result.entry, card=replace(result.entry.card, level=1)), model=predictor.model)
+    assert _head_probabilities(other_level, weights_key, decoded, views[0], lambda: views[1]) is None
 
 
 def test_no_unlabelled_photos_no_model_or_one_class_get_clear_messages(dataset_factory, tiny_backbone):

@@ -278,6 +278,7 @@ class HeadCurve:
         from core.networks.backbones import get_backbone, resolve_weights
         from core.data.decoded import decode_split
         from core.networks.factories import make_feature_extractor
+        from core.networks.feature_bank import feature_bank
         from core.networks.features import extract_features, feature_cache_path
         from core.training.loop import TrainConfig
 
@@ -296,7 +297,8 @@ class HeadCurve:
             path = feature_cache_path(None, summary.fingerprint, self.config.backbone, weights.key, size, split, mirror)
             what = f"{split} features" + (" (mirror images)" if mirror else "")
             return extract_features(extractor, decoded, path, should_cancel, progress(f"extract-{split}",
-                                                                                      f"Extracting {what}"), mirror)[0]
+                                                                                      f"Extracting {what}"), mirror,
+                                    bank=feature_bank(None, self.config.backbone, weights.key, size, mirror))[0]
 
         train = decode_split(summary, "train", size, progress("decode-train", "Decoding training photos"))
         val = decode_split(summary, "validation", size, progress("decode-validation", "Decoding validation photos"))

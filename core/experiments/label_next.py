@@ -324,29 +324,75 @@ def suggest(entry: ModelEntry, summary: DatasetSummary, n: int = 20, strategy: S
     """The data set's unlabelled photos ranked for labelling by `entry`'s model (a `ModelEntry`).
 
     The model gives the uncertainty; the bottleneck features of its backbone (of the default backbone
-    for a model without one) give the coverage, against the labelled training photos.
+    for a model without one) give the coverage, against the labelled training photos. Features are
+    kept photo by photo (`core.networks.feature_bank`), so ranking again after a few labels sends only
+    new photos through the network; a level-2 model's answers come from those same features.
     """
     from core.data.decoded import decode_split, forget_decoded
     from core.data.folders import DatasetError
     from core.experiments.suspects import features_of_split
+    from core.networks.backbones import DEFAULT_BACKBONE, get_backbone, resolve_weights
+    from core.networks.factories import make_feature_extractor
+    from core.networks.feature_bank import feature_bank
+    from core.networks.features import LazyExtractor, extract_features
     from core.serving.predictor import Predictor
 
     if list(entry.classes) != list(summary.classes):
         raise DatasetError(f"Model {entry.id} knows classes {entry.classes}; the data set has {summary.classes}.")
     pool = unlabelled_split(summary)
-    predictor = Predictor(entry)
-    decoded = decode_split(pool, "unlabelled", entry.image_size, cache_dir=cache_dir)
-    probabilities = predictor.predict_rows(decoded.images)
-    paths = list(decoded.paths)
-    backbone = entry.card.backbone
-    # A pool is ranked once (each label changes it): its decoded photos and features are not kept.
-    unlabelled = features_of_split(pool, "unlabelled", backbone, None, cache_dir, should_cancel, keep_cache=False)
-    forget_decoded(pool, "unlabelled", entry.image_size, cache_dir)
-    labelled = features_of_split(summary, "train", backbone, None, cache_dir, should_cancel)
-    row_of = {path: i for i, path in enumerate(unlabelled.paths)}
-    both = [i for i, path in enumerate(paths) if path in row_of]  # a photo neither size could decode is left out
-    features = unlabelled.features[[row_of[paths[i]] for i in both]]
-    order, scores = choose(probabilities[both], features, labelled.features, n, strategy,
-                           labelled_labels=labelled.labels)
-    return [Suggestion(paths[both[i]], round(score, 6), summary.classes[int(probabilities[both[i]].argmax())])
+    spec = get_backbone(entry.card.backbone or DEFAULT_BACKBONE)
+    weights = resolve_weights(spec, None)
+    extractor = LazyExtractor(lambda: make_feature_extractor(spec, weights))
+    sizes = {tuple(spec.image_size), tuple(entry.image_size)}
+    try:  # a pool changes with every label: its decoded photos are not kept (the bank keeps its features)
+        decoded = decode_split(pool, "unlabelled", spec.image_size, cache_dir=cache_dir)
+
+        def features(mirror: bool) -> np.ndarray:
+            return extract_features(extractor, decoded, None, should_cancel, mirror=mirror,
+                                    bank=feature_bank(cache_dir, spec.name, weights.key, spec.image_size, mirror))[0]
+
+        unlabelled, paths = features(False), list(decoded.paths)
+        predictor = Predictor(entry)
+        probabilities = _head_probabilities(predictor, weights.key, decoded, unlabelled, lambda: features(True))
+        if probabilities is None:  # any other model answers from its own pass over the photos
+            at_size = (decoded if tuple(entry.image_size) == tuple(spec.image_size)
+                       else decode_split(pool, "unlabelled", entry.image_size, cache_dir=cache_dir))
+            probabilities = predictor.predict_rows(at_size.images)
+            row_of = {path: i for i, path in enumerate(at_size.paths)}
+            both = [i for i, path in enumerate(paths) if path in row_of]  # a photo neither size could decode is left out
+            unlabelled, paths = unlabelled[both], [paths[i] for i in both]
+            probabilities = probabilities[[row_of[path] for path in paths]]
+    finally:
+        for size in sizes:
+            forget_decoded(pool, "unlabelled", size, cache_dir)
+    labelled = features_of_split(summary, "train", spec.name, None, cache_dir, should_cancel)
+    order, scores = choose(probabilities, unlabelled, labelled.features, n, strategy, labelled_labels=labelled.labels)
+    return [Suggestion(paths[i], round(score, 6), summary.classes[int(probabilities[i].argmax())])
             for i, score in zip(order, scores)]
+
+
+def _head_probabilities(predictor, weights_key: str, decoded, features: np.ndarray,
+                        mirror_features: Callable[[], np.ndarray]) -> np.ndarray | None:
+    """A level-2 model's calibrated probabilities for the decoded photos from their bottleneck `features`,
+    without running the network again: its saved model is that network (weights `weights_key`) with a
+    small head on top, averaged over the photo and its mirror image (`mirror_features`, computed only if
+    the model averages). None for any other model, or if the model's own pass disagrees on the first photos."""
+    from core.networks.factories import single_view
+    from core.serving.predictor import to_probabilities
+
+    card = predictor.entry.card
+    if (card.level != 2 or card.weights_key != weights_key
+            or tuple(predictor.image_size) != tuple(decoded.images.shape[1:3])):
+        return None
+    inner = single_view(predictor.model)
+    try:
+        head = inner.get_layer("head")
+    except ValueError:
+        return None
+    views = [features] + ([mirror_features()] if inner is not predictor.model else [])
+    outputs = np.mean([np.asarray(head(view, training=False)) for view in views], axis=0)
+    probabilities = to_probabilities(outputs, len(predictor.classes))
+    check = np.asarray(decoded.images[:2])
+    if not np.allclose(predictor.predict_arrays(check, calibrated=False), probabilities[:len(check)], atol=1e-4):
+        return None
+    return predictor.calibrate(probabilities)

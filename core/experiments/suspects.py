@@ -208,22 +208,17 @@ class LabelledFeatures:
 
 
 def features_of_split(summary, split: str, backbone: str | None = None, weights: str | None = None,
-                      cache_dir=None, should_cancel=None, keep_cache: bool = True) -> LabelledFeatures:
-    """A split's bottleneck features from the backbone (cached as level 2 caches them; with
-    `keep_cache` False the decoded photos and features are deleted once read, for a one-off split)."""
-    from core.data.decoded import forget_decoded
+                      cache_dir=None, should_cancel=None) -> LabelledFeatures:
+    """A split's bottleneck features from the backbone (cached as level 2 caches them)."""
     from core.networks.backbones import DEFAULT_BACKBONE, get_backbone, resolve_weights
     from core.networks.factories import make_feature_extractor
-    from core.networks.features import feature_cache_path, split_features
+    from core.networks.features import LazyExtractor, split_features
 
     spec = get_backbone(backbone or DEFAULT_BACKBONE)
     resolved = resolve_weights(spec, weights)
-    features, decoded = split_features(make_feature_extractor(spec, resolved), summary, split, spec.name,
+    extractor = LazyExtractor(lambda: make_feature_extractor(spec, resolved))
+    features, decoded = split_features(extractor, summary, split, spec.name,
                                        resolved.key, spec.image_size, cache_dir, should_cancel=should_cancel)
-    if not keep_cache:
-        forget_decoded(summary, split, spec.image_size, cache_dir)
-        feature_cache_path(cache_dir, summary.fingerprint, spec.name, resolved.key, spec.image_size,
-                           split).unlink(missing_ok=True)
     return LabelledFeatures(features, np.asarray(decoded.labels, dtype=np.int64), list(decoded.paths))
 
 

@@ -16,6 +16,7 @@ from core import settings
 from core.atomic_files import atomic_write_npy
 from core.data.decoded import DecodedSplit, decode_split, without_autotune
 from core.errors import Cancelled
+from core.networks.feature_bank import FeatureBank, feature_bank
 
 
 def feature_dataset(features: np.ndarray, labels, batch_size: int, shuffle_seed: int | None = None):
@@ -36,37 +37,72 @@ def feature_cache_path(cache_dir, fingerprint: str, backbone: str, weights_key: 
     return root / "features" / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.npy"
 
 
-def extract_features(extractor, decoded, path: Path, should_cancel=None, progress=None, mirror: bool = False,
-                     batch_size: int = 32) -> tuple[np.ndarray, bool]:
-    """Bottleneck features of a decoded split (of its mirror images, with `mirror`), cached at `path`.
+class LazyExtractor:
+    """A feature extractor built on first use (`build()`): a split whose features are all cached or in
+    the bank needs no network, and building one takes a second or two."""
+
+    def __init__(self, build):
+        self._build, self._model = build, None
+
+    def model(self):
+        if self._model is None:
+            self._model = self._build()
+        return self._model
+
+
+def extract_features(extractor, decoded, path: Path | None, should_cancel=None, progress=None, mirror: bool = False,
+                     batch_size: int = 32, bank: FeatureBank | None = None) -> tuple[np.ndarray, bool]:
+    """Bottleneck features of a decoded split (of its mirror images, with `mirror`), cached at `path` (None: not
+    cached whole, as for a pool of photos that changes with every label).
+
+    With a `bank` (`core.networks.feature_bank`, for the same network, size and view), photos whose
+    features it holds are not sent through the network again, and those that are join it. `extractor`:
+    the network, or a `LazyExtractor` that builds it only if a photo needs it.
 
     Returns:
-        (features, whether they came from the cache).
+        (features, whether every photo's features came from a cache).
     """
     import tensorflow as tf
 
-    if path.exists():
+    if path is not None and path.exists():
         try:
             features = np.load(path)
             if features.shape[0] == len(decoded):
                 return features, True
         except (OSError, ValueError):
             pass  # a damaged cache is recomputed
-    from core.networks.fold import fold_batch_norm
+    total = len(decoded)
+    digests, found, known = None, np.zeros(total, dtype=bool), None
+    if bank is not None:
+        digests = bank.digests(decoded.images)
+        found, known = bank.lookup(digests)
+    missing = np.flatnonzero(~found)
+    chunks = []
+    if len(missing):
+        from core.networks.fold import fold_batch_norm
 
-    folded = fold_batch_norm(extractor, inference=True)  # the same features, fewer passes (`core.networks.fold`)
-    forward = tf.function(lambda x: folded(x, training=False), reduce_retracing=True)
-    chunks, total = [], len(decoded)
-    for start in range(0, total, batch_size):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled()
-        batch = np.asarray(decoded.images[start:start + batch_size], dtype=np.float32)
-        chunks.append(forward(batch[:, :, ::-1] if mirror else batch).numpy())
-        if progress is not None:
-            progress(min(start + batch_size, total), total)
-    features = np.concatenate(chunks)
-    atomic_write_npy(path, features)
-    return features, False
+        network = extractor.model() if isinstance(extractor, LazyExtractor) else extractor
+        folded = fold_batch_norm(network, inference=True)  # the same features, fewer passes (`core.networks.fold`)
+        forward = tf.function(lambda x: folded(x, training=False), reduce_retracing=True)
+        for start in range(0, len(missing), batch_size):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled()
+            batch = np.asarray(decoded.images[missing[start:start + batch_size]], dtype=np.float32)
+            chunks.append(forward(batch[:, :, ::-1] if mirror else batch).numpy())
+            if progress is not None:
+                progress(min(start + batch_size, len(missing)), len(missing))
+    computed = np.concatenate(chunks) if chunks else None
+    if known is None:
+        features = computed
+    else:
+        features = known
+        if computed is not None:
+            features[missing] = computed
+    if bank is not None and computed is not None:
+        bank.add(digests[missing], computed)
+    if path is not None:
+        atomic_write_npy(path, features)
+    return features, not len(missing)
 
 
 def split_features(extractor, summary, split: str, backbone: str, weights_key: str, image_size,
@@ -75,5 +111,6 @@ def split_features(extractor, summary, split: str, backbone: str, weights_key: s
     network with weights `weights_key`), both cached; returns (features, the decoded split)."""
     decoded = decode_split(summary, split, image_size, cache_dir=cache_dir)
     path = feature_cache_path(cache_dir, summary.fingerprint, backbone, weights_key, image_size, split)
-    features, _ = extract_features(extractor, decoded, path, should_cancel=should_cancel, progress=progress)
+    features, _ = extract_features(extractor, decoded, path, should_cancel=should_cancel, progress=progress,
+                                   bank=feature_bank(cache_dir, backbone, weights_key, image_size))
     return features, decoded

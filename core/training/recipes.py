@@ -16,6 +16,7 @@ from core.networks.backbones import (
     get_backbone,
     resolve_weights,
 )
+from core.networks.feature_bank import feature_bank
 from core.networks.features import extract_features, feature_cache_path, feature_dataset
 from core.serving.model_store import ModelError, load_model
 from core.training.loop import Run, RecipeResult, TrainingError, with_augmentation
@@ -59,6 +60,7 @@ def train_bottleneck_classifier(run: Run) -> RecipeResult:
                                   config.image_size, split, mirror=mirror)
         features[name], cached = extract_features(
             extractor, decoded, path, should_cancel=run.should_cancel, mirror=mirror,
+            bank=feature_bank(config.cache_dir, config.backbone, weights.key, config.image_size, mirror),
             progress=lambda done, total, name=name: run.phase(f"extract-{name}", f"Extracting {name} features",
                                                               done, total))
         extracted += 0 if cached else len(decoded)
