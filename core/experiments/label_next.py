@@ -304,7 +304,7 @@ def choose(probabilities: np.ndarray, unlabelled_features: np.ndarray, labelled_
 
 def unlabelled_split(summary: DatasetSummary) -> DatasetSummary:
     """The data set's unlabelled photos as a one-split summary (split "unlabelled"), so they are decoded
-    and their features cached as any split's are; its fingerprint follows those photos only."""
+    as any split's are (and their features kept photo by photo); its fingerprint follows those photos only."""
     from core.data.folders import UNLABELLED, DatasetError
 
     if not summary.unlabelled:
@@ -326,7 +326,8 @@ def suggest(entry: ModelEntry, summary: DatasetSummary, n: int = 20, strategy: S
     The model gives the uncertainty; the bottleneck features of its backbone (of the default backbone
     for a model without one) give the coverage, against the labelled training photos. Features are
     kept photo by photo (`core.networks.feature_bank`), so ranking again after a few labels sends only
-    new photos through the network; a level-2 model's answers come from those same features.
+    new photos through the network; a level-2 model's answers come from those same features (its own
+    pass on two photos checks them).
     """
     from core.data.decoded import decode_split, forget_decoded
     from core.data.folders import DatasetError

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,8 @@ class FeatureBank:
         try:
             with np.load(self.path) as stored:
                 digests, rows = stored["digests"], stored["rows"]
-        except (OSError, ValueError, KeyError, EOFError):
-            return None  # never written, or damaged: it is rebuilt as photos are computed
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None  # never written, or damaged (cut short, say): it is rebuilt as photos are computed
         if digests.ndim != 2 or digests.shape[1] != DIGEST_BYTES or len(digests) != len(rows):
             return None
         return digests, rows
@@ -102,9 +103,12 @@ def _keys(digests: np.ndarray) -> list[bytes]:
     return [row.tobytes() for row in np.ascontiguousarray(digests, dtype=np.uint8)]
 
 
-def feature_bank(cache_dir, backbone: str, weights_key: str, image_size, mirror: bool = False) -> FeatureBank:
+def feature_bank(cache_dir, backbone: str, weights_key: str, image_size, mirror: bool = False) -> FeatureBank | None:
     """The bank for one network (`backbone` with weights `weights_key`) at `image_size`, for the photos or
-    their mirror images; under `cache_dir` (default: the app's cache folder)."""
+    their mirror images; under `cache_dir` (default: the app's cache folder). None for random weights
+    (key "none"): each build is another network, whose features must not be mixed with an earlier one's."""
+    if weights_key == "none":
+        return None
     raw = json.dumps([backbone, weights_key, [int(v) for v in image_size]] + (["mirror"] if mirror else []))
     root = Path(cache_dir) if cache_dir else settings.cache_dir()
     return FeatureBank(root / "features" / "bank" / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.npz")

@@ -51,7 +51,7 @@ class LazyExtractor:
 
 
 def extract_features(extractor, decoded, path: Path | None, should_cancel=None, progress=None, mirror: bool = False,
-                     batch_size: int = 32, bank: FeatureBank | None = None) -> tuple[np.ndarray, bool]:
+                     batch_size: int = 32, bank: FeatureBank | None = None) -> tuple[np.ndarray, int]:
     """Bottleneck features of a decoded split (of its mirror images, with `mirror`), cached at `path` (None: not
     cached whole, as for a pool of photos that changes with every label).
 
@@ -60,7 +60,7 @@ def extract_features(extractor, decoded, path: Path | None, should_cancel=None, 
     the network, or a `LazyExtractor` that builds it only if a photo needs it.
 
     Returns:
-        (features, whether every photo's features came from a cache).
+        (features, how many photos went through the network: 0 when every row came from a cache).
     """
     import tensorflow as tf
 
@@ -68,10 +68,12 @@ def extract_features(extractor, decoded, path: Path | None, should_cancel=None, 
         try:
             features = np.load(path)
             if features.shape[0] == len(decoded):
-                return features, True
+                return features, 0
         except (OSError, ValueError):
             pass  # a damaged cache is recomputed
     total = len(decoded)
+    if not total:
+        raise ValueError("No decoded photos to extract features from.")
     digests, found, known = None, np.zeros(total, dtype=bool), None
     if bank is not None:
         digests = bank.digests(decoded.images)
@@ -91,18 +93,22 @@ def extract_features(extractor, decoded, path: Path | None, should_cancel=None, 
             chunks.append(forward(batch[:, :, ::-1] if mirror else batch).numpy())
             if progress is not None:
                 progress(min(start + batch_size, len(missing)), len(missing))
-    computed = np.concatenate(chunks) if chunks else None
     if known is None:
-        features = computed
+        features = np.concatenate(chunks)
     else:
         features = known
-        if computed is not None:
+        if chunks:
+            computed = np.concatenate(chunks)
+            if computed.shape[1:] != known.shape[1:]:  # the bank holds another network's rows under this name:
+                features, _ = extract_features(extractor, decoded, path, should_cancel, progress, mirror, batch_size)
+                bank.add(digests, features)  # every photo's, replacing them
+                return features, total
             features[missing] = computed
-    if bank is not None and computed is not None:
-        bank.add(digests[missing], computed)
+    if bank is not None and len(missing):
+        bank.add(digests[missing], features[missing])
     if path is not None:
         atomic_write_npy(path, features)
-    return features, not len(missing)
+    return features, len(missing)
 
 
 def split_features(extractor, summary, split: str, backbone: str, weights_key: str, image_size,

@@ -58,12 +58,12 @@ def train_bottleneck_classifier(run: Run) -> RecipeResult:
         split = "validation" if mirror else name
         path = feature_cache_path(config.cache_dir, run.summary.fingerprint, config.backbone, weights.key,
                                   config.image_size, split, mirror=mirror)
-        features[name], cached = extract_features(
+        features[name], computed = extract_features(
             extractor, decoded, path, should_cancel=run.should_cancel, mirror=mirror,
             bank=feature_bank(config.cache_dir, config.backbone, weights.key, config.image_size, mirror),
             progress=lambda done, total, name=name: run.phase(f"extract-{name}", f"Extracting {name} features",
                                                               done, total))
-        extracted += 0 if cached else len(decoded)
+        extracted += computed
     run.timings["extract"] = time.monotonic() - t0
     if extracted:
         run.timings["extract_images_per_s"] = extracted / max(run.timings["extract"], 1e-9)
