@@ -57,7 +57,9 @@ def test_first_visit_on_a_fresh_home(tmp_path, dataset, shared):
         page.screenshot(path=str(ARTIFACTS / "first-visit-predict.png"), full_page=True)
 
         visit(page, "Train")
+        # The page draws the job's line before the run's metrics: on a busy box it was once read between them.
         page.get_by_text("saved as").first.wait_for(timeout=60_000)
+        page.get_by_text("Validation accuracy").first.wait_for(timeout=60_000)
         text = page.inner_text("[data-testid='stMain']")
         assert "First models (level 2)" in text and "Validation accuracy" in text, text[:2000]
         assert_no_error_shown(page, "Train after the quick start")

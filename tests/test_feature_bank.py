@@ -118,11 +118,13 @@ def test_a_split_that_changed_sends_only_its_new_photos_through_the_network(data
     assert count == 0 and np.array_equal(again, mirrored)
 
 
-def test_a_bank_of_another_shape_under_the_same_name_is_replaced(dataset, tmp_path, seeded):
+@pytest.mark.parametrize("lazy", [False, True], ids=["network-given", "network-built-on-demand"])
+def test_a_bank_of_another_shape_under_the_same_name_is_replaced(dataset, tmp_path, seeded, lazy):
     from tests.registry_examples import SEEDED_BACKBONE as network
 
     weights = resolve_weights(network, seeded)
-    extractor = make_feature_extractor(network, weights)
+    extractor = (LazyExtractor(lambda: make_feature_extractor(network, weights)) if lazy
+                 else make_feature_extractor(network, weights))
     decoded = decode_split(summarize(dataset), "validation", network.image_size, cache_dir=tmp_path)
     bank = feature_bank(tmp_path, network.name, weights.key, network.image_size)
     bank.add(bank.digests(decoded.images[:3]), np.zeros((3, 5), np.float32))  # rows of a network redefined since

@@ -147,6 +147,10 @@ def test_a_level_2_model_answers_from_the_features_as_its_own_pass_does(with_unl
     assert _head_probabilities(predictor, weights_key + "-other", decoded, views[0], lambda: views[1]) is None
     other_level = Predictor(replace(result.entry, card=replace(result.entry.card, level=1)), model=predictor.model)
     assert _head_probabilities(other_level, weights_key, decoded, views[0], lambda: views[1]) is None
+    # Features that passed those tests but are not the model's own (another network under the same name
+    # and key): its own pass on two photos disagrees, or the head cannot take them.
+    assert _head_probabilities(predictor, weights_key, decoded, views[0] * 3 + 1, lambda: views[1] * 3 + 1) is None
+    assert _head_probabilities(predictor, weights_key, decoded, views[0][:, :4], lambda: views[1][:, :4]) is None
 
 
 def test_no_unlabelled_photos_no_model_or_one_class_get_clear_messages(dataset_factory, tiny_backbone):

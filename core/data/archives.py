@@ -86,8 +86,8 @@ def extract_zip(archive: str | Path | bytes, target: str | Path) -> Path:
                             raise DatasetError("The zip unpacks to more than its declared size limit.")
                         dst.write(chunk)
             root = find_root(staging)
-            for stray in staging.rglob(KEPT_LABELS):  # only the data set's own (beside train/) means anything
-                if stray.parent != root:
+            for stray in staging.rglob(KEPT_LABELS):  # only the data set's own (beside train/) means anything,
+                if stray.parent != root or stray.stat().st_size > MAX_KEPT_LABELS_BYTES:  # and headers can lie
                     stray.unlink()
             summarize(root)  # refuse unusable data before replacing anything
             rel_root = root.relative_to(staging)

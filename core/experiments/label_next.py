@@ -391,11 +391,14 @@ def _head_probabilities(predictor, weights_key: str, decoded, features: np.ndarr
     except ValueError:
         return None
     views = [features] + ([mirror_features()] if inner is not predictor.model else [])
-    outputs = np.mean([np.asarray(head(view, training=False)) for view in views], axis=0)
+    try:
+        outputs = np.mean([np.asarray(head(view, training=False)) for view in views], axis=0)
+    except ValueError:  # features of another width than the head takes (a network redefined under its name)
+        return None
     probabilities = to_probabilities(outputs, len(predictor.classes))
     check = np.asarray(decoded.images[:2])
-    # The two agree within 1e-7 on real photos (1,000 cats and dogs); features of another network or
-    # other weights would differ by far more.
+    # Uncalibrated, the two agree within 1e-7 on real photos (1,000 cats and dogs; calibrated, within 4e-4,
+    # rounding amplified near 0 and 1); features of another network or other weights differ by far more.
     if not np.allclose(predictor.predict_arrays(check, calibrated=False), probabilities[:len(check)], atol=1e-4):
         return None
     return predictor.calibrate(probabilities)

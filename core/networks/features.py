@@ -78,6 +78,9 @@ def extract_features(extractor, decoded, path: Path | None, should_cancel=None, 
     if bank is not None:
         digests = bank.digests(decoded.images)
         found, known = bank.lookup(digests)
+        built = None if isinstance(extractor, LazyExtractor) else extractor
+        if known is not None and built is not None and tuple(built.output_shape[1:]) != known.shape[1:]:
+            found, known = np.zeros(total, dtype=bool), None  # another network's rows under this name: replaced below
     missing = np.flatnonzero(~found)
     chunks = []
     if len(missing):
