@@ -5,15 +5,17 @@ that changes with the split's photos: labelling ten photos of a pool moves them 
 train/, which renames both splits' caches, and without this bank every photo of both would go through
 the network again (25 s for a pool of 1,000 on two cores, each time "label these next" ranks again).
 
-The bank is one file per network, weights, input size and view (the photo or its mirror image). A
-photo's row is found by a digest of its decoded pixels, whatever its file is called or wherever it
-moved, and only for those exact pixels. The oldest rows are dropped past `MAX_BANK_BYTES`. Two jobs
-that add rows at the same moment each write the file whole (atomically): the rows of the one that
-wrote first are lost and computed again when next needed, never wrong.
+The bank is one file per network, weights, input size and view (the photo or its mirror image): the
+digests, then the rows, as two .npy arrays one after the other, so a lookup reads the digests and maps
+the rows (reading only those it finds). A photo's row is found by a digest of its decoded pixels,
+whatever its file is called or wherever it moved, and only for those exact pixels. The oldest rows are
+dropped past `MAX_BANK_BYTES`. Two jobs that add rows at the same moment each write the file whole
+(atomically): the rows of the one that wrote first are lost and computed again when next needed,
+never wrong.
 
     bank = feature_bank(cache_dir, "efficientnet_lite2", weights_key, (260, 260), mirror=False)
     digests = bank.digests(decoded.images)
-    known = bank.lookup(digests)          # row per digest found
+    found, rows = bank.lookup(digests)    # which digests it holds, and their rows
     bank.add(digests[missing], computed)  # kept for the next split that holds those photos
 """
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,20 @@ class FeatureBank:
         return out
 
     def _read(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(digests, rows), the rows mapped from the file rather than read: a lookup reads the digests and
+        the rows it finds only, whatever the bank's size."""
         try:
-            with np.load(self.path) as stored:
-                digests, rows = stored["digests"], stored["rows"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            with open(self.path, "rb") as handle:
+                digests = np.load(handle, allow_pickle=False)
+                version = np.lib.format.read_magic(handle)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(handle)
+                offset = handle.tell()
+            if fortran or dtype.hasobject:
+                return None
+            rows = np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        except (OSError, ValueError, EOFError):
             return None  # never written, or damaged (cut short, say): it is rebuilt as photos are computed
         if digests.ndim != 2 or digests.shape[1] != DIGEST_BYTES or len(digests) != len(rows):
             return None
@@ -75,7 +86,7 @@ class FeatureBank:
         if not found.any():
             return found, None
         rows = np.zeros((len(digests), *stored[1].shape[1:]), dtype=stored[1].dtype)
-        rows[found] = stored[1][where[found]]
+        rows[found] = stored[1][where[found]]  # copied out of the mapped file
         return found, rows
 
     def add(self, digests: np.ndarray, rows: np.ndarray) -> None:
@@ -88,13 +99,14 @@ class FeatureBank:
             new = set(_keys(digests))
             keep = np.array([key not in new for key in _keys(stored[0])], dtype=bool)
             digests = np.concatenate([stored[0][keep], digests])
-            rows = np.concatenate([stored[1][keep], rows])
+            rows = np.concatenate([np.asarray(stored[1][keep]), rows])
         most = max(1, MAX_BANK_BYTES // max(1, rows[0].nbytes))
         digests, rows = digests[-most:], rows[-most:]
 
         def write(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, digests=digests, rows=rows)
+            with open(tmp, "wb") as handle:  # two .npy arrays, one after the other (see `_read`)
+                np.save(handle, np.ascontiguousarray(digests), allow_pickle=False)
+                np.save(handle, np.ascontiguousarray(rows), allow_pickle=False)
 
         atomic_write(self.path, write)
 
@@ -111,4 +123,4 @@ def feature_bank(cache_dir, backbone: str, weights_key: str, image_size, mirror:
         return None
     raw = json.dumps([backbone, weights_key, [int(v) for v in image_size]] + (["mirror"] if mirror else []))
     root = Path(cache_dir) if cache_dir else settings.cache_dir()
-    return FeatureBank(root / "features" / "bank" / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.npz")
+    return FeatureBank(root / "features" / "bank" / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.bank")
