@@ -24,7 +24,9 @@ with what random labelling gives on average from the same start, not with one lu
 The loop's time (`--part rerank`, not part of `all`): a copy of cats vs dogs with 10 labelled photos per
 class, 50 validation photos per class and a pool of `--pool` unlabelled ones, in a fresh cache; level 2
 trained, then `--loops` times: rank the pool (`suggest`, as the app's job does), label the ten first
-(moved to their true class), retrain level 2. The seconds of each step, as the app's jobs spend them.
+(moved to their true class), retrain level 2. The seconds of each step, as the app's jobs spend them;
+then, over the pool left, how closely the last level-2 model's answers from banked features (what
+`suggest` uses) match its own pass.
 """
 
 from __future__ import annotations
@@ -195,11 +197,46 @@ def bench_rerank(report: dict, pool: int, loops: int) -> None:
                 photo = Path(suggestion.image)
                 shutil.move(photo, root / "train" / ("cats" if photo.name.startswith("cat") else "dogs") / photo.name)
             entry = timed("retrain", train_level2)
+        report["head_agreement"] = head_agreement(entry, summarize(root), cache)
     report["rerank"] = {"pool": pool, "loops": loops, "seconds": steps}
     later = steps["rank"][1:]
     print(f"rerank, pool of {pool}: first rank {steps['rank'][0]:.1f} s, ranks after ten labels "
           + (f"{np.mean(later):.1f} s (mean of {len(later)})" if later else "(none: --loops 1)")
           + f", retrain level 2 {np.mean(steps['retrain']):.1f} s (mean of {len(steps['retrain'])})", flush=True)
+
+
+def head_agreement(entry, summary, cache) -> dict:
+    """How closely a level-2 model's answers from banked features (what `suggest` uses) match its own pass,
+    over the whole pool: the largest difference in a probability, before and after calibration, and the
+    share of photos given the same class."""
+    from core.data.decoded import decode_split
+    from core.experiments.label_next import _head_probabilities, unlabelled_split
+    from core.networks.backbones import get_backbone, resolve_weights
+    from core.networks.factories import make_feature_extractor
+    from core.networks.feature_bank import feature_bank
+    from core.networks.features import extract_features
+    from core.serving.predictor import Predictor
+
+    pool = unlabelled_split(summary)
+    spec = get_backbone(entry.card.backbone)
+    weights = resolve_weights(spec, None)
+    decoded = decode_split(pool, "unlabelled", spec.image_size, cache_dir=cache)
+    extractor = make_feature_extractor(spec, weights)
+    views = [extract_features(extractor, decoded, None, mirror=mirror,
+                              bank=feature_bank(cache, spec.name, weights.key, spec.image_size, mirror))[0]
+             for mirror in (False, True)]
+    predictor = Predictor(entry)
+    row = {"photos": len(decoded)}
+    for calibrated in (False, True):
+        calibration, predictor.calibration = predictor.calibration, (predictor.calibration if calibrated else None)
+        head = _head_probabilities(predictor, weights.key, decoded, views[0], lambda: views[1])
+        own = predictor.predict_rows(decoded.images)
+        predictor.calibration = calibration
+        name = "calibrated" if calibrated else "uncalibrated"
+        row[f"max_difference_{name}"] = None if head is None else float(np.abs(head - own).max())
+        row[f"same_class_{name}"] = None if head is None else float((head.argmax(1) == own.argmax(1)).mean())
+    print(f"rerank: level 2's answers from banked features against its own pass: {json.dumps(row)}", flush=True)
+    return row
 
 
 def main() -> int:
