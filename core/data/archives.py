@@ -24,11 +24,6 @@ def _safe_member_path(name: str) -> PurePosixPath | None:
     return path
 
 
-def _kept_labels_file(path: PurePosixPath, member: zipfile.ZipInfo) -> bool:
-    """The one hidden file kept from an upload: the labels confirmed in the app (`KEPT_LABELS`), small."""
-    return path.name == KEPT_LABELS and member.file_size <= MAX_KEPT_LABELS_BYTES
-
-
 def extract_zip(archive: str | Path | bytes, target: str | Path) -> Path:
     """Unpacks a data-set zip into `target` (replacing it) and returns the data set root in it.
 
@@ -70,10 +65,10 @@ def extract_zip(archive: str | Path | bytes, target: str | Path) -> Path:
             for member in members:
                 rel = _safe_member_path(member.filename)
                 mode = member.external_attr >> 16
-                if (member.is_dir() or stat.S_ISLNK(mode) or not rel.parts
-                        or any(p.startswith(".") or p in IGNORED_NAMES for p in rel.parts[:-1])
-                        or (rel.parts[-1].startswith(".") and not _kept_labels_file(rel, member))
-                        or rel.parts[-1] in IGNORED_NAMES):
+                hidden = [p.startswith(".") or p in IGNORED_NAMES for p in rel.parts]
+                # The one hidden file kept: the confirmed labels (checked for place and size once unpacked).
+                if (member.is_dir() or stat.S_ISLNK(mode) or not rel.parts or any(hidden[:-1])
+                        or (hidden[-1] and rel.name != KEPT_LABELS)):
                     continue
                 out = staging.joinpath(*rel.parts)
                 if staging.resolve() not in out.resolve().parents:
@@ -86,8 +81,8 @@ def extract_zip(archive: str | Path | bytes, target: str | Path) -> Path:
                             raise DatasetError("The zip unpacks to more than its declared size limit.")
                         dst.write(chunk)
             root = find_root(staging)
-            for stray in staging.rglob(KEPT_LABELS):  # only the data set's own (beside train/) means anything,
-                if stray.parent != root or stray.stat().st_size > MAX_KEPT_LABELS_BYTES:  # and headers can lie
+            for stray in staging.rglob(KEPT_LABELS):  # only the data set's own (beside train/) means anything
+                if stray.parent != root or stray.stat().st_size > MAX_KEPT_LABELS_BYTES:
                     stray.unlink()
             summarize(root)  # refuse unusable data before replacing anything
             rel_root = root.relative_to(staging)
