@@ -213,8 +213,7 @@ def head_agreement(entry, summary, cache) -> dict:
     from core.experiments.label_next import _head_probabilities, unlabelled_split
     from core.networks.backbones import get_backbone, resolve_weights
     from core.networks.factories import make_feature_extractor
-    from core.networks.feature_bank import feature_bank
-    from core.networks.features import extract_features
+    from core.networks.features import network_features
     from core.serving.predictor import Predictor
 
     pool = unlabelled_split(summary)
@@ -222,9 +221,8 @@ def head_agreement(entry, summary, cache) -> dict:
     weights = resolve_weights(spec, None)
     decoded = decode_split(pool, "unlabelled", spec.image_size, cache_dir=cache)
     extractor = make_feature_extractor(spec, weights)
-    views = [extract_features(extractor, decoded, None, mirror=mirror,
-                              bank=feature_bank(cache, spec.name, weights.key, spec.image_size, mirror))[0]
-             for mirror in (False, True)]
+    views = [network_features(extractor, decoded, cache, spec.name, weights.key, spec.image_size, None,
+                              "unlabelled", mirror)[0] for mirror in (False, True)]
     predictor = Predictor(entry)
     row = {"photos": len(decoded)}
     for calibrated in (False, True):

@@ -278,8 +278,7 @@ class HeadCurve:
         from core.networks.backbones import get_backbone, resolve_weights
         from core.data.decoded import decode_split
         from core.networks.factories import make_feature_extractor
-        from core.networks.feature_bank import feature_bank
-        from core.networks.features import extract_features, feature_cache_path
+        from core.networks.features import network_features
         from core.training.loop import TrainConfig
 
         self.summary = summary
@@ -294,11 +293,10 @@ class HeadCurve:
             return lambda done, total: report(TrainEvent(PHASE, phase=phase, message=message, done=done, total=total))
 
         def features(decoded, split, mirror=False):
-            path = feature_cache_path(None, summary.fingerprint, self.config.backbone, weights.key, size, split, mirror)
             what = f"{split} features" + (" (mirror images)" if mirror else "")
-            return extract_features(extractor, decoded, path, should_cancel, progress(f"extract-{split}",
-                                                                                      f"Extracting {what}"), mirror,
-                                    bank=feature_bank(None, self.config.backbone, weights.key, size, mirror))[0]
+            return network_features(extractor, decoded, None, self.config.backbone, weights.key, size,
+                                    summary.fingerprint, split, mirror, should_cancel,
+                                    progress(f"extract-{split}", f"Extracting {what}"))[0]
 
         train = decode_split(summary, "train", size, progress("decode-train", "Decoding training photos"))
         val = decode_split(summary, "validation", size, progress("decode-validation", "Decoding validation photos"))

@@ -334,8 +334,7 @@ def suggest(entry: ModelEntry, summary: DatasetSummary, n: int = 20, strategy: S
     from core.experiments.suspects import features_of_split
     from core.networks.backbones import DEFAULT_BACKBONE, get_backbone, resolve_weights
     from core.networks.factories import make_feature_extractor
-    from core.networks.feature_bank import feature_bank
-    from core.networks.features import LazyExtractor, extract_features
+    from core.networks.features import LazyExtractor, network_features
     from core.serving.predictor import Predictor
 
     if list(entry.classes) != list(summary.classes):
@@ -349,8 +348,8 @@ def suggest(entry: ModelEntry, summary: DatasetSummary, n: int = 20, strategy: S
         decoded = decode_split(pool, "unlabelled", spec.image_size, cache_dir=cache_dir)
 
         def features(mirror: bool) -> np.ndarray:
-            return extract_features(extractor, decoded, None, should_cancel, mirror=mirror,
-                                    bank=feature_bank(cache_dir, spec.name, weights.key, spec.image_size, mirror))[0]
+            return network_features(extractor, decoded, cache_dir, spec.name, weights.key, spec.image_size, None,
+                                    "unlabelled", mirror, should_cancel)[0]
 
         unlabelled, paths = features(False), list(decoded.paths)
         predictor = Predictor(entry)

@@ -114,12 +114,24 @@ def extract_features(extractor, decoded, path: Path | None, should_cancel=None, 
     return features, len(missing)
 
 
+def network_features(extractor, decoded, cache_dir, backbone: str, weights_key: str, image_size,
+                     fingerprint: str | None, split: str, mirror: bool = False, should_cancel=None,
+                     progress=None) -> tuple[np.ndarray, int]:
+    """`extract_features` with the caches of one network's features (`backbone` with weights `weights_key` at
+    `image_size`, the photos or their mirror images), both named from that one identity: the split's whole
+    array under the data set's `fingerprint` (None: not kept whole, as for a pool that changes with every
+    label), and the bank, photo by photo."""
+    path = (None if fingerprint is None
+            else feature_cache_path(cache_dir, fingerprint, backbone, weights_key, image_size, split, mirror))
+    return extract_features(extractor, decoded, path, should_cancel, progress, mirror,
+                            bank=feature_bank(cache_dir, backbone, weights_key, image_size, mirror))
+
+
 def split_features(extractor, summary, split: str, backbone: str, weights_key: str, image_size,
                    cache_dir=None, should_cancel=None, progress=None) -> tuple[np.ndarray, DecodedSplit]:
     """A data set split decoded at `image_size` and its features from `extractor` (the `backbone`
     network with weights `weights_key`), both cached; returns (features, the decoded split)."""
     decoded = decode_split(summary, split, image_size, cache_dir=cache_dir)
-    path = feature_cache_path(cache_dir, summary.fingerprint, backbone, weights_key, image_size, split)
-    features, _ = extract_features(extractor, decoded, path, should_cancel=should_cancel, progress=progress,
-                                   bank=feature_bank(cache_dir, backbone, weights_key, image_size))
+    features, _ = network_features(extractor, decoded, cache_dir, backbone, weights_key, image_size,
+                                   summary.fingerprint, split, should_cancel=should_cancel, progress=progress)
     return features, decoded

@@ -16,8 +16,7 @@ from core.networks.backbones import (
     get_backbone,
     resolve_weights,
 )
-from core.networks.feature_bank import feature_bank
-from core.networks.features import extract_features, feature_cache_path, feature_dataset
+from core.networks.features import feature_cache_path, feature_dataset, network_features
 from core.serving.model_store import ModelError, load_model
 from core.training.loop import Run, RecipeResult, TrainingError, with_augmentation
 
@@ -56,11 +55,9 @@ def train_bottleneck_classifier(run: Run) -> RecipeResult:
     parts += [("mirrored", run.val_data, True)] if config.flip_average else []
     for name, decoded, mirror in parts:
         split = "validation" if mirror else name
-        path = feature_cache_path(config.cache_dir, run.summary.fingerprint, config.backbone, weights.key,
-                                  config.image_size, split, mirror=mirror)
-        features[name], computed = extract_features(
-            extractor, decoded, path, should_cancel=run.should_cancel, mirror=mirror,
-            bank=feature_bank(config.cache_dir, config.backbone, weights.key, config.image_size, mirror),
+        features[name], computed = network_features(
+            extractor, decoded, config.cache_dir, config.backbone, weights.key, config.image_size,
+            run.summary.fingerprint, split, mirror=mirror, should_cancel=run.should_cancel,
             progress=lambda done, total, name=name: run.phase(f"extract-{name}", f"Extracting {name} features",
                                                               done, total))
         extracted += computed
