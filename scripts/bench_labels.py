@@ -1,6 +1,6 @@
 """Spending labels, measured: suspect labels found, and "label these next" against random labelling.
 
-    python scripts/bench_labels.py [--part suspects|next|rerank|all] [--seeds 5] [--rounds 25] [--json labels.json]
+    python scripts/bench_labels.py [--part suspects|next|rerank|all] [--seeds 5] [--first-seed 0] [--rounds 25] [--json labels.json]
 
 Suspects: flip a seeded 5% of a training split's labels and count how many of the flipped photos the
 out-of-fold ranking (`suspect_probabilities`: both networks' heads and the neighbours' vote, as the
@@ -127,7 +127,7 @@ def label_next_trial(data, pool_sizes: list[int], seed: int, strategies: list, r
 
 
 def bench_label_next(seeds: int, report: dict, rounds: int = ADDED, strategies: list | None = None,
-                     dataset: str = "flowers_fewshot") -> None:
+                     dataset: str = "flowers_fewshot", first_seed: int = 0) -> None:
     from core.data.folders import summarize
     from core.experiments.efficiency_curve import CurveConfig, HeadCurve
     from core.experiments.label_next import DEFAULT_STRATEGY, Strategy
@@ -139,7 +139,7 @@ def bench_label_next(seeds: int, report: dict, rounds: int = ADDED, strategies: 
     pools = {"balanced": [largest] * data.num_classes, "imbalanced": imbalanced_pool(data.num_classes, largest)}
     for pool_name, sizes in pools.items():
         rows = []
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             started = time.perf_counter()
             rows.append(label_next_trial(data, sizes, seed, strategies, rounds))
             print(f"label next, {dataset}, {pool_name} pool {sizes}: " + json.dumps(
@@ -241,6 +241,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["suspects", "next", "rerank", "all"], default="all")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="label these next: the first seed (seeds 0-4 are the issue's; try changes on others first)")
     parser.add_argument("--share", type=float, default=0.05, help="share of training labels flipped")
     parser.add_argument("--networks", help="suspects: the networks whose heads are averaged, comma-separated "
                                            "(default: the default network and its second opinion)")
@@ -263,7 +265,7 @@ def main() -> int:
         from core.experiments.label_next import Strategy
 
         chosen = [Strategy(name) for name in args.strategies.split(",")] if args.strategies else None
-        bench_label_next(args.seeds, report, args.rounds, chosen, args.next_dataset)
+        bench_label_next(args.seeds, report, args.rounds, chosen, args.next_dataset, args.first_seed)
     if args.part == "rerank":
         bench_rerank(report, args.pool, args.loops)
     if args.json:
