@@ -39,7 +39,7 @@ def curve_chart(frame: pd.DataFrame, summary):
                        x=x, y="accuracy:Q", tooltip=["what"]),
                    marks.mark_text(align="right", dx=-9, fontSize=11, color="#495057").encode(
                        x=x, y="accuracy:Q", text="what")]
-    level0 = ModelStore().latest(0)
+    level0 = ModelStore().latest_per_level(summary.classes, summary.root).get(0)
     if level0 and data_match(level0, summary) is DataMatch.CURRENT and level0.val_accuracy is not None:
         rule = alt.Chart(pd.DataFrame([{"accuracy": level0.val_accuracy,
                                         "what": f"level 0, no training: {level0.val_accuracy:.1%}"}]))

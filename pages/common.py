@@ -117,19 +117,26 @@ def _summary_cached(folder: str, source: str, stamp: float):
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _classes_cached(folder: str, source: str, stamp: float) -> tuple:
-    """The data set's classes, shared by every session without a copy: `st.cache_data` unpickles the
-    whole summary (a Path per photo) at every read, which cost a room of phones more CPU than the models."""
-    return tuple(_summary_cached(folder, source, stamp).classes)
+def _identity_cached(folder: str, source: str, stamp: float) -> tuple[tuple, str]:
+    """The data set's classes and root, shared by every session without a copy: `st.cache_data` unpickles
+    the whole summary (a Path per photo) at every read, which cost a room of phones more CPU than the models."""
+    summary = _summary_cached(folder, source, stamp)
+    return tuple(summary.classes), str(summary.root)
+
+
+def _current_identity() -> tuple[tuple, str] | None:
+    """(class names, root) of the active data set, or None when there is no usable data set."""
+    try:
+        folder, source = resolve_data_dir(workspace.active_data_dir(), download=False)
+        return _identity_cached(str(folder), source, _dir_stamp(Path(folder)))
+    except DatasetError:
+        return None
 
 
 def current_classes() -> tuple | None:
     """The active data set's class names, or None when there is no usable data set."""
-    try:
-        folder, source = resolve_data_dir(workspace.active_data_dir(), download=False)
-        return _classes_cached(str(folder), source, _dir_stamp(Path(folder)))
-    except DatasetError:
-        return None
+    identity = _current_identity()
+    return identity[0] if identity else None
 
 
 def current_summary():
@@ -205,24 +212,26 @@ def heatmap_overlay(model_id: str, model_path: str, photo: str, max_side: int = 
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _latest_per_level(root: str, stamp: int, classes: tuple | None) -> dict:
-    return ModelStore(root).latest_per_level(list(classes) if classes is not None else None)
+def _latest_per_level(root: str, stamp: int, classes: tuple | None, data_root: str | None) -> dict:
+    return ModelStore(root).latest_per_level(list(classes) if classes is not None else None, data_root)
 
 
 def latest_models():
-    """level -> its newest model in the store for the active data set's classes (any, without a data set).
+    """level -> its newest model in the store for the active data set's classes (any, without a data set),
+    one trained on the active data set's folder before one trained on another folder of the same classes.
 
     Read once per change of the store (every write renames a file into its folder, which changes the
     folder's modification time), not at every rerun of every session: a room of phones would
     otherwise parse every model card a few times per photo.
     """
-    classes = current_classes()
+    identity = _current_identity()
     store = ModelStore()
     try:
         stamp = store.root.stat().st_mtime_ns
     except OSError:
         stamp = 0
-    return _latest_per_level(str(store.root), stamp, classes)
+    classes, data_root = identity if identity else (None, None)
+    return _latest_per_level(str(store.root), stamp, classes, data_root)
 
 
 def sidebar_ui():

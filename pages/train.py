@@ -261,7 +261,8 @@ def level_card_ui(level: Level, summary, busy: bool):
                    f"({guess.detail}). {level.tutorial_note()}")
         if level.requires is not None:
             resolved = config.resolved()
-            if ModelStore().start_for(level.requires, resolved.backbone, summary.classes, resolved.image_size) is None:
+            if ModelStore().start_for(level.requires, resolved.backbone, summary.classes, resolved.image_size,
+                                    summary.root) is None:
                 what = f" with {BACKBONES[backbone].label}" if backbone else ""
                 blocked = (f"Train level {level.requires}{what} first: this level starts from its trained model.")
                 st.info(blocked)

@@ -85,9 +85,27 @@ def test_suggest_ranks_the_unlabelled_photos_with_a_stored_model(with_unlabelled
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(lines) == 2 and lines[0].keys() == {"image", "score", "predicted"}
 
-    review = run_label_review(LabelsConfig(LabelTask.SUGGEST, data_dir=str(with_unlabelled), model_id=result.entry.id))
+    steps = []
+    review = run_label_review(LabelsConfig(LabelTask.SUGGEST, data_dir=str(with_unlabelled), model_id=result.entry.id),
+                              phase=steps.append)
     kept = load_review(LabelTask.SUGGEST, with_unlabelled)
     assert kept.to_dict() == review.to_dict() and len(kept.items) == 4 and kept.model_id == result.entry.id
+    # Trained on this folder and its validation photos: the card's figure is the one to compare with.
+    assert kept.model_accuracy == result.entry.val_accuracy and not any("Scoring" in step for step in steps)
+
+
+def test_a_model_of_another_folder_is_scored_on_this_data_sets_validation_photos(dataset_factory, with_unlabelled,
+                                                                                 tiny_backbone):
+    """Its card's accuracy is on other photos: comparing it with a level 2 retrained here after labelling
+    would show a drop that the labels did not cause."""
+    elsewhere = train(TrainConfig(level=2, backbone=tiny_backbone.name, weights="none", epochs=2,
+                                  data_dir=str(dataset_factory())))
+    steps = []
+    review = run_label_review(LabelsConfig(LabelTask.SUGGEST, data_dir=str(with_unlabelled), model_id=elsewhere.entry.id),
+                              phase=steps.append)
+    assert any(step.startswith(f"Scoring {elsewhere.entry.id}") for step in steps)
+    # with_unlabelled's validation photos are copies of the other folder's, so the measure must agree with the card
+    assert review.model_accuracy == pytest.approx(elsewhere.entry.val_accuracy, abs=1e-6)
 
 
 def seeded_level2(data, seeded, monkeypatch):

@@ -156,3 +156,22 @@ def test_store_queries(store):
     assert store.start_for(2, "mobilenet_v2", ["a", "b", "c"], (32, 32)) is None
     assert store.start_for(2, "mobilenet_v2", ["a", "b"], (64, 64)) is None
     assert store.resolve("level2") == other_backbone and store.resolve("latest") == other_backbone
+
+
+def test_a_model_of_the_active_folder_comes_before_a_newer_one_of_another_folder(store):
+    """Ten labels in a small data set of the same classes retrain a level 2; the tutorial's data set,
+    active again, must keep its own level 2 (and level 3 must start from it), not the newer one."""
+    def save(level, root, backbone="mobilenet_v2"):
+        return store.save(make_level1_model(2, (32, 32)), ModelCard(
+            level=level, classes=["a", "b"], image_size=(32, 32), backbone=backbone,
+            dataset={"root": root, "fingerprint": root[-1]}))
+
+    tutorial = save(2, "/data/tutorial")
+    tutorial_level0 = save(0, "/data/tutorial", backbone=None)
+    small = save(2, "/data/small")
+    assert store.latest_per_level(["a", "b"]) == {0: tutorial_level0, 2: small}  # no folder: the newest
+    assert store.latest_per_level(["a", "b"], "/data/tutorial") == {0: tutorial_level0, 2: tutorial}
+    assert store.latest_per_level(["a", "b"], "/data/small") == {0: tutorial_level0, 2: small}  # level 0 of another folder, failing its own
+    assert store.latest_per_level(["a", "b"], "/data/third")[2] == small
+    assert store.start_for(2, "mobilenet_v2", ["a", "b"], (32, 32), "/data/tutorial") == tutorial
+    assert store.start_for(2, "mobilenet_v2", ["a", "b"], (32, 32)) == small

@@ -98,7 +98,7 @@ def _source(entry: ModelEntry, what: str = "") -> Source:
 
 def _current(store: ModelStore, summary: DatasetSummary | None) -> dict[int, ModelEntry]:
     """level -> its newest model trained on this data set (any model of these classes, failing that)."""
-    latest = store.latest_per_level(summary.classes if summary else None)
+    latest = store.latest_per_level(summary.classes if summary else None, summary.root if summary else None)
     if summary is None:
         return latest
     return {level: entry for level, entry in latest.items() if data_match(entry, summary) is not DataMatch.OTHER_CLASSES}

@@ -147,7 +147,29 @@ def run_label_review(config: LabelsConfig, phase: Callable[[str], None] | None =
         entry = ModelStore().get(config.model_id)
         phase(f"Ranking {len(summary.unlabelled)} unlabelled photos with {entry.id}")
         review.items = suggest(entry, summary, n=config.n or len(summary.unlabelled), should_cancel=should_cancel)
-        review.model_id, review.model_accuracy, review.model_level = entry.id, entry.val_accuracy, entry.level
+        review.model_id, review.model_level = entry.id, entry.level
+        review.model_accuracy = validation_accuracy_here(entry, summary, phase)
     review.seconds = round(time.monotonic() - started, 2)
     atomic_write_json(review_path(config.task, summary.root), review.to_dict())
     return review
+
+
+def validation_accuracy_here(entry, summary, phase: Callable[[str], None] | None = None) -> float | None:
+    """`entry`'s accuracy on this data set's validation photos, which a level 2 retrained after labelling
+    is scored on: the card's figure when the model was trained on this folder with the same validation
+    photos per class, else measured now (a model of the same classes from another data set, such as the
+    tutorial's when a small data set of cats and dogs has none of its own yet). None without validation photos."""
+    from core.data.decoded import decode_split
+    from core.serving.evaluation import evaluate
+    from core.serving.predictor import Predictor
+
+    trained_on = entry.card.dataset or {}
+    validation = summary.counts().get("validation", {})
+    if not summary.files.get("validation"):
+        return None
+    if trained_on.get("root") == str(summary.root) and (trained_on.get("counts") or {}).get("validation") == validation:
+        return entry.val_accuracy
+    if phase is not None:
+        phase(f"Scoring {entry.id} on this data set's {sum(validation.values())} validation photos, to compare after "
+              "your labels (it was trained on other photos)")
+    return evaluate(Predictor(entry), decode_split(summary, "validation", entry.image_size)).accuracy

@@ -126,21 +126,27 @@ class ModelStore:
         """The newest model of a level, or None."""
         return self.latest_per_level().get(level)
 
-    def latest_per_level(self, classes: list[str] | None = None) -> dict[int, ModelEntry]:
-        """level -> its newest model, by level (cards only; nothing is loaded); only of `classes` if given."""
+    def latest_per_level(self, classes: list[str] | None = None, data_root: str | Path | None = None) -> dict[int, ModelEntry]:
+        """level -> its newest model, by level (cards only; nothing is loaded); only of `classes` if given.
+
+        With `data_root`, a model trained on that folder comes before a newer one trained on another folder
+        of the same classes: ten photos labelled in a small data set of cats and dogs retrain a level 2 that
+        must not stand in for the tutorial's when the tutorial's data set is active again.
+        """
         latest: dict[int, ModelEntry] = {}
-        for entry in self.list().models:
+        for entry in _own_first(self.list().models, data_root):
             if classes is None or entry.classes == list(classes):
                 latest.setdefault(entry.level, entry)
         return dict(sorted(latest.items()))
 
     def start_for(self, level: int, backbone: str | None, classes: list[str],
-                  image_size: tuple[int, int]) -> ModelEntry | None:
-        """The newest model of `level` another run can build on: same backbone, classes and input size.
+                  image_size: tuple[int, int], data_root: str | Path | None = None) -> ModelEntry | None:
+        """The newest model of `level` another run can build on: same backbone, classes and input size
+        (one trained on `data_root`, if given, before any other).
 
         Level 3 asks this for the level-2 classifier it fine-tunes.
         """
-        for entry in self.list().models:
+        for entry in _own_first(self.list().models, data_root):
             if (entry.level == level and entry.card.backbone == backbone and entry.classes == list(classes)
                     and entry.image_size == tuple(image_size)):
                 return entry
@@ -172,6 +178,14 @@ class ModelStore:
     def delete(self, model_id: str) -> None:
         for suffix in (".json", ".keras", ".novelty.npy"):  # card first: the model stops being listed at once
             (self.root / f"{model_id}{suffix}").unlink(missing_ok=True)
+
+
+def _own_first(models: list[ModelEntry], data_root: str | Path | None) -> list[ModelEntry]:
+    """`models` (newest first) with those trained on the folder `data_root` first, each group still newest first."""
+    if data_root is None:
+        return models
+    root = str(data_root)
+    return sorted(models, key=lambda entry: (entry.card.dataset or {}).get("root") != root)  # stable
 
 
 def load_model(entry: ModelEntry):

@@ -85,7 +85,7 @@ def train_fine_tuning(run: Run) -> RecipeResult:
     config = run.config
     backbone = get_backbone(config.backbone)
     required = config.level_definition.requires
-    start = run.store.start_for(required, config.backbone, run.summary.classes, config.image_size)
+    start = run.store.start_for(required, config.backbone, run.summary.classes, config.image_size, run.summary.root)
     if start is None:
         raise TrainingError(
             f"Level {config.level} fine-tunes a trained level-{required} classifier, and there is none for "

@@ -268,7 +268,8 @@ def retrain_ui(summary: DatasetSummary, fixer: EditableDataset, review: LabelRev
         if before is not None and ranked_by_level_2:
             st.metric("Validation accuracy after your labels", f"{after.val_accuracy:.1%}",
                       f"{(after.val_accuracy - before) * 100:+.1f} points",
-                      help=f"{review.model_id} ranked the photos at {before:.1%}; {after.id} was trained after labelling.")
+                      help=f"Both on this data set's validation photos: {review.model_id} ranked the photos and "
+                           f"scored {before:.1%}; {after.id} was trained after labelling.")
         else:
             st.metric("Level 2's validation accuracy after your labels", f"{after.val_accuracy:.1%}",
                       help=f"{review.model_id} ranked the photos; {after.id} was trained after labelling.")
@@ -303,8 +304,10 @@ def _backbone_of(review: LabelReview) -> str | None:
 
 
 def _retrained_model(review: LabelReview) -> ModelEntry | None:
-    """The newest level-2 model of these classes trained after the ranking, if any."""
+    """The newest level-2 model trained on this data set after the ranking, if any (one trained on another
+    folder of the same classes meanwhile is scored on other validation photos: no comparison)."""
     entry = latest_models().get(2)
-    if entry is None or entry.id == review.model_id or _timestamp(entry.card.created) <= review.created:
+    if (entry is None or entry.id == review.model_id or _timestamp(entry.card.created) <= review.created
+            or (entry.card.dataset or {}).get("root") != review.data_dir):
         return None
     return entry
