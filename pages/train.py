@@ -13,30 +13,61 @@ from core.errors import ConfigError
 from core.training.estimate import estimate
 from core.networks.imagenet import class_names, default_grouping
 from core.levels import LEVELS, SMALL_CONVNETS, Level, all_levels, format_duration
-from core.serving.model_store import ModelStore
+from core.serving.model_store import ModelError, ModelStore
 from core.training.loop import TrainConfig
-from pages.common import current_summary, ensure_app_shell, level_label, page_header, start_button_ui
+from pages.common import current_summary, ensure_app_shell, latest_models, level_label, page_header, start_button_ui
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
 
 
-def history_chart(history: dict, height: int = 220):
+def history_charts(history: dict, height: int = 260) -> list:
+    """The accuracy and loss curves, one chart each (empty without a history: a level that trains nothing)."""
     rows = []
     for key, values in history.items():
         split = "validation" if key.startswith("val_") else "training"
         metric = key.removeprefix("val_")
         rows += [{"epoch": i + 1, "value": v, "metric": metric, "split": split} for i, v in enumerate(values)]
     if not rows:
-        return None
+        return []
     data = pd.DataFrame(rows)
-    charts = []
-    for metric in ("accuracy", "loss"):
-        subset = data[data.metric == metric]
-        charts.append(alt.Chart(subset, title=metric).mark_line(point=True).encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-            color=alt.Color("split:N", scale=alt.Scale(domain=["training", "validation"], range=["#1c7ed6", "#d9480f"])),
-            tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f")]).properties(height=height))
-    return alt.hconcat(*charts)
+    return [alt.Chart(data[data.metric == metric]).mark_line(point=True).encode(
+                x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)), y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+                color=alt.Color("split:N", title=None, legend=alt.Legend(orient="top"),
+                                scale=alt.Scale(domain=["training", "validation"], range=["#1c7ed6", "#d9480f"])),
+                tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f")]).properties(height=height)
+            for metric in ("accuracy", "loss") if (data.metric == metric).any()]
+
+
+def history_ui(history: dict) -> None:
+    """The curves side by side, each as wide as its column (one above the other on a phone)."""
+    charts = history_charts(history)
+    for column, chart in zip(st.columns(len(charts)) if charts else [], charts):
+        column.altair_chart(chart, width="stretch")
+
+
+def saved_model_ui(entry, named: bool) -> None:
+    """What one saved model scores, from its card; `named` puts its level above (a sequence saves several)."""
+    card = entry.card
+    if named:
+        st.markdown(f"**{level_label(card.level)}**" + (f" · {card.backbone}" if card.backbone else "")
+                    + f" · `{entry.id}`")
+    metrics, trained = card.metrics, bool(card.history)
+    tutorial = LEVELS[card.level].tutorial_accuracy if card.level in LEVELS else None
+    columns = st.columns(4)
+    columns[0].metric("Validation accuracy", f"{metrics.val_accuracy:.1%}" if metrics.val_accuracy is not None else "–",
+                      help="What the saved model scores on the validation photos"
+                           + (", averaging each photo with its mirror image." if card.flip_average else "."))
+    if trained:
+        last, best = metrics.last_epoch_val_accuracy, metrics.best_val_accuracy
+        columns[1].metric("Last epoch", f"{last:.1%}" if last is not None else "–",
+                          help="The curve's last point: one view of each validation photo.")
+        columns[2].metric("Best epoch", f"{best:.1%}" if best is not None else "–",
+                          help=f"Epoch {metrics.best_epoch}." if metrics.best_epoch else None)
+    else:
+        columns[1].caption("No epochs: this level trains nothing.")
+    if tutorial is not None:  # the tutorial had no level 0
+        columns[3].metric("The tutorial reported", f"{tutorial:.0%}")
+    history_ui(card.history)
 
 
 @st.fragment(run_every=1.0)
@@ -78,7 +109,9 @@ def training_job_ui(job: jobs.Job) -> None:
             title = f"**{job.title.capitalize()}**"
         else:
             title = f"**{level_label(config.level)}**" + (f" · {config.backbone}" if config.backbone else "")
-        if job.kind is jobs.JobKind.SEQUENCE:
+        if job.kind is jobs.JobKind.SEQUENCE and state is jobs.JobState.SUCCEEDED:
+            title = f"**{job.title.capitalize()}**"  # every step is done: each saved model is shown below
+        elif job.kind is jobs.JobKind.SEQUENCE:
             title = f"**{job.title.capitalize()}**, step {job.step or 1} of {len(configs)}: " + title
         if job.active:
             st.markdown(f":material/hourglass_top: {title} — training")
@@ -93,29 +126,21 @@ def training_job_ui(job: jobs.Job) -> None:
                 jobs.cancel_job(job.id)
                 st.toast("Cancelling after the current batch…")
         elif state is jobs.JobState.SUCCEEDED:
-            metrics = progress.metrics
-            acc, last = metrics.get("val_accuracy"), metrics.get("last_epoch_val_accuracy")
-            saved = ", ".join(f"`{model_id}`" for model_id in (job.model_ids or [job.model_id]))
+            ids = job.model_ids or [job.model_id]
             st.markdown(f":material/check_circle: {title} — done in {format_duration(job.seconds or 0)}, "
-                        f"saved as {saved}")
-            c1, c2, c3, c4 = st.columns(4)
-            c1.metric("Validation accuracy", f"{acc:.1%}" if acc is not None else "–",
-                      help="What the saved model scores on the validation photos"
-                           + (", averaging each photo with its mirror image." if config and config.flip_average
-                              else "."))
-            c2.metric("Last epoch", f"{last:.1%}" if last is not None else "–",
-                      help="The curve's last point: one view of each validation photo.")
-            c3.metric("Best epoch", f"{metrics.get('best_val_accuracy') or 0:.1%}",
-                      help=f"epoch {metrics.get('best_epoch')}")
-            tutorial = LEVELS[config.level].tutorial_accuracy if config and config.level in LEVELS else None
-            c4.metric("The tutorial reported", f"{tutorial:.0%}" if tutorial is not None else "–")
+                        f"saved as " + ", ".join(f"`{model_id}`" for model_id in ids))
+            store = ModelStore()
+            for model_id in ids:
+                try:
+                    saved_model_ui(store.get(model_id), named=len(ids) > 1)
+                except ModelError:
+                    st.caption(f"`{model_id}` has been deleted since.")
+            return
         elif state is jobs.JobState.CANCELLED:
             st.markdown(f":material/stop_circle: {title} — {job.message or 'cancelled; nothing was saved.'}")
         else:
             st.error(f"{title} failed: {job.error or 'unknown error'}")
-        chart = history_chart(progress.history)
-        if chart is not None:
-            st.altair_chart(chart, width="stretch")
+        history_ui(progress.history)
 
 
 def imagenet_classes_ui(level: Level, summary) -> dict[str, list[int]] | None:
@@ -209,7 +234,11 @@ def level_card_ui(level: Level, summary, busy: bool):
         backbone = None
         if level.needs_backbone:
             offered = [k for k, b in BACKBONES.items() if b.classifier or not level.uses_imagenet_classes]
-            backbone = c1.selectbox("Backbone", offered, index=offered.index(DEFAULT_BACKBONE),
+            default = DEFAULT_BACKBONE
+            if level.requires is not None:  # the backbone of the model it starts from (the quick start's is MobileNetV2)
+                start = latest_models().get(level.requires)
+                default = start.card.backbone if start is not None and start.card.backbone in offered else default
+            backbone = c1.selectbox("Backbone", offered, index=offered.index(default),
                                     format_func=lambda k: BACKBONES[k].label, key=f"bb{key}")
         settings = dict(level=key, backbone=backbone, data_dir=str(summary.root))
         if level.archs:

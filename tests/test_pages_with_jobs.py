@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import settings
+from core.data.folders import summarize
 from core.app import jobs
 from tests.job_states import STATES, WORKER_DIED, worker_for, write_job
 
@@ -57,3 +58,32 @@ def test_every_page_with_a_job(kind, state, app_env):
                     assert "stopped unexpectedly" in text
                 elif state == "failed" and kind in (jobs.JobKind.TRAIN, jobs.JobKind.SEQUENCE):
                     assert "example failure" in text
+
+
+def test_a_finished_quick_start_shows_each_saved_models_own_figures(app_env):
+    """Its card once showed level 0's accuracy beside "Best epoch 0.0%" under level 2's curves."""
+    from core.networks.factories import make_level1_model
+    from core.serving.cards import Metrics, ModelCard
+    from core.serving.model_store import ModelStore
+
+    store, classes = ModelStore(), summarize(app_env).classes
+    for model_id, level, metrics, history in (
+            ("level2-example", 2, Metrics(val_accuracy=0.925, last_epoch_val_accuracy=0.9, best_val_accuracy=0.95,
+                                          best_epoch=2), {"accuracy": [0.6, 0.8], "val_accuracy": [0.7, 0.9],
+                                                          "loss": [0.9, 0.5], "val_loss": [0.8, 0.6]}),
+            ("level0-example", 0, Metrics(val_accuracy=0.875), {})):
+        store.save(make_level1_model(2, (32, 32)), ModelCard(
+            id=model_id, level=level, classes=classes, image_size=(32, 32), backbone="mobilenet_v2",
+            metrics=metrics, history=history, dataset={"root": str(summarize(app_env).root)}))
+    write_job(settings.jobs_dir(), jobs.JobKind.SEQUENCE, "succeeded", app_env)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [(m.label, m.value) for m in at.metric]
+    assert shown[:4] == [("Validation accuracy", "92.5%"), ("Last epoch", "90.0%"), ("Best epoch", "95.0%"),
+                         ("The tutorial reported", "90%")]
+    assert ("Validation accuracy", "87.5%") in shown[4:] and ("Best epoch", "0.0%") not in shown
+    assert any("No epochs" in c.value for c in at.caption)
+    assert not any("step 2 of 2" in m.value for m in at.markdown)  # finished: no step is under way
+    assert len(at.get("vega_lite_chart")) == 2  # level 2's accuracy and loss; level 0 has no curves
+    assert at.selectbox(key="bb3").value == "mobilenet_v2"  # level 3 offers to fine-tune the level 2 just trained
