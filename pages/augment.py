@@ -8,7 +8,7 @@ import streamlit as st
 from core.app import workspace
 from core.data.augment import PRESET_LABELS, PRESETS, AugmentConfig, preview_variants
 from core.data.images import ImageError, load_array
-from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, page_header
+from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, page_header, photo_upload_mb
 
 # Variants are drawn at about the size they are shown at (a third of the page's right-hand column
 # on a wide screen, at 2x pixel density), squashed square as training squashes photos.
@@ -36,7 +36,7 @@ def _apply_to_widgets(config: AugmentConfig):
 def image_picker_ui(summary) -> tuple[bytes | None, str]:
     source = st.radio("Picture", ["From the data set", "Upload one"], horizontal=True, label_visibility="collapsed")
     if source == "Upload one":
-        upload = st.file_uploader("Your picture", type=IMAGE_TYPES, key="aug_upload")
+        upload = st.file_uploader("Your picture", type=IMAGE_TYPES, key="aug_upload", max_upload_size=photo_upload_mb())
         return (upload.getvalue(), upload.name) if upload else (None, "")
     if summary is None:
         st.info("No data set yet: upload a picture instead.")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core import settings
 from core.app import jobs
 from core.app import workspace
 from core.data.builder import BuiltDataset
@@ -18,6 +19,13 @@ from core.serving.model_store import ModelStore
 
 # What the photo uploaders accept: the formats core.data.images decodes.
 IMAGE_TYPES = [extension.lstrip(".") for extension in IMAGE_EXTENSIONS]
+
+
+def photo_upload_mb() -> int:
+    """The photo uploaders' limit in MB, as the browser states and enforces it: the app's own limit per
+    photo (`LITTLE_DATA_MAX_UPLOAD_MB`), not the server's for data-set zips."""
+    return max(1, -(-settings.max_upload_bytes() // 2 ** 20))
+
 
 PAGE_CONFIG = {"page_title": "Little Data", "page_icon": ":material/pets:", "layout": "wide"}
 

@@ -20,6 +20,9 @@ def undo_ui(fixer, key: str = "undo_correction") -> None:
     message = st.session_state.pop("last_correction", "")
     if message.startswith("not done"):
         st.error(message)
+    elif message:  # a toast, seen wherever the page is scrolled (on a phone the box below is screens away)
+        st.toast(message[0].upper() + message[1:] + ".", icon=":material/undo:" if message.startswith("undone")
+                 else ":material/check:")
     last = fixer.last_change()
     if last is None:
         return

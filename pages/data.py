@@ -12,7 +12,7 @@ from core.data.builder import BuiltDataset, built_datasets
 from core.data.folders import DatasetError, sample_paths, summarize
 from core.data.download import download_default_dataset
 from core.data.images import ImageError, thumbnail
-from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, page_header
+from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, page_header, photo_upload_mb
 from pages.data_parts.labels import labels_ui
 
 
@@ -91,12 +91,13 @@ def sources_ui(summary):
     with tab_zip:
         st.caption(f"A zip holding `train/<class>/…` and `validation/<class>/…` (one top folder around them is fine). "
                    f"Limits: {settings.max_zip_bytes() // 2**20} MB unpacked, {settings.MAX_ZIP_FILES} files.")
-        upload = st.file_uploader("Data-set zip", type=["zip"], key="zip_upload")
+        upload = st.file_uploader("Data-set zip", type=["zip"], key=f"zip_upload_{_nonce('zip_upload')}")
         if upload is not None and st.button("Unpack and use it"):
             try:
                 with st.spinner("Unpacking safely…"):
                     root = workspace.install_uploaded_zip(upload.getvalue(), upload.name)
-                st.success(f"Unpacked to `{root}`; it is now the active data set.")
+                _bump("zip_upload")  # the zip leaves the uploader: a second click would unpack a second copy
+                st.session_state["zip_unpacked"] = f"Unpacked {upload.name} to `{root}`; it is now the active data set."
                 st.rerun()
             except DatasetError as exc:
                 st.error(f"{upload.name} cannot be used: {exc}")
@@ -172,7 +173,7 @@ def builder_ui(built: BuiltDataset):
                                                          ":material/label_off: Add photos without a class"])
         with tab_files:
             files = st.file_uploader(f"Photos of {class_name}", type=IMAGE_TYPES, accept_multiple_files=True,
-                                     key=f"builder_files_{_nonce('builder_files')}")
+                                     key=f"builder_files_{_nonce('builder_files')}", max_upload_size=photo_upload_mb())
             if files and st.button(f"Add {len(files)} photo(s) to {class_name}", type="primary",
                                    icon=":material/add_photo_alternate:"):
                 with st.spinner("Checking and storing the photos…"):
@@ -222,7 +223,7 @@ def unlabelled_upload_ui(built: BuiltDataset) -> None:
     st.caption(f"{len(built.unlabelled())} photo(s) wait for a class. **Label these next** (below) orders them for "
                "labelling and shows them one at a time.")
     files = st.file_uploader("Photos without a class", type=IMAGE_TYPES, accept_multiple_files=True,
-                             key=f"builder_unlabelled_{_nonce('builder_unlabelled')}")
+                             key=f"builder_unlabelled_{_nonce('builder_unlabelled')}", max_upload_size=photo_upload_mb())
     if files and st.button(f"Add {len(files)} photo(s) without a class", type="primary", icon=":material/add_photo_alternate:"):
         with st.spinner("Checking and storing the photos…"):
             report = built.add_unlabelled([(f.name, f.getvalue()) for f in files])
@@ -285,6 +286,9 @@ def download_ui():
 def main():
     page_header("Data", "The photos every level learns from. Training uses `train/`; `validation/` is only looked at, "
                         "to tell how well a model does on pictures it never learned from.")
+    unpacked = st.session_state.pop("zip_unpacked", None)
+    if unpacked:  # said at the top after the rerun that made it active (its tab below is no longer the open one)
+        st.success(unpacked, icon=":material/folder_zip:")
     summary, folder, error = current_summary()
     active = workspace.active_data_dir()
     if active and BuiltDataset.is_built(active):

@@ -14,7 +14,7 @@ from core.data.images import ImageError, load_image, to_jpeg
 from core.serving.explain import overlay
 from core.serving.model_server import ServerBusy
 from core.serving.novelty import none_of_these
-from pages.common import (IMAGE_TYPES, audience_wall, ensure_app_shell, latest_models, level_label, loaded_explainers,
+from pages.common import (IMAGE_TYPES, photo_upload_mb, audience_wall, ensure_app_shell, latest_models, level_label, loaded_explainers,
                           loaded_predictors, model_server, model_set, session_id,
                           warm_up_serving)
 
@@ -97,6 +97,7 @@ def main():
 def photo_ui():
     """The upload and its answers: a new photo reruns only this part, not the app around it."""
     upload = st.file_uploader("Take a photo, or choose one", type=IMAGE_TYPES, key="join_photo",
+                              max_upload_size=photo_upload_mb(),
                               help="On a phone this opens the camera or your photos.")
     st.caption(PRIVACY)
     if upload is None:

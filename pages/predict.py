@@ -10,7 +10,7 @@ import streamlit as st
 from core.serving.explain import heatmap_note, legend, overlay
 from core.serving.model_server import ServerBusy
 from core.serving.novelty import none_of_these
-from pages.common import (IMAGE_TYPES, current_summary, ensure_app_shell, latest_models, level_label, loaded_explainers,
+from pages.common import (IMAGE_TYPES, photo_upload_mb, current_summary, ensure_app_shell, latest_models, level_label, loaded_explainers,
                           loaded_predictors, model_server, model_set, page_header)
 
 
@@ -28,7 +28,7 @@ def probability_chart(probs: dict, greyed: bool = False):
 
 
 def inputs_ui(summary) -> list[tuple[str, bytes]]:
-    files = st.file_uploader("Photos", type=IMAGE_TYPES, accept_multiple_files=True,
+    files = st.file_uploader("Photos", type=IMAGE_TYPES, accept_multiple_files=True, max_upload_size=photo_upload_mb(),
                              help="One or more photos; each is checked on its own.")
     inputs = [(f.name, f.getvalue()) for f in files or []]
     c1, c2 = st.columns([1, 1])

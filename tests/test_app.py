@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from core import settings
 from streamlit.testing.v1 import AppTest
 
 from core.app import jobs
@@ -60,6 +62,17 @@ def trained(app_env, trained_store, monkeypatch, tmp_path):
     """The module's trained models, copied into this test's own store: a test may add or delete models."""
     use_store_copy(trained_store, tmp_path, monkeypatch)
     return app_env
+
+
+@pytest.mark.parametrize("name", ["predict", "join"])
+def test_photo_uploaders_state_the_apps_own_limit_per_photo(trained, name):
+    """The browser states and enforces the limit: Streamlit's default (the server's 200 MB, for data-set
+    zips) promised photos eight times larger than the app takes."""
+    at = page(name)
+    assert_clean(at)
+    uploaders = at.get("file_uploader")
+    assert uploaders
+    assert all(u.proto.max_upload_size_mb == settings.max_upload_bytes() // 2 ** 20 for u in uploaders)
 
 
 def test_predict_upload_and_bad_files(trained):

@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from core.app import workspace
 from core.data.builder import built_datasets
 from core.serving.export import open_export
 from core.data.images import load_array
@@ -99,6 +100,20 @@ def test_build_train_predict_and_export_in_the_browser(tmp_path, monkeypatch):
         path = tmp_path / "export.zip"
         download.value.save_as(path)
         page.screenshot(path=str(ARTIFACTS / "curves-export.png"), full_page=True)
+
+        # 6. The data set as a zip, uploaded: unpacked once, said so after the page reloads, and the zip gone
+        # from the uploader (the button that would unpack a second copy with it).
+        pets = tmp_path / "shapes-copy.zip"
+        pets.write_bytes(built.zip_bytes())
+        page.goto(f"{url}/data")
+        page.get_by_role("tab", name="Upload a zip").click(timeout=60_000)
+        page.locator("[data-testid='stFileUploaderDropzone'] input[type='file'][accept*='zip']").set_input_files(str(pets))
+        page.get_by_role("button", name="Unpack and use it").click(timeout=60_000)
+        page.get_by_text("Unpacked shapes-copy.zip").first.wait_for(timeout=60_000)
+        wait_for_app_idle(page)
+        assert page.get_by_role("button", name="Unpack and use it").count() == 0
+        (copy,) = workspace.uploads_dir().glob("shapes-copy-*")  # unpacked once, and active
+        assert workspace.active_data_dir().startswith(str(copy))
     with zipfile.ZipFile(path) as archive:
         archive.extractall(tmp_path / "export")
     info, predict = open_export(tmp_path / "export")

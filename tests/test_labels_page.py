@@ -80,8 +80,10 @@ def test_a_suspect_is_moved_undone_and_kept_as_right_across_a_restart(built):
     assert_clean(at)
     assert not circle.exists() and (built.root / "train" / "squares" / circle.name).is_file()
     assert any("1 suspect label(s)" in m.value for m in at.markdown)
+    assert any(t.value.startswith("Moved") and circle.name in t.value for t in at.toast)  # seen wherever scrolled
     at.button(key="undo_labels").click().run()
     assert circle.is_file() and any("2 suspect label(s)" in m.value for m in at.markdown)
+    assert any(t.value.startswith("Undone: moved") for t in at.toast)  # the box now shows the change before
 
     card_button(at, "keep", square, built.root).click().run()  # the square: its label is right
     assert any("1 suspect label(s)" in m.value for m in at.markdown)

@@ -192,10 +192,12 @@ def label_next_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> Non
                 "classes: train level 2 on the **Train** page first (seconds on cached features).",
                 icon=":material/model_training:")
         return
-    levels = sorted(latest, key=lambda level: (level != 2, -level))  # level 2 first: it retrains in seconds
-    level = st.selectbox("Rank them with", levels, key="suggest_level",
-                         format_func=lambda k: f"{level_label(k)} · {_percent(latest[k].val_accuracy)}")
-    entry = latest[level]
+    by_id = {entry.id: entry for entry in sorted(latest.values(), key=lambda e: (e.level != 2, -e.level))}  # level 2
+    # first: it retrains in seconds. The options are the models, not their levels, so that a level 2 retrained
+    # after labelling replaces the one shown (options that stay the same keep their old labels on screen).
+    model_id = st.selectbox("Rank them with", list(by_id), key="suggest_model",
+                            format_func=lambda k: f"{level_label(by_id[k].level)} · {_percent(by_id[k].val_accuracy)}")
+    entry = by_id[model_id]
     fresh = review is not None and review.model_id == entry.id
     start_button_ui(f"Rank the {len(summary.unlabelled)} unlabelled photos" if not fresh else "Rank them again",
                     LabelsConfig(LabelTask.SUGGEST, data_dir=str(summary.root), model_id=entry.id),
