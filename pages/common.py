@@ -265,9 +265,19 @@ def sidebar_ui():
             else:
                 lines.append(f":material/radio_button_unchecked: {level.label}: not trained")
         st.caption("  \n".join(lines))
-        job = jobs.active_job()
-        if job is not None:
-            st.caption(f":material/hourglass_top: {job.title.capitalize()}: {job.status_text}")
+        if jobs.active_job() is not None:  # polled only while a job runs
+            _sidebar_job_ui()
+
+
+@st.fragment(run_every=2.0)
+def _sidebar_job_ui() -> None:
+    """The running job's line, redrawn as it goes (the rest of the page may sit still for minutes); once
+    the job ends, the whole page runs again so that the levels above show the new model."""
+    job = jobs.active_job()
+    if job is not None:
+        st.caption(f":material/hourglass_top: {job.title.capitalize()}: {job.status_text}")
+    else:
+        st.rerun(scope="app")
 
 
 def session_id() -> str:
