@@ -103,6 +103,7 @@ def test_suspects_of_a_folder_outside_the_app_are_listed_with_how_to_fix_them(ap
     assert any("does not change it" in i.value and "mv train/circles/" in i.value for i in at.info)
     assert not any(b.label == "Move to squares" for b in at.button)
     assert at.dataframe  # the list
+    assert at.get("image") and any("**circles** → looks like **squares**" in m.value for m in at.markdown)  # and the photo
 
 
 def test_label_these_next_needs_a_model_then_labels_into_train(built):

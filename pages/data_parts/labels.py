@@ -105,7 +105,6 @@ def suspects_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> None:
         return
     if fixer is None:
         outside_ui(summary, suspects)
-        return
     model = _heatmap_model()
     heatmaps = model is not None and st.toggle(
         "Where the model looks", key="suspect_heatmaps",
@@ -120,8 +119,15 @@ def suspects_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> None:
         st.rerun()
 
 
-def suspect_card_ui(summary: DatasetSummary, fixer: EditableDataset, suspect: Suspect,
+#: What a suspect's doubt is, wherever it is shown.
+DOUBT_HELP = ("Doubt: 1 minus the probability that classifiers which never saw the photo give its label. "
+              "Near 1, they are sure it is another class; on a small data set, a doubt under 0.7 is weak evidence.")
+
+
+def suspect_card_ui(summary: DatasetSummary, fixer: EditableDataset | None, suspect: Suspect,
                     model: ModelEntry | None) -> None:
+    """One suspect: the photo, its label and the likelier class; with `fixer` (a data set of the app's),
+    the buttons that fix it."""
     path = Path(suspect.image)
     try:
         st.image(_picture(path, model), width="stretch")
@@ -129,7 +135,9 @@ def suspect_card_ui(summary: DatasetSummary, fixer: EditableDataset, suspect: Su
         st.caption(f"{path.name}: unreadable")
     key = _relative(summary, suspect.image)
     st.markdown(f"**{suspect.given}** → looks like **{suspect.suggested}**")
-    st.caption(f"{path.name[:12]} · doubt {suspect.score:.2f}", help=key)
+    st.caption(f"`{key}` · doubt {suspect.score:.2f}", help=DOUBT_HELP)
+    if fixer is None:
+        return
     if st.button(f"Move to {suspect.suggested}", key=f"s_move_{key}", icon=":material/drive_file_move:",
                  type="primary", width="stretch"):
         apply_change(lambda: fixer.move(path, suspect.suggested))
@@ -149,8 +157,10 @@ def outside_ui(summary: DatasetSummary, suspects: list[Suspect]) -> None:
             f"{Path(_relative(summary, suspects[0].image)).parent.parent.as_posix()}/{suspects[0].suggested}/`; "
             "to edit it here, upload it as a zip on this page (the app then keeps its own copy).",
             icon=":material/folder_managed:")
-    st.dataframe(pd.DataFrame([{"photo": _relative(summary, s.image), "labelled": s.given, "looks like": s.suggested,
-                                "score": round(s.score, 3)} for s in suspects]), hide_index=True, width="stretch")
+    with st.expander(f"All {len(suspects)} as a list, to fix by hand", icon=":material/list:"):
+        st.dataframe(pd.DataFrame([{"photo": _relative(summary, s.image), "labelled": s.given, "looks like": s.suggested,
+                                    "doubt": round(s.score, 3)} for s in suspects]), hide_index=True, width="stretch",
+                     column_config={"doubt": st.column_config.NumberColumn(help=DOUBT_HELP)})
 
 
 def _heatmap_model() -> ModelEntry | None:
