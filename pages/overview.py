@@ -8,7 +8,7 @@ from core.networks.backbones import DEFAULT_BACKBONE, get_backbone
 from core.data.builder import BuiltDataset
 from core.levels import all_levels, get_level
 from core.app.quickstart import QUICK_BACKBONE, QUICK_LEVEL, first_models, sample_photo
-from pages.common import current_summary, ensure_app_shell, latest_models, level_label, predictor_for
+from pages.common import current_summary, ensure_app_shell, latest_models, predictor_for
 
 
 def levels_ui():
@@ -21,11 +21,12 @@ def levels_ui():
             st.write(level.story)
             entry = latest.get(level.key)
             if entry and entry.val_accuracy is not None:
-                delta = (f"{entry.val_accuracy - level.tutorial_accuracy:+.1%} vs tutorial"
+                delta = (f"{(entry.val_accuracy - level.tutorial_accuracy) * 100:+.1f} points vs the tutorial"
                          if level.tutorial_accuracy is not None else None)
-                st.metric("Validation accuracy (latest model)", f"{entry.val_accuracy:.1%}", delta=delta)
+                st.metric("Validation accuracy", f"{entry.val_accuracy:.1%}", delta=delta,
+                          help=f"Of the newest model of this level, {entry.id}, on the validation photos.")
             else:
-                st.metric("Validation accuracy (not trained yet)", "—")
+                st.metric("Validation accuracy", "—", help="Not trained yet.")
             st.caption(level.tutorial_note())
 
 
@@ -35,7 +36,7 @@ def quick_start_ui(summary):
     if job_id is None and QUICK_LEVEL in latest_models():
         return
     configs = first_models(summary, workspace.active_data_dir())
-    names = " and ".join(level_label(c.level) for c in configs)
+    names = " and ".join(f"level {c.level} ({get_level(c.level).short_name})" for c in configs)
     with st.container(border=True):
         st.markdown("#### :material/bolt: A first model in about a minute")
         if job_id is None:

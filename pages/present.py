@@ -5,6 +5,7 @@ number is in the address (`/present?slide=4`), so a reload stays put. Each slide
 `core.app.presentation.Slide`; a slide whose result is missing offers the job that makes it.
 """
 
+import html
 import random
 import re
 from pathlib import Path
@@ -96,8 +97,9 @@ def navigation_ui(number: int, count: int, slides: list[Slide]) -> None:
 
 def sources_ui(slide: Slide) -> None:
     if slide.sources:
-        st.markdown("<div class='ld-source'>Source: " + "; ".join(s.describe() for s in slide.sources) + "</div>",
-                    unsafe_allow_html=True)
+        text = html.escape("; ".join(s.describe() for s in slide.sources))
+        text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)  # markdown's code marks are not read inside HTML
+        st.markdown(f"<div class='ld-source'>Source: {text}</div>", unsafe_allow_html=True)
 
 
 def missing_ui(slide: Slide, summary) -> None:

@@ -5,6 +5,7 @@ The last tests are docs/architecture.md's worked examples, run for real: a test-
 backbone, registered from outside `core/`, trained end to end through the ordinary entry points.
 """
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,13 @@ def test_every_level_is_complete(level):
     assert network_gflops(config) > 0
     guess = estimate(config, 2000, 800, gflops=220)
     assert guess.seconds > 0 and guess.detail
+    # The parts it names add up to the total the page shows (level 0's once left the decoding out).
+    parts = []
+    for part in guess.detail.split(", "):
+        for minutes, seconds in re.findall(r"~(?:(\d+) min )?(\d+) s", part):
+            parts.append((int(minutes or 0) * 60 + int(seconds)) * (config.epochs if "per epoch" in part else 1))
+    assert parts and abs(sum(parts) - guess.seconds) <= 1 + len(parts) * max(1, config.epochs * ("per epoch" in guess.detail)), \
+        (guess.detail, guess.seconds)
 
 
 def test_small_convnet_gflops_are_what_count_flops_measures():
@@ -109,7 +117,7 @@ def test_level1_estimates_know_the_network_and_the_precision(arch, precision, me
 def test_estimate_detail_reads_well_for_tiny_and_real_data():
     tiny = estimate(TrainConfig(level=1), 24, 12, gflops=220).detail
     real = estimate(TrainConfig(level=1), 2000, 800, gflops=220).detail
-    assert tiny == "under 1 s per epoch" and real == "~11 s per epoch"
+    assert tiny == "under 1 s per epoch" and real == "~11 s per epoch, ~8 s decoding the photos the first time"
 
 
 def test_registering_twice_or_an_unknown_prerequisite_is_refused(pixel_level):
