@@ -126,7 +126,10 @@ def main():
         "be cured; see the mistakes each model makes.\n"
         "5. **How little data** — accuracy against the number of training photos per class, level by level.\n"
         "6. **Predict** — upload your own photo and see every level's answer side by side, and where each "
-        "one looks.")
+        "one looks.\n"
+        "7. **Present** — the tutorial's story for a room, slide by slide, told with your own results.\n"
+        "8. **Join (audience)** — a QR code on the last slide: the room's phones send photos, get every "
+        "level's answer, and fill a wall on the screen.")
 
 
 ensure_app_shell()

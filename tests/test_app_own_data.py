@@ -84,7 +84,8 @@ def test_quick_start_trains_in_the_background_and_opens_predict(app_env, monkeyp
     at = page("overview")
     assert_clean(at)
     button = next(b for b in at.button if b.label == "Train my first model")
-    assert any("Trains Level 2" in m.value for m in at.markdown)  # circles and squares: no level 0
+    (plan,) = [m.value for m in at.markdown if m.value.startswith("Trains ")]
+    assert plan.startswith("Trains level 2 (bottleneck features) on") and "level 0" not in plan  # circles and squares
     button.click().run()
     assert_clean(at)
     job = jobs.current_job()

@@ -258,8 +258,9 @@ def labelling_ui(summary: DatasetSummary, fixer: EditableDataset, suggestion: Su
                     f"**{suggestion.predicted}**</small>", unsafe_allow_html=True)
         for number, class_name in enumerate(summary.classes, start=1):
             shortcut = str(number) if number <= 9 else None  # Streamlit shows the key on the button
-            if st.button(class_name, key=f"label_{path.name}_{class_name}", width="stretch", shortcut=shortcut,
-                         type="primary" if class_name == suggestion.predicted else "secondary"):
+            # Every class looks the same: a highlighted guess invites accepting it without looking, and a
+            # wrong label costs more than a missing one.
+            if st.button(class_name, key=f"label_{path.name}_{class_name}", width="stretch", shortcut=shortcut):
                 apply_change(lambda: fixer.label(path, class_name))
         skip, none = st.columns(2)
         if skip.button("Skip", key=f"label_skip_{path.name}", icon=":material/skip_next:", width="stretch",
