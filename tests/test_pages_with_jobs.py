@@ -87,3 +87,22 @@ def test_a_finished_quick_start_shows_each_saved_models_own_figures(app_env):
     assert not any("step 2 of 2" in m.value for m in at.markdown)  # finished: no step is under way
     assert len(at.get("vega_lite_chart")) == 2  # level 2's accuracy and loss; level 0 has no curves
     assert at.selectbox(key="bb3").value == "mobilenet_v2"  # level 3 offers to fine-tune the level 2 just trained
+
+
+def test_the_pages_use_the_active_folders_own_models_before_newer_ones_of_the_same_classes(app_env, tmp_path):
+    """A level 2 retrained in a small data set of the same classes must not stand in for this one's."""
+    from core.networks.factories import make_level1_model
+    from core.serving.cards import Metrics, ModelCard
+    from core.serving.model_store import ModelStore
+
+    summary = summarize(app_env)
+    for model_id, root, accuracy in (("level2-here", str(summary.root), 0.875), ("level2-elsewhere", str(tmp_path), 0.5)):
+        ModelStore().save(make_level1_model(2, (32, 32)), ModelCard(
+            id=model_id, level=2, classes=summary.classes, image_size=(32, 32), backbone="mobilenet_v2",
+            metrics=Metrics(val_accuracy=accuracy), dataset={"root": root}))  # the second is the newer
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("pages/overview.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    sidebar = "\n".join(c.value for c in at.sidebar.caption)
+    assert "bottleneck features: **87.5%**" in sidebar, sidebar
+    assert ("Validation accuracy", "87.5%") in [(m.label, m.value) for m in at.metric]
