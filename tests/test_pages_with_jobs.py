@@ -96,10 +96,11 @@ def test_the_pages_use_the_active_folders_own_models_before_newer_ones_of_the_sa
     from core.serving.model_store import ModelStore
 
     summary = summarize(app_env)
-    for model_id, root, accuracy in (("level2-here", str(summary.root), 0.875), ("level2-elsewhere", str(tmp_path), 0.5)):
+    for model_id, root, accuracy, created in (("level2-here", str(summary.root), 0.875, "2026-11-01T10:00:00+00:00"),
+                                              ("level2-elsewhere", str(tmp_path), 0.5, "2026-11-02T10:00:00+00:00")):
         ModelStore().save(make_level1_model(2, (32, 32)), ModelCard(
             id=model_id, level=2, classes=summary.classes, image_size=(32, 32), backbone="mobilenet_v2",
-            metrics=Metrics(val_accuracy=accuracy), dataset={"root": root}))  # the second is the newer
+            metrics=Metrics(val_accuracy=accuracy), dataset={"root": root}, created=created))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.switch_page("pages/overview.py").run()
     assert not at.exception, [e.value for e in at.exception]
