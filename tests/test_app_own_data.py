@@ -58,6 +58,9 @@ def mislabelled(monkeypatch):
 
 @pytest.mark.slow
 def test_a_mistake_is_moved_to_its_class_and_undone(mislabelled):
+    # A second level: each model's tab draws its own Undo, and two under one key once stopped the page.
+    train(TrainConfig(level=2, backbone="mobilenet_025", weights="none", epochs=1, batch_size=8,
+                      data_dir=str(mislabelled.root)))
     at = page("curves")
     assert_clean(at)
     moves = [b for b in at.button if b.label == "Move to squares"]

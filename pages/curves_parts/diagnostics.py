@@ -71,24 +71,25 @@ def mistakes_ui(entry: ModelEntry, summary, mistakes: list[Mistake]) -> None:
     if fixer is not None:
         st.caption("A wrong label? **Fix the label** moves the photo to its class or out of the data set "
                    "(with undo).")
-        undo_ui(fixer)
+        undo_ui(fixer, key=f"undo_{entry.id}")  # one per model's tab: the tabs are all drawn
     elif mistakes:
         st.caption("This data set is not one the app built or unpacked, so its photos are not edited here.")
     heatmaps = mistakes and st.toggle("Where it looks", key=f"mistake_heatmaps_{entry.id}",
                                       help="Overlay the model's Grad-CAM heatmap for the class it wrongly chose.")
     if heatmaps:
         st.caption("Dark = ignored, yellow = where the wrong answer comes from.")
-    columns = st.columns(6)
+    width = 4  # six columns cut "Fix the label" to "F." at 1280 px
+    columns = st.columns(width)
     for i, mistake in enumerate(mistakes):
         caption = f"{mistake.true_class} → {mistake.predicted_class} ({mistake.confidence:.0%})"
         try:
             picture = (heatmap_overlay(entry.id, str(entry.model_path), mistake.path) if heatmaps
                        else thumbnail(mistake.path, 160))
-            columns[i % 6].image(picture, width="stretch", caption=caption)
+            columns[i % width].image(picture, width="stretch", caption=caption)
             if fixer is not None:
-                corrections_ui(entry, summary, mistake, columns[i % 6], fixer)
+                corrections_ui(entry, summary, mistake, columns[i % width], fixer)
         except ImageError:
-            columns[i % 6].caption(f"{Path(mistake.path).name}: unreadable")
+            columns[i % width].caption(f"{Path(mistake.path).name}: unreadable")
     if not mistakes:
         st.success("No mistakes on the validation photos.")
 
