@@ -118,3 +118,23 @@ def test_join_limits_photos_per_phone_per_minute(trained):
                                         "image/jpeg")]).run()
     assert any("photos this minute" in w.value for w in at.warning)
     audience_wall().clear()
+
+
+def test_the_overfitting_slide_tells_this_data_sets_story(app_env, tmp_path):
+    """A run of another folder with the same classes overfits more (40 validation photos of a small data
+    set), but the slide shows this data set's own run; another folder's only when this one has none."""
+    from core.app.presentation import most_overfitted
+    from core.networks.factories import make_level1_model
+    from core.serving.cards import ModelCard
+
+    summary, store = summarize(app_env), ModelStore()
+
+    def run(model_id, root, validation):
+        return store.save(make_level1_model(2, (32, 32)), ModelCard(
+            id=model_id, level=1, classes=summary.classes, image_size=(32, 32), dataset={"root": root},
+            history={"accuracy": [0.6, 0.8, 1.0], "val_accuracy": [0.6, 0.7, validation]}))
+
+    elsewhere = run("level1-elsewhere", str(tmp_path), 0.5)
+    assert most_overfitted(store, summary).id == elsewhere.id  # nothing of this folder yet
+    here = run("level1-here", str(summary.root), 0.8)
+    assert most_overfitted(store, summary).id == here.id

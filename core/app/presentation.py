@@ -120,11 +120,14 @@ def overfitting_gap(entry: ModelEntry) -> float | None:
 
 
 def most_overfitted(store: ModelStore, summary: DatasetSummary | None) -> ModelEntry | None:
-    """The stored run of these classes whose training accuracy ran furthest ahead of its validation accuracy."""
+    """The stored run of these classes whose training accuracy ran furthest ahead of its validation accuracy,
+    among those trained on this data set's folder if there are any (another data set's run, say 40
+    validation photos of a small one, does not tell this one's story)."""
     classes = summary.classes if summary else None
     runs = [e for e in store.list().models if (classes is None or e.classes == classes)
             and overfitting_gap(e) is not None and len(e.card.history.get("accuracy", [])) >= 3]
-    return max(runs, key=overfitting_gap, default=None)
+    here = [e for e in runs if summary is not None and (e.card.dataset or {}).get("root") == str(summary.root)]
+    return max(here or runs, key=overfitting_gap, default=None)
 
 
 def _level_slide(kind: SlideKind, level_key: int, entry: ModelEntry | None, n_val: int, story: str,
