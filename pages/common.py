@@ -224,6 +224,17 @@ def _latest_per_level(root: str, stamp: int, classes: tuple | None, data_root: s
     return ModelStore(root).latest_per_level(list(classes) if classes is not None else None, data_root)
 
 
+def trained_elsewhere(entry) -> str | None:
+    """The name of the folder `entry` was trained (and scored) on when it is not the active data set's, else
+    None: a model of the same classes from another data set stands in for a level this one lacks, and its
+    accuracy is on that data set's validation photos, not these."""
+    identity = _current_identity()
+    root = (entry.card.dataset or {}).get("root")
+    if identity is None or not root or root == identity[1]:
+        return None
+    return Path(root).name
+
+
 def latest_models():
     """level -> its newest model in the store for the active data set's classes (any, without a data set),
     one trained on the active data set's folder before one trained on another folder of the same classes.
@@ -261,7 +272,9 @@ def sidebar_ui():
         for level in all_levels():
             entry = latest.get(level.key)
             if entry and entry.val_accuracy is not None:
-                lines.append(f":material/check_circle: {level.label}: **{entry.val_accuracy:.1%}**")
+                elsewhere = trained_elsewhere(entry)
+                lines.append(f":material/check_circle: {level.label}: **{entry.val_accuracy:.1%}**"
+                             + (f" (on {elsewhere})" if elsewhere else ""))
             else:
                 lines.append(f":material/radio_button_unchecked: {level.label}: not trained")
         st.caption("  \n".join(lines))

@@ -8,7 +8,7 @@ from core.networks.backbones import DEFAULT_BACKBONE, get_backbone
 from core.data.builder import BuiltDataset
 from core.levels import all_levels, get_level
 from core.app.quickstart import QUICK_BACKBONE, QUICK_LEVEL, first_models, sample_photo
-from pages.common import current_summary, ensure_app_shell, latest_models, predictor_for
+from pages.common import current_summary, ensure_app_shell, latest_models, predictor_for, trained_elsewhere
 
 
 def levels_ui():
@@ -21,10 +21,15 @@ def levels_ui():
             st.write(level.story)
             entry = latest.get(level.key)
             if entry and entry.val_accuracy is not None:
-                delta = (f"{(entry.val_accuracy - level.tutorial_accuracy) * 100:+.1f} points vs the tutorial"
+                elsewhere = trained_elsewhere(entry)
+                delta = (f"{(entry.val_accuracy - level.tutorial_accuracy) * 100:+.1f} points"
                          if level.tutorial_accuracy is not None else None)
-                st.metric("Validation accuracy", f"{entry.val_accuracy:.1%}", delta=delta,
-                          help=f"Of the newest model of this level, {entry.id}, on the validation photos.")
+                st.metric("Validation accuracy" + (f" on {elsewhere}" if elsewhere else ""), f"{entry.val_accuracy:.1%}",
+                          delta=delta, help=f"Of the newest model of this level, {entry.id}, on the validation photos "
+                          + (f"of {elsewhere}, the data set it was trained on (this one has no model of this level "
+                             "yet)" if elsewhere else "of this data set")
+                          + (f"; the delta is against the tutorial's {level.tutorial_accuracy:.1%}."
+                             if level.tutorial_accuracy is not None else "."))
             else:
                 st.metric("Validation accuracy", "—", help="Not trained yet.")
             st.caption(level.tutorial_note())

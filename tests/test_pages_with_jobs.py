@@ -97,13 +97,17 @@ def test_the_pages_use_the_active_folders_own_models_before_newer_ones_of_the_sa
 
     summary = summarize(app_env)
     for model_id, root, accuracy, created in (("level2-here", str(summary.root), 0.875, "2026-11-01T10:00:00+00:00"),
-                                              ("level2-elsewhere", str(tmp_path), 0.5, "2026-11-02T10:00:00+00:00")):
+                                              ("level2-elsewhere", str(tmp_path), 0.5, "2026-11-02T10:00:00+00:00"),
+                                              ("level0-elsewhere", str(tmp_path), 0.625, "2026-11-02T10:00:00+00:00")):
         ModelStore().save(make_level1_model(2, (32, 32)), ModelCard(
-            id=model_id, level=2, classes=summary.classes, image_size=(32, 32), backbone="mobilenet_v2",
+            id=model_id, level=int(model_id[5]), classes=summary.classes, image_size=(32, 32), backbone="mobilenet_v2",
             metrics=Metrics(val_accuracy=accuracy), dataset={"root": root}, created=created))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.switch_page("pages/overview.py").run()
     assert not at.exception, [e.value for e in at.exception]
     sidebar = "\n".join(c.value for c in at.sidebar.caption)
-    assert "bottleneck features: **87.5%**" in sidebar, sidebar
-    assert ("Validation accuracy", "87.5%") in [(m.label, m.value) for m in at.metric]
+    assert "bottleneck features: **87.5%**" in sidebar and "87.5%** (on" not in sidebar, sidebar
+    # A level this folder lacks is served by another folder's model, whose score is on that folder's photos.
+    assert f"no training: **62.5%** (on {tmp_path.name})" in sidebar, sidebar
+    shown = [(m.label, m.value) for m in at.metric]
+    assert ("Validation accuracy", "87.5%") in shown and (f"Validation accuracy on {tmp_path.name}", "62.5%") in shown

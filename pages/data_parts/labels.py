@@ -22,7 +22,8 @@ from core.experiments.label_review import LabelReview, LabelsConfig, LabelTask, 
 from core.experiments.suspects import Suspect
 from core.serving.model_store import ModelEntry, ModelError, ModelStore
 from core.training.loop import TrainConfig
-from pages.common import background_job_ui, heatmap_overlay, latest_models, level_label, start_button_ui
+from pages.common import (background_job_ui, heatmap_overlay, latest_models, level_label, start_button_ui,
+                          trained_elsewhere)
 from pages.corrections import apply_change, undo_ui
 
 WAS_ACTIVE = f"{jobs.JobKind.LABELS.value}_was_active"  # background_job_ui redraws the page when the job ends
@@ -206,7 +207,7 @@ def label_next_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> Non
     # first: it retrains in seconds. The options are the models, not their levels, so that a level 2 retrained
     # after labelling replaces the one shown (options that stay the same keep their old labels on screen).
     model_id = st.selectbox("Rank them with", list(by_id), key="suggest_model",
-                            format_func=lambda k: f"{level_label(by_id[k].level)} · {_percent(by_id[k].val_accuracy)}")
+                            format_func=lambda k: f"{level_label(by_id[k].level)} · {_percent(by_id[k])}")
     entry = by_id[model_id]
     fresh = review is not None and review.model_id == entry.id
     start_button_ui(f"Rank the {len(summary.unlabelled)} unlabelled photos" if not fresh else "Rank them again",
@@ -233,8 +234,11 @@ def label_next_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> Non
                    icon=":material/check_circle:")
 
 
-def _percent(value: float | None) -> str:
-    return "not scored" if value is None else f"{value:.1%} on validation"
+def _percent(entry: ModelEntry) -> str:
+    if entry.val_accuracy is None:
+        return "not scored"
+    elsewhere = trained_elsewhere(entry)
+    return f"{entry.val_accuracy:.1%} on " + (f"{elsewhere}'s validation photos" if elsewhere else "validation")
 
 
 def _labels_since(fixer: EditableDataset, since: float) -> int:
