@@ -254,6 +254,10 @@ def latest_models():
 
 
 def sidebar_ui():
+    started = st.session_state.pop("job_started", None)
+    if started:
+        st.toast(f"Started: {started}. It runs in the background; its progress is on this page and in the sidebar.",
+                 icon=":material/hourglass_top:")
     with st.sidebar:
         st.markdown("### :material/pets: Little Data")
         summary, folder, error = current_summary()
@@ -392,8 +396,9 @@ def start_button_ui(label: str, config, key: str, disabled: bool, state_key: str
     """A Start button that launches `config` as a background job, or says which job is in the way."""
     if st.button(label, type="primary", disabled=disabled, key=key):
         try:
-            jobs.start_job(config)
+            job = jobs.start_job(config)
             st.session_state[state_key] = True  # the page refreshes itself once the job ends
+            st.session_state["job_started"] = job.title  # said after the rerun, wherever the page is scrolled
             st.rerun()
         except jobs.JobBusy as exc:
             st.warning(str(exc))

@@ -289,6 +289,7 @@ def main():
     unpacked = st.session_state.pop("zip_unpacked", None)
     if unpacked:  # said at the top after the rerun that made it active (its tab below is no longer the open one)
         st.success(unpacked, icon=":material/folder_zip:")
+        st.toast(unpacked, icon=":material/folder_zip:")  # the page stays scrolled down at the uploader
     summary, folder, error = current_summary()
     active = workspace.active_data_dir()
     if active and BuiltDataset.is_built(active):

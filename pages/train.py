@@ -224,7 +224,7 @@ def fine_tuning_ui(level: Level, backbone: str) -> dict:
     return {"views": int(views), "top_block": top_block}
 
 
-def level_card_ui(level: Level, summary, busy: bool):
+def level_card_ui(level: Level, summary, busy: bool, running: jobs.Job | None = None):
     augment, preset_name = workspace.augment_settings()
     key = level.key
     with st.container(border=True):
@@ -295,6 +295,9 @@ def level_card_ui(level: Level, summary, busy: bool):
                 what = f" with {BACKBONES[backbone].label}" if backbone else ""
                 blocked = (f"Train level {level.requires}{what} first: this level starts from its trained model.")
                 st.info(blocked)
+        if running is not None and key in running.levels:  # the progress card is at the top, out of view from here
+            st.info(f":material/hourglass_top: Level {key} is training now: its progress is at the "
+                    "[top of this page](#train), and in the sidebar.")
         start_button_ui(f"Start level {key}", config, f"start{key}", busy or blocked is not None, "was_active")
 
 
@@ -306,11 +309,12 @@ def main():
     if summary is None:
         st.warning(f"No usable data set: {error} Choose one on the **Data** page.")
         return
-    busy = jobs.is_busy()
+    running = jobs.active_job()
+    busy = running is not None
     if busy:
         st.caption("A job is running; the Start buttons are back when it ends.")
     for level in all_levels():
-        level_card_ui(level, summary, busy)
+        level_card_ui(level, summary, busy, running)
 
 
 ensure_app_shell()

@@ -169,6 +169,7 @@ def test_training_job_starts_reports_and_lands_a_model(app_env):
     assert sum("Estimated time" in c.value and "bfloat16" in c.value for c in at.caption) == 1  # level 1's estimate
     at.button(key="start1").click().run()
     assert_clean(at)
+    assert any(t.value.startswith("Started: ") for t in at.toast)  # said wherever the page is scrolled
     job = jobs.current_job()
     assert job is not None and job.config.level == 1 and job.config.precision == "bfloat16"
     final = jobs.wait_for(job.id, timeout=300)

@@ -54,6 +54,9 @@ def test_every_page_with_a_job(kind, state, app_env):
                 assert job.title in text, (name, text[:2000])
             if name == "train":  # the Train page shows the last job, whatever its kind
                 assert job.title.split(" (")[0] in text or f"level {job.levels[0]}" in text, text[:2000]
+                if state == "running" and kind in (jobs.JobKind.TRAIN, jobs.JobKind.SEQUENCE):
+                    # the level's own card says so too: its Start button is far below the progress
+                    assert "level 2 is training now" in text, text[:3000]
                 if state == WORKER_DIED:
                     assert "stopped unexpectedly" in text
                 elif state == "failed" and kind in (jobs.JobKind.TRAIN, jobs.JobKind.SEQUENCE):

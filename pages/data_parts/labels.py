@@ -283,8 +283,10 @@ def retrain_ui(summary: DatasetSummary, fixer: EditableDataset, review: LabelRev
     ranked_by_level_2 = review.model_level == 2
     if after is not None and after.val_accuracy is not None:
         if before is not None and ranked_by_level_2:
+            change = round((after.val_accuracy - before) * 100, 1)
             st.metric("Validation accuracy after your labels", f"{after.val_accuracy:.1%}",
-                      f"{(after.val_accuracy - before) * 100:+.1f} points",
+                      f"{change:+.1f} points" if change else "unchanged",
+                      delta_arrow="auto" if change else "off", delta_color="normal" if change else "gray",
                       help=f"Both on this data set's validation photos: {review.model_id} ranked the photos and "
                            f"scored {before:.1%}; {after.id} was trained after labelling.")
         else:
