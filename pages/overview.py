@@ -24,12 +24,15 @@ def levels_ui():
                 elsewhere = trained_elsewhere(entry)
                 delta = (f"{(entry.val_accuracy - level.tutorial_accuracy) * 100:+.1f} points"
                          if level.tutorial_accuracy is not None else None)
-                st.metric("Validation accuracy" + (f" on {elsewhere}" if elsewhere else ""), f"{entry.val_accuracy:.1%}",
-                          delta=delta, help=f"Of the newest model of this level, {entry.id}, on the validation photos "
-                          + (f"of {elsewhere}, the data set it was trained on (this one has no model of this level "
-                             "yet)" if elsewhere else "of this data set")
-                          + (f"; the delta is against the tutorial's {level.tutorial_accuracy:.1%}."
-                             if level.tutorial_accuracy is not None else "."))
+                where = (f"of {elsewhere}, the data set it was trained on (this one has no model of this level yet)"
+                         if elsewhere else "of this data set")
+                against = (f"; the delta is against the tutorial's {level.tutorial_accuracy:.1%}."
+                           if level.tutorial_accuracy is not None else ".")
+                st.metric("Validation accuracy", f"{entry.val_accuracy:.1%}", delta=delta,
+                          help=f"Of the newest model of this level, {entry.id}, on the validation photos {where}{against}")
+                if elsewhere:  # under the figure: a metric's label is cut short in these narrow columns
+                    st.caption(f":material/swap_horiz: Measured on **{elsewhere}**, another data set of these "
+                               "classes: this one has no model of this level yet.")
             else:
                 st.metric("Validation accuracy", "—", help="Not trained yet.")
             st.caption(level.tutorial_note())

@@ -285,7 +285,8 @@ def test_curves_page_shows_sweeps_grouped_by_setting_and_starts_new_ones(app_env
                                   "resources": {"cpu": 2.0}, "created": 1.0}
     atomic_write_json(sweeps_dir() / "sweep-test.json", record)
     started = []
-    monkeypatch.setattr(jobs, "start_job", lambda config, **kwargs: started.append(config) or {})
+    monkeypatch.setattr(jobs, "start_job", lambda config, **kwargs: started.append(config) or jobs.Job(
+        id="sweep-test", kind=jobs.JobKind.SWEEP, state=jobs.JobState.STARTING, config=config, created=0))
     at = page("curves")
     assert_clean(at)
     table = [d.value for d in at.dataframe][-1]
