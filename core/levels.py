@@ -105,11 +105,15 @@ class FeatureCost:
     extract: float
     head_epoch: float
 
-    def estimate(self, n_train: int, n_val: int, epochs: int, gflops: float, views: int, speed: float) -> Estimate:
+    def estimate(self, n_train: int, n_val: int, epochs: int, gflops: float, views: int, speed: float,
+                 cached: bool = False) -> Estimate:
+        """`cached`: every photo's features are already computed (a second run on the same photos)."""
+        head = epochs * self.head_epoch * n_train / 100 * speed
+        if cached:
+            return Estimate(head, f"features cached: {_about(head)} training the classifier")
         # With mirror averaging the validation photos' mirror images are extracted too; they score the
         # saved model without another pass through the network.
         extract = (n_train + n_val * views) * self.extract * gflops * speed
-        head = epochs * self.head_epoch * n_train / 100 * speed
         return Estimate(extract + head, f"{_about(extract)} extracting features (once; cached after), "
                                         f"{_about(head)} training the classifier")
 

@@ -285,7 +285,7 @@ def level_card_ui(level: Level, summary, busy: bool, running: jobs.Job | None = 
         config = TrainConfig(**settings)
         counts = summary.counts()
         n_train, n_val = sum(counts["train"].values()), sum(counts["validation"].values())
-        guess = estimate(config, n_train, n_val)
+        guess = estimate(config, n_train, n_val, fingerprint=summary.fingerprint)
         st.caption(f":material/timer: Estimated time on this machine: **{format_duration(guess.seconds)}** "
                    f"({guess.detail}). {level.tutorial_note()}")
         if level.requires is not None:

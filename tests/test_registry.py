@@ -180,3 +180,18 @@ def test_cost_model_arithmetic():
 
 def test_format_duration():
     assert [format_duration(s) for s in (5, 95, 3 * 3600 + 60)] == ["5 s", "1 min 35 s", "3 h 01 min"]
+
+
+def test_a_second_level_2_run_on_the_same_photos_is_estimated_without_extracting(dataset_factory, tiny_backbone):
+    """A retrain on cached features takes seconds; the estimate said a minute, counting the extraction again."""
+    from core.data.folders import summarize
+
+    data = dataset_factory()
+    fingerprint = summarize(data).fingerprint
+    config = TrainConfig(level=2, backbone=tiny_backbone.name, weights="none", epochs=1, data_dir=str(data))
+    first = estimate(config, 24, 12, gflops=220, fingerprint=fingerprint)
+    assert "extracting features" in first.detail
+    train(config)
+    again = estimate(config, 24, 12, gflops=220, fingerprint=fingerprint)
+    assert again.detail.startswith("features cached") and again.seconds < first.seconds
+    assert estimate(config, 24, 12, gflops=220, fingerprint="another").detail == first.detail  # other photos

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core import settings
 from core.atomic_files import atomic_write_json
-from core.levels import Estimate, format_duration
+from core.levels import Estimate, FeatureCost, format_duration
 
 #: TensorFlow matmul GFLOP/s of the 2-core reference machine the cost models were measured on.
 REFERENCE_GFLOPS = 220.0
@@ -91,13 +91,15 @@ def backbone_cost_scale(backbone_name: str, cost) -> float:
 
 
 def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
-             native_bfloat16: bool | None = None) -> Estimate:
+             native_bfloat16: bool | None = None, fingerprint: str | None = None) -> Estimate:
     """Rough wall time of a training run on this machine, before starting it.
 
     Args:
         gflops: this machine's matmul speed (default: measured once and remembered).
         native_bfloat16: whether it computes bfloat16 in hardware (default: asked of the machine);
             only read for runs in bfloat16.
+        fingerprint: the data set's; with it, a level that trains on cached features (level 2) counts no
+            extraction and no decoding when both splits' features are cached (a retrain takes seconds).
     """
     from core.levels import SMALL_CONVNETS
 
@@ -129,9 +131,29 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
         guess = fine_tuning.cost.estimate(n_train, n_val, config.epochs, network, views, speed,
                                           cached_views=len(view_names(config.augment, config.views)),
                                           top_share=top_block_share(get_backbone(config.backbone), config.top_block))
+    elif isinstance(config.level_definition.cost, FeatureCost) and fingerprint and features_cached(config, fingerprint):
+        guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed, cached=True)
+        return Estimate(guess.seconds, guess.detail + note)  # the photos were decoded for those features
     else:
         guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed)
     decode = (n_train + n_val) * DECODE_SECONDS_PER_IMAGE
     # The parts named add up to the total shown ("31 s (~4 s + ~18 s)" once left the decoding out).
     decoding = f", ~{format_duration(decode)} decoding the photos the first time" if decode >= 1 else ""
     return Estimate(guess.seconds + decode, guess.detail + decoding + note)
+
+
+def features_cached(config, fingerprint: str) -> bool:
+    """Whether a run of `config` on the data set `fingerprint` finds every split's features cached (the
+    validation photos' mirror images too when it averages them), as a second level-2 run does."""
+    from core.errors import ConfigError
+    from core.networks.backbones import WeightsError, get_backbone, resolve_weights
+    from core.networks.features import feature_cache_path
+
+    config = config.resolved()
+    try:
+        weights = resolve_weights(get_backbone(config.backbone), config.weights)
+    except (ConfigError, WeightsError):  # an unknown network, or weights not at hand: nothing is cached either
+        return False
+    parts = [("train", False), ("validation", False)] + ([("validation", True)] if config.flip_average else [])
+    return all(feature_cache_path(config.cache_dir, fingerprint, config.backbone, weights.key, config.image_size,
+                                  split, mirror=mirror).is_file() for split, mirror in parts)
