@@ -16,7 +16,7 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from core.app import jobs
-from core.app.join_link import join_url, qr_png, short_url
+from core.app.join_link import for_the_room, join_url, network_address, only_this_machine, qr_png, short_url
 from core.app.presentation import ActionKind, Slide, SlideKind, build_story
 from core.data.augment import PRESETS, preview_variants
 from core.data.folders import sample_paths
@@ -247,11 +247,19 @@ def enlarged_ui(photo_id: int) -> None:
 
 
 def join_ui() -> None:
-    url = join_url(st.context.url or "http://localhost:8501/present")
+    seen = join_url(st.context.url or "http://localhost:8501/present")
+    url = for_the_room(seen, network_address())
     code, text = st.columns([1, 2], vertical_alignment="center")
     code.image(qr_png(url), width=260)
     text.markdown(f"<div class='ld-big-label'>Scan, or open</div><div class='ld-join'>{short_url(url)}</div>",
                   unsafe_allow_html=True)
+    if url != seen:
+        text.caption(f"This browser opened the app as {short_url(seen)}, which a phone would take for itself: the "
+                     "code uses this machine's network address. Phones must be on the same network.")
+    elif only_this_machine(url):
+        text.warning("Phones cannot open this address: it names this computer, which has no network address to "
+                     "use instead. Connect it to the room's network, then open the app by its network address.",
+                     icon=":material/wifi_off:")
 
 
 @st.fragment(run_every=2.0)
