@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app.presentation import ActionKind, SlideKind, build_story
+from core.app.presentation import ActionKind, SlideKind, build_story, overfitting_gap
 from core.data.folders import summarize
 from core.serving.model_store import ModelStore
 from tests.helpers import jpeg_bytes, make_image, train_tiny_store, use_store_copy
@@ -58,7 +58,8 @@ def test_the_story_with_models_cites_them(app_env, trained):
     assert level2.ready and level2.model.level == 2 and level2.sources[0].model_id == level2.model.id
     assert f"{level2.model.val_accuracy:.1%}" in level2.headline and "90.5%" in level2.headline  # the tutorial's
     problem = slides[SlideKind.PROBLEM]
-    assert problem.ready and problem.model is not None and "gap of" in problem.headline
+    assert problem.ready and problem.model is not None and "Training accuracy" in problem.headline
+    assert ("gap of" in problem.headline) == (overfitting_gap(problem.model) >= 0.05)  # claimed only where it shows
 
 
 @pytest.mark.parametrize("with_models", [False, True], ids=["no models", "levels 1 and 2"])
@@ -138,3 +139,20 @@ def test_the_overfitting_slide_tells_this_data_sets_story(app_env, tmp_path):
     assert most_overfitted(store, summary).id == elsewhere.id  # nothing of this folder yet
     here = run("level1-here", str(summary.root), 0.8)
     assert most_overfitted(store, summary).id == here.id
+
+
+def test_the_overfitting_slide_claims_a_gap_only_where_there_is_one(app_env):
+    from core.networks.factories import make_level1_model
+    from core.serving.cards import ModelCard
+
+    summary, store = summarize(app_env), ModelStore()
+    store.save(make_level1_model(2, (32, 32)), ModelCard(
+        id="level2-close", level=2, classes=summary.classes, image_size=(32, 32), dataset={"root": str(summary.root)},
+        history={"accuracy": [0.9, 0.99, 1.0], "val_accuracy": [0.95, 0.98, 0.99]}))
+    problem = {s.kind: s for s in build_story(summary, store)}[SlideKind.PROBLEM]
+    assert "only 1 point apart" in problem.headline and "barely overfits" in problem.headline
+    store.save(make_level1_model(2, (32, 32)), ModelCard(
+        id="level1-wide", level=1, classes=summary.classes, image_size=(32, 32), dataset={"root": str(summary.root)},
+        history={"accuracy": [0.6, 0.9, 1.0], "val_accuracy": [0.6, 0.7, 0.72]}))
+    problem = {s.kind: s for s in build_story(summary, store)}[SlideKind.PROBLEM]
+    assert "a gap of 28 points" in problem.headline and " and ".join(summary.classes) in problem.headline
