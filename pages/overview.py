@@ -26,8 +26,10 @@ def levels_ui():
                          if level.tutorial_accuracy is not None else None)
                 where = (f"of {elsewhere}, the data set it was trained on (this one has no model of this level yet)"
                          if elsewhere else "of this data set")
-                against = (f"; the delta is against the tutorial's {level.tutorial_accuracy:.1%}."
-                           if level.tutorial_accuracy is not None else ".")
+                epochs = entry.card.hyperparameters.get("epochs_run") if level.trains else None
+                against = ((f", after {epochs} epoch(s)" if epochs else "")
+                           + (f"; the delta is against the tutorial's {level.tutorial_accuracy:.1%} "
+                              f"({level.tutorial_setup})." if level.tutorial_accuracy is not None else "."))
                 st.metric("Validation accuracy", f"{entry.val_accuracy:.1%}", delta=delta,
                           help=f"Of the newest model of this level, {entry.id}, on the validation photos {where}{against}")
                 if elsewhere:  # under the figure: a metric's label is cut short in these narrow columns

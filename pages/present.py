@@ -164,18 +164,21 @@ def level_ui(slide: Slide) -> None:
     entry = slide.model
     level = next(l for l in all_levels() if l.key == slide.level)
     ours, tutorial, cost = st.columns(3)
+    epochs = entry.card.hyperparameters.get("epochs_run") if level.trains else None
     ours.markdown(f"<div class='ld-big'>{entry.val_accuracy:.1%}</div><div class='ld-big-label'>ours, "
-                  f"{network_label(entry)}</div>", unsafe_allow_html=True)
+                  f"{network_label(entry)}" + (f", {epochs} epoch{'' if epochs == 1 else 's'}" if epochs else "")
+                  + "</div>", unsafe_allow_html=True)  # a short run beside the tutorial's long one says so
     if level.tutorial_accuracy is not None:
         tutorial.markdown(f"<div class='ld-big' style='color:#868e96'>{level.tutorial_accuracy:.1%}</div>"
                           f"<div class='ld-big-label'>the tutorial ({level.tutorial_setup})</div>",
                           unsafe_allow_html=True)
     seconds = entry.card.train_seconds
     if seconds is not None:
+        what = "training on this machine" if level.trains else "to load and score it: no training"
         cost.markdown(f"<div class='ld-big' style='color:#495057'>{seconds / 60:.0f} min</div>"
-                      f"<div class='ld-big-label'>training on this machine</div>" if seconds >= 90 else
+                      f"<div class='ld-big-label'>{what}</div>" if seconds >= 90 else
                       f"<div class='ld-big' style='color:#495057'>{seconds:.0f} s</div>"
-                      f"<div class='ld-big-label'>training on this machine</div>", unsafe_allow_html=True)
+                      f"<div class='ld-big-label'>{what}</div>", unsafe_allow_html=True)
     story = re.sub(r"\*([^*]+)\*", r"<em>\1</em>", level.story)  # the stories' markdown emphasis
     st.markdown(f"<div class='ld-headline' style='margin-top:1.5rem'>{story}</div>", unsafe_allow_html=True)
 

@@ -73,6 +73,8 @@ def test_every_slide_renders(app_env, with_models, request):
         assert f"Slide {number} of {count}" in text
         for source in (m.value for m in at.markdown if "ld-source" in m.value):  # HTML: markdown's code marks stay raw
             assert "`" not in source and "<code>" in source, source
+        if with_models and number in (4, 5):  # a short run beside the tutorial's 50 epochs says how long it ran
+            assert any("ours, " in m.value and " epoch" in m.value for m in at.markdown), number
         if not with_models and number in (4, 5, 7):  # levels 1, 2 and 0 have no model yet
             assert any(b.label.startswith("Train level") for b in at.button), number
     assert "Scan, or open" in text  # the last slide: the QR code and the wall
