@@ -49,7 +49,12 @@ def main():
         return
     job_ui()
     frame = curve_frame(summary, [level for level in all_levels() if level.trains])
-    if frame.empty:
+    running = jobs.active_job()
+    measuring = running is not None and running.kind is jobs.JobKind.CURVE
+    if frame.empty and measuring:
+        st.info("The curve is being measured (progress above); it is drawn here when the job ends.",
+                icon=":material/hourglass_top:")
+    elif frame.empty:
         st.info("No curve measured yet for this data set: choose levels and sizes below and measure it.")
     else:
         st.altair_chart(curve_chart(frame, summary), width="stretch")

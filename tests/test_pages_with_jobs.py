@@ -52,6 +52,8 @@ def test_every_page_with_a_job(kind, state, app_env):
             if state in ("starting", "running") and name != "join":  # the audience's page has no sidebar
                 # The sidebar of every page says what is running.
                 assert job.title in text, (name, text[:2000])
+            if name == "efficiency" and kind is jobs.JobKind.CURVE and state == "running":
+                assert "being measured" in text and "no curve measured yet" not in text, text[:2000]
             if name == "train":  # the Train page shows the last job, whatever its kind
                 assert job.title.split(" (")[0] in text or f"level {job.levels[0]}" in text, text[:2000]
                 if state == "running" and kind in (jobs.JobKind.TRAIN, jobs.JobKind.SEQUENCE):

@@ -24,13 +24,16 @@ def curves_ui(entries: list[ModelEntry]) -> None:
             split = "validation" if key.startswith("val_") else "training"
             rows += [{"run": run_label(entry), "epoch": i + 1, "metric": key.removeprefix("val_"), "split": split,
                       "value": v} for i, v in enumerate(values)]
+    flat = [run_label(e) for e in entries if not e.card.history]
+    if flat:  # level 0 trains nothing: said, rather than missing from the chart without a word
+        st.caption(f":material/horizontal_rule: No curves for {', '.join(flat)}: "
+                   + ("it trains" if len(flat) == 1 else "they train") + " nothing, so there are no epochs.")
     if not rows:
-        st.info("These runs have no recorded history.")
         return
     data = pd.DataFrame(rows)
     for metric, column in zip(("accuracy", "loss"), st.columns(2)):
         chart = alt.Chart(data[data.metric == metric], title=metric) \
-            .mark_line().encode(
+            .mark_line(point=True).encode(  # points: a run of one epoch is a point, not an invisible line
                 x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
                 y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
                 color=alt.Color("run:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
