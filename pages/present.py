@@ -286,11 +286,12 @@ def wall_ui() -> None:
             if photo.flagged:
                 why = "levels disagree" if photo.disagreement else "refused"
                 st.markdown(f":red-badge[:material/flag: {why}]")
-            st.caption("  \n".join(f"L{level}: {answer_text(answer)}" for level, answer in photo.answers.items()))
-            enlarge, hide = st.columns(2)
-            if enlarge.button("Enlarge", key=f"enlarge_{photo.id}", icon=":material/zoom_in:"):
+            # The answers in body text, read from the back of a room; the buttons one above the other, since two
+            # side by side in a quarter of 1280 px were cut to "E…" and "H…".
+            st.markdown("  \n".join(f"L{level}: {answer_text(answer)}" for level, answer in photo.answers.items()))
+            if st.button("Enlarge", key=f"enlarge_{photo.id}", icon=":material/zoom_in:", width="stretch"):
                 enlarged_ui(photo.id)
-            if hide.button("Hide", key=f"hide_{photo.id}", icon=":material/visibility_off:"):
+            if st.button("Hide", key=f"hide_{photo.id}", icon=":material/visibility_off:", width="stretch"):
                 wall.hide(photo.id)
                 st.rerun(scope="fragment")
     if len(photos) > 24:
