@@ -13,7 +13,7 @@ from core.app.wall import TooManyPhotos
 from core.data.images import ImageError, load_image, to_jpeg
 from core.serving.explain import overlay
 from core.serving.model_server import ServerBusy
-from core.serving.novelty import none_of_these
+from core.serving.novelty import none_of_these, without_the_check
 from pages.common import (IMAGE_TYPES, photo_upload_mb, audience_wall, ensure_app_shell, latest_models, level_label, loaded_explainers,
                           loaded_predictors, model_server, model_set, session_id,
                           warm_up_serving)
@@ -33,7 +33,7 @@ def answers_ui(result) -> None:
         name = level_label(level).partition(" · ")
         if verdict is not None and verdict.unknown:
             answer = f"Doesn't look like {none_of_these(list(probabilities))}"
-            small = f"nearest: {best} {probabilities[best]:.0%}"
+            small = without_the_check(best, probabilities[best])
         else:
             answer, small = f"{best} · {probabilities[best]:.0%}", ""
         st.markdown(f"**{name[0]}** <span style='color:#868e96'>{name[2]}</span>  \n"

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.serving.explain import heatmap_note, legend, overlay
 from core.serving.model_server import ServerBusy
-from core.serving.novelty import none_of_these
+from core.serving.novelty import none_of_these, without_the_check
 from pages.common import (IMAGE_TYPES, photo_upload_mb, current_summary, ensure_app_shell, latest_models, level_label, loaded_explainers,
                           loaded_predictors, model_server, model_set, page_header)
 
@@ -67,7 +67,7 @@ def result_ui(result, loaded: dict):
                 verdict = result.verdicts.get(level)
                 if verdict is not None and verdict.unknown:
                     st.markdown(f"### Doesn't look like {none_of_these(list(probs))}")
-                    st.caption(f"Nearest: {best} · {verdict.describe()}")
+                    st.caption(f"{without_the_check(best, probs[best]).capitalize()} · {verdict.describe()}")
                 else:
                     st.markdown(f"### {best} · {probs[best]:.0%}")
                 st.altair_chart(probability_chart(probs, greyed=verdict is not None and verdict.unknown),

@@ -18,6 +18,7 @@ import streamlit.components.v1 as components
 from core.app import jobs
 from core.app.join_link import for_the_room, join_url, network_address, only_this_machine, qr_png, short_url
 from core.app.presentation import ActionKind, Slide, SlideKind, build_story
+from core.serving.novelty import without_the_check
 from core.data.augment import PRESETS, preview_variants
 from core.data.folders import sample_paths
 from core.data.images import load_array
@@ -228,7 +229,8 @@ def heatmaps_ui(summary) -> None:
 
 
 def answer_text(answer) -> str:
-    return f"{answer.nearest} {answer.probability:.0%}" if not answer.unknown else f"none of these ({answer.nearest}?)"
+    return (f"{answer.nearest} {answer.probability:.0%}" if not answer.unknown
+            else f"none of these ({without_the_check(answer.nearest, answer.probability)})")
 
 
 @st.dialog("Audience photo", width="large")

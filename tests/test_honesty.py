@@ -149,7 +149,7 @@ def test_predict_page_shows_a_refused_photo(app_env, seeded):
     assert not at.exception, [e.value for e in at.exception]
     answers = [m.value for m in at.main.markdown if m.value.startswith("### ")]
     assert answers == ["### Doesn't look like circles or squares"]
-    assert any(c.value.startswith("Nearest: ") and "novelty" in c.value for c in at.caption)
+    assert any(c.value.startswith("Without the check: ") and "novelty" in c.value for c in at.caption)
 
 
 @pytest.mark.slow

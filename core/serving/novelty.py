@@ -109,6 +109,12 @@ def none_of_these(classes: list[str]) -> str:
     return classes[0] if len(classes) == 1 else f"{', '.join(classes[:-1])} or {classes[-1]}"
 
 
+def without_the_check(nearest: str, probability: float) -> str:
+    """What a refused photo would have been called, worded the same on every page ("nearest: dogs 100%"
+    under "Doesn't look like cats or dogs" read as a contradiction)."""
+    return f"without the check: {nearest} · {probability:.0%}"
+
+
 def threshold_for(scores: np.ndarray, accept_rate: float) -> float:
     """The score below which `accept_rate` of `scores` fall."""
     if not 0.5 <= accept_rate <= 1.0:
