@@ -229,10 +229,9 @@ def trained_elsewhere(entry) -> str | None:
     None: a model of the same classes from another data set stands in for a level this one lacks, and its
     accuracy is on that data set's validation photos, not these."""
     identity = _current_identity()
-    root = (entry.card.dataset or {}).get("root")
-    if identity is None or not root or root == identity[1]:
+    if identity is None or entry.trained_root is None or entry.trained_in(identity[1]):
         return None
-    return Path(root).name
+    return Path(entry.trained_root).name
 
 
 def latest_models():

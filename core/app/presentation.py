@@ -130,7 +130,7 @@ def most_overfitted(store: ModelStore, summary: DatasetSummary | None) -> ModelE
     classes = summary.classes if summary else None
     runs = [e for e in store.list().models if (classes is None or e.classes == classes)
             and overfitting_gap(e) is not None and len(e.card.history.get("accuracy", [])) >= 3]
-    here = [e for e in runs if summary is not None and (e.card.dataset or {}).get("root") == str(summary.root)]
+    here = [e for e in runs if summary is not None and e.trained_in(summary.root)]
     return max(here or runs, key=overfitting_gap, default=None)
 
 

@@ -163,11 +163,10 @@ def validation_accuracy_here(entry, summary, phase: Callable[[str], None] | None
     from core.serving.evaluation import evaluate
     from core.serving.predictor import Predictor
 
-    trained_on = entry.card.dataset or {}
-    validation = summary.counts().get("validation", {})
     if not summary.files.get("validation"):
         return None
-    if trained_on.get("root") == str(summary.root) and (trained_on.get("counts") or {}).get("validation") == validation:
+    validation = summary.counts().get("validation", {})
+    if entry.trained_in(summary.root) and ((entry.card.dataset or {}).get("counts") or {}).get("validation") == validation:
         return entry.val_accuracy
     if phase is not None:
         phase(f"Scoring {entry.id} on this data set's {sum(validation.values())} validation photos, to compare after "

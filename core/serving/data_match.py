@@ -36,6 +36,6 @@ def data_match(entry: ModelEntry, summary: DatasetSummary) -> DataMatch:
     hyperparameters = entry.card.hyperparameters or {}
     if hyperparameters.get("limit_per_class") or hyperparameters.get("train_per_class"):
         return DataMatch.UNKNOWN  # its fingerprint is its subset's, which never equals the whole set's
-    if trained_fingerprint is not None and dataset.get("root") == str(summary.root):
+    if trained_fingerprint is not None and entry.trained_in(summary.root):
         return DataMatch.OUT_OF_DATE
     return DataMatch.UNKNOWN

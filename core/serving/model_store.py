@@ -51,6 +51,15 @@ class ModelEntry:
         return self.card.val_accuracy
 
     @property
+    def trained_root(self) -> str | None:
+        """The folder of the data set it was trained on, as its card records it (None on a card without one)."""
+        return (self.card.dataset or {}).get("root") or None
+
+    def trained_in(self, folder: str | Path) -> bool:
+        """Whether it was trained on the data set in `folder` (its scores are on that folder's photos)."""
+        return self.trained_root == str(folder)
+
+    @property
     def novelty_bank_path(self) -> Path:
         """The novelty judge's training features (`core.serving.novelty`), beside the model."""
         return self.model_path.with_name(f"{self.id}.novelty.npy")
@@ -184,8 +193,7 @@ def _own_first(models: list[ModelEntry], data_root: str | Path | None) -> list[M
     """`models` (newest first) with those trained on the folder `data_root` first, each group still newest first."""
     if data_root is None:
         return models
-    root = str(data_root)
-    return sorted(models, key=lambda entry: (entry.card.dataset or {}).get("root") != root)  # stable
+    return sorted(models, key=lambda entry: not entry.trained_in(data_root))  # stable
 
 
 def load_model(entry: ModelEntry):

@@ -59,7 +59,7 @@ def table_ui(entries: list[ModelEntry]) -> None:
         card = entry.card
         rows.append({
             "run": run_label(entry), "level": entry.level, "backbone": card.backbone or "small convnet",
-            "trained on": Path((card.dataset or {}).get("root") or "?").name,
+            "trained on": Path(entry.trained_root or "?").name,
             "val accuracy": card.metrics.val_accuracy, "mirror-averaged": card.flip_average,
             "last epoch": card.metrics.last_epoch_val_accuracy, "best epoch": card.metrics.best_val_accuracy,
             "tutorial": card.tutorial_accuracy, "epochs": card.hyperparameters.get("epochs_run"),

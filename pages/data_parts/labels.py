@@ -327,6 +327,6 @@ def _retrained_model(review: LabelReview) -> ModelEntry | None:
     folder of the same classes meanwhile is scored on other validation photos: no comparison)."""
     entry = latest_models().get(2)
     if (entry is None or entry.id == review.model_id or _timestamp(entry.card.created) <= review.created
-            or (entry.card.dataset or {}).get("root") != review.data_dir):
+            or not entry.trained_in(review.data_dir)):
         return None
     return entry
