@@ -13,7 +13,6 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 import streamlit as st
-import streamlit.components.v1 as components
 
 from core.app import jobs
 from core.app.join_link import for_the_room, join_url, network_address, only_this_machine, qr_png, short_url
@@ -52,10 +51,10 @@ if (!doc.__littleDataSlideKeys) {
     if (!window.parent.location.pathname.endsWith('/present')) return;
     const tag = (event.target.tagName || '').toLowerCase();
     if (tag === 'input' || tag === 'textarea' || event.target.isContentEditable) return;
-    const label = ['ArrowRight', 'PageDown'].includes(event.key) ? 'Next'
-                : ['ArrowLeft', 'PageUp'].includes(event.key) ? 'Previous' : null;
-    if (!label) return;
-    const button = [...doc.querySelectorAll('button')].find((b) => b.innerText.trim().endsWith(label));
+    const key = ['ArrowRight', 'PageDown'].includes(event.key) ? 'slide_next'
+              : ['ArrowLeft', 'PageUp'].includes(event.key) ? 'slide_previous' : null;
+    if (!key) return;
+    const button = doc.querySelector(`.st-key-${key} button`);  // by the buttons' keys, not their labels
     if (button && !button.disabled) { button.click(); event.preventDefault(); }
   });
 }
@@ -93,7 +92,7 @@ def navigation_ui(number: int, count: int, slides: list[Slide]) -> None:
                  width="stretch", type="primary")
     middle.caption(f"Slide {number} of {count} · " + " · ".join(
         f"**{s.title}**" if i + 1 == number else s.title for i, s in enumerate(slides)))
-    components.html(KEYS, height=0)
+    st.html(KEYS, unsafe_allow_javascript=True)  # in the page itself: no iframe to reach out of
 
 
 def sources_ui(slide: Slide) -> None:
@@ -165,7 +164,7 @@ def level_ui(slide: Slide) -> None:
     entry = slide.model
     level = next(l for l in all_levels() if l.key == slide.level)
     ours, tutorial, cost = st.columns(3)
-    epochs = entry.card.hyperparameters.get("epochs_run") if level.trains else None
+    epochs = entry.epochs_run
     ours.markdown(f"<div class='ld-big'>{entry.val_accuracy:.1%}</div><div class='ld-big-label'>ours, "
                   f"{network_label(entry)}" + (f", {epochs} epoch{'' if epochs == 1 else 's'}" if epochs else "")
                   + "</div>", unsafe_allow_html=True)  # a short run beside the tutorial's long one says so

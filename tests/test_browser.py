@@ -61,6 +61,23 @@ def test_each_page_renders_without_exception(app_server, slug):
         assert "Little Data" in page.locator("[data-testid='stSidebar']").inner_text()
 
 
+def test_the_presenter_moves_through_the_slides_with_the_arrow_keys_and_a_clicker(app_server):
+    """Right arrow and Page Down (what a clicker sends) go forward, left arrow and Page Up back."""
+    with browser_page() as page:
+        open_page(page, app_server, "present")
+
+        def press_and_expect(key, number):
+            page.keyboard.press(key)
+            page.get_by_text(f"Slide {number} of").first.wait_for(timeout=30_000)
+            assert page.url.endswith(f"slide={number}")
+
+        press_and_expect("ArrowRight", 2)
+        press_and_expect("PageDown", 3)
+        press_and_expect("ArrowLeft", 2)
+        press_and_expect("PageUp", 1)
+        assert page.locator("[data-testid='stException']").count() == 0
+
+
 def test_upload_a_photo_and_get_predictions(app_server, tmp_path):
     good = tmp_path / "my_circle.jpg"
     good.write_bytes(jpeg_bytes(make_image("circles", np.random.default_rng(5), size=300)))
