@@ -297,9 +297,12 @@ def test_curves_page_shows_sweeps_grouped_by_setting_and_starts_new_ones(app_env
     at.text_input(key="sweep_rates").set_value("1e-3, 3e-3").run()
     at.number_input(key="sweep_seeds").set_value(3).run()
     assert any("6 trial(s)" in c.value for c in at.caption)
+    from core.levels import LEVELS
+    assert at.number_input(key="sweep_epochs_2").value == LEVELS[2].epochs  # the level's own, not a bare 0
     at.button(key="sweep_start").click().run()
     assert_clean(at)
     assert isinstance(started[0], SweepConfig) and started[0].grid == {"learning_rate": [1e-3, 3e-3]}
     assert started[0].seeds == 3 and started[0].base["data_dir"] == str(app_env)
+    assert "epochs" not in started[0].base  # left at the level's own, so the trials keep its default
     at.text_input(key="sweep_rates").set_value("fast").run()
     assert any("takes numbers" in e.value for e in at.error)

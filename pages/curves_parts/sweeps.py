@@ -90,12 +90,14 @@ def sweep_form_ui(summary, busy: bool) -> None:
     rates = c4.text_input("Learning rates", placeholder=f"e.g. {LEVELS[level].learning_rate:g}, "
                                                         f"{LEVELS[level].learning_rate * 3:g}", key="sweep_rates",
                           help="Comma-separated; empty keeps the level's own.")
-    epochs = c5.number_input("Epochs", 0, 500, value=0, key="sweep_epochs", help="0 keeps the level's own.")
+    own_epochs = LEVELS[level].epochs
+    epochs = c5.number_input("Epochs", 1, 500, value=own_epochs, key=f"sweep_epochs_{level}",
+                             help=f"Level {level} trains for {own_epochs} by default.")
     items = ([f"augment={','.join(augments)}"] if augments and LEVELS[level].can_augment else []) + (
         [f"learning_rate={rates}"] if rates.strip() else [])
     try:
         config = SweepConfig(level=level, grid=parse_grid(items), seeds=int(seeds),
-                             base={"data_dir": str(summary.root), **({"epochs": int(epochs)} if epochs else {})})
+                             base={"data_dir": str(summary.root), **({"epochs": int(epochs)} if epochs != own_epochs else {})})
     except ConfigError as exc:
         st.error(str(exc))
         return
