@@ -26,7 +26,7 @@ def levels_ui():
                          if level.tutorial_accuracy is not None else None)
                 where = (f"of {elsewhere}, the data set it was trained on (this one has no model of this level yet)"
                          if elsewhere else "of this data set")
-                epochs = entry.card.hyperparameters.get("epochs_run") if level.trains else None
+                epochs = entry.epochs_run
                 against = ((f", after {epochs} epoch(s)" if epochs else "")
                            + (f"; the delta is against the tutorial's {level.tutorial_accuracy:.1%} "
                               f"({level.tutorial_setup})." if level.tutorial_accuracy is not None else "."))

@@ -1,6 +1,8 @@
 """The model store: atomic saves, and every kind of damaged or hostile model file is skipped."""
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 
 from core.serving.cards import CARD_VERSION, Metrics, ModelCard
 from core.networks.factories import make_level1_model
-from core.serving.model_store import ModelError, ModelStore, load_model
+from core.serving.model_store import ModelEntry, ModelError, ModelStore, load_model
 
 
 def card(level=1, classes=("a", "b"), size=(32, 32)) -> ModelCard:
@@ -175,3 +177,14 @@ def test_a_model_of_the_active_folder_comes_before_a_newer_one_of_another_folder
     assert store.latest_per_level(["a", "b"], "/data/third")[2] == small
     assert store.start_for(2, "mobilenet_v2", ["a", "b"], (32, 32), "/data/tutorial") == tutorial
     assert store.start_for(2, "mobilenet_v2", ["a", "b"], (32, 32)) == small
+
+
+@pytest.mark.parametrize("hyperparameters, expected", [
+    ({"epochs": 30, "epochs_run": 12}, 12),  # stopped early: the epochs it ran, not the ones asked for
+    ({"epochs": 0, "epochs_run": 0}, None),  # level 0 trains nothing
+    ({}, None),  # a card from before the figure was recorded
+])
+def test_epochs_run_is_none_for_a_model_that_trained_no_epochs(hyperparameters, expected):
+    entry = ModelEntry(id="m", card=replace(card(), hyperparameters=hyperparameters),
+                       model_path=Path("m.keras"), card_path=Path("m.json"))
+    assert entry.epochs_run == expected

@@ -165,7 +165,7 @@ def training_throughput(entry, config, summary, timings: dict, gflops: float) ->
     from core.networks.factories import single_view
 
     fit = timings.get("fit")
-    epochs_run = entry.card.hyperparameters.get("epochs_run") or 0
+    epochs_run = entry.epochs_run
     if not fit or not epochs_run:
         return {}
     images = sum(summary.counts()["train"].values()) * epochs_run

@@ -55,6 +55,11 @@ class ModelEntry:
         """The folder of the data set it was trained on, as its card records it (None on a card without one)."""
         return (self.card.dataset or {}).get("root") or None
 
+    @property
+    def epochs_run(self) -> int | None:
+        """The epochs it trained for; None for a model that trains nothing (level 0) or an older card."""
+        return self.card.hyperparameters.get("epochs_run") or None  # level 0's card records 0
+
     def trained_in(self, folder: str | Path) -> bool:
         """Whether it was trained on the data set in `folder` (its scores are on that folder's photos)."""
         return self.trained_root == str(folder)

@@ -62,7 +62,7 @@ def table_ui(entries: list[ModelEntry]) -> None:
             "trained on": Path(entry.trained_root or "?").name,
             "val accuracy": card.metrics.val_accuracy, "mirror-averaged": card.flip_average,
             "last epoch": card.metrics.last_epoch_val_accuracy, "best epoch": card.metrics.best_val_accuracy,
-            "tutorial": card.tutorial_accuracy, "epochs": card.hyperparameters.get("epochs_run"),
+            "tutorial": card.tutorial_accuracy, "epochs": entry.epochs_run,
             "fine-tuned": fine_tuning_label(card.hyperparameters),
             "training time (s)": card.train_seconds, "trainable params": card.params.get("trainable"),
             "total params": card.params.get("total"), "created": card.created, "id": entry.id})
@@ -70,7 +70,8 @@ def table_ui(entries: list[ModelEntry]) -> None:
         "val accuracy": st.column_config.NumberColumn(format="percent", help="The saved model's score"),
         "last epoch": st.column_config.NumberColumn(format="percent", help="The curve's last point: one view per photo"),
         "best epoch": st.column_config.NumberColumn(format="percent", help="The curve's best point"),
-        "tutorial": st.column_config.NumberColumn(format="percent")})
+        "tutorial": st.column_config.NumberColumn(format="percent"),
+        "epochs": st.column_config.NumberColumn(help="Epochs trained; none for a level that trains nothing")})
 
 
 def runs_ui() -> list[ModelEntry]:
