@@ -29,6 +29,13 @@ def feature_dataset(features: np.ndarray, labels, batch_size: int, shuffle_seed:
     return without_autotune(ds.batch(batch_size))
 
 
+def bottleneck_parts(flip_average: bool) -> list[tuple[str, str, bool]]:
+    """Level 2's cached feature arrays as (name, split, mirror): each split's photos, and the validation
+    photos' mirror images when the saved model averages both views (they score it without the network)."""
+    return [("train", "train", False), ("validation", "validation", False)] + (
+        [("mirrored", "validation", True)] if flip_average else [])
+
+
 def feature_cache_path(cache_dir, fingerprint: str, backbone: str, weights_key: str, image_size, split: str,
                        mirror: bool = False) -> Path:
     """Where one split's features are cached: the name changes with the data, network, weights or size."""

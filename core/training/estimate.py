@@ -147,13 +147,13 @@ def features_cached(config, fingerprint: str) -> bool:
     validation photos' mirror images too when it averages them), as a second level-2 run does."""
     from core.errors import ConfigError
     from core.networks.backbones import WeightsError, get_backbone, resolve_weights
-    from core.networks.features import feature_cache_path
+    from core.networks.features import bottleneck_parts, feature_cache_path
 
     config = config.resolved()
     try:
         weights = resolve_weights(get_backbone(config.backbone), config.weights)
     except (ConfigError, WeightsError):  # an unknown network, or weights not at hand: nothing is cached either
         return False
-    parts = [("train", False), ("validation", False)] + ([("validation", True)] if config.flip_average else [])
     return all(feature_cache_path(config.cache_dir, fingerprint, config.backbone, weights.key, config.image_size,
-                                  split, mirror=mirror).is_file() for split, mirror in parts)
+                                  split, mirror=mirror).is_file()
+               for _, split, mirror in bottleneck_parts(config.flip_average))

@@ -16,7 +16,7 @@ from core.networks.backbones import (
     get_backbone,
     resolve_weights,
 )
-from core.networks.features import feature_cache_path, feature_dataset, network_features
+from core.networks.features import bottleneck_parts, feature_cache_path, feature_dataset, network_features
 from core.serving.model_store import ModelError, load_model
 from core.training.loop import Run, RecipeResult, TrainingError, with_augmentation
 
@@ -49,12 +49,8 @@ def train_bottleneck_classifier(run: Run) -> RecipeResult:
     extractor = make_feature_extractor(backbone, weights, config.image_size)
     t0 = time.monotonic()
     features, extracted = {}, 0
-    # The validation photos' mirror images too, when saved models average both views: their features
-    # score the saved model without running the network again.
-    parts = [("train", run.train_data, False), ("validation", run.val_data, False)]
-    parts += [("mirrored", run.val_data, True)] if config.flip_average else []
-    for name, decoded, mirror in parts:
-        split = "validation" if mirror else name
+    for name, split, mirror in bottleneck_parts(config.flip_average):
+        decoded = run.train_data if split == "train" else run.val_data
         features[name], computed = network_features(
             extractor, decoded, config.cache_dir, config.backbone, weights.key, config.image_size,
             run.summary.fingerprint, split, mirror=mirror, should_cancel=run.should_cancel,
