@@ -96,7 +96,7 @@ def main():
         n = c2.select_slider("Variants", [4, 6, 8, 9, 12, 16], value=9)
         workspace.set_augment_settings(config, preset_name)
         st.caption("Saved for training" + (f" (preset: {PRESET_LABELS[preset_name]})" if preset_name in PRESETS
-                                           else " (custom settings)") + ".")
+                                           else " (custom settings)") + f": {config.describe()}.")
     with right:
         image_bytes, name = image_picker_ui(summary)
         if image_bytes is None:

@@ -266,7 +266,8 @@ def level_card_ui(level: Level, summary, busy: bool, running: jobs.Job | None = 
         if level.can_augment:
             use_aug = c3.toggle("Augmentation", value=True, key=f"aug{key}", help="Uses the Augmentation lab's settings.")
             label = PRESET_LABELS.get(preset_name, "custom settings")
-            st.caption(f"Augmentation: {label if use_aug else 'off'} — change it in the **Augmentation lab**.")
+            st.caption(f"Augmentation: {f'{label} ({augment.describe()})' if use_aug else 'off'} — change it in "
+                       "the **Augmentation lab**.")
             settings["augment"] = augment if use_aug else preset("none")
         elif level.trains:
             c3.caption("No augmentation: features are computed once, which is what makes this level cheap.")

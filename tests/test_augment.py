@@ -187,3 +187,12 @@ def test_the_preview_needs_no_tensorflow():
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+@pytest.mark.parametrize("config, expected", [
+    (AugmentConfig(), "nothing"),
+    (AugmentConfig(shear=0.2, zoom=0.2, horizontal_flip=True), "shear 0.2, zoom 0.2, flip"),
+    (AugmentConfig(rotation=40, width_shift=0.25, brightness=0.3), "rotation 40°, width shift 0.25, brightness 0.3"),
+])
+def test_describe_names_what_is_on(config, expected):
+    assert config.describe() == expected

@@ -68,6 +68,14 @@ class AugmentConfig:
         """The settings that move pixels, as `RandomAffine`'s keyword arguments."""
         return {name: getattr(self, name) for name in GEOMETRIC_FIELDS}
 
+    def describe(self) -> str:
+        """What is on, in a few words: "rotation 40°, shear 0.2, flip"; "nothing" for no augmentation."""
+        parts = [f"rotation {self.rotation:g}°"] if self.rotation else []
+        parts += [f"{name.replace('_', ' ')} {getattr(self, name):g}" for name in
+                  ("width_shift", "height_shift", "shear", "zoom", "brightness", "contrast") if getattr(self, name)]
+        parts += ["flip"] if self.horizontal_flip else []
+        return ", ".join(parts) or "nothing"
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -93,9 +101,9 @@ PRESETS: dict[str, AugmentConfig] = {
 
 PRESET_LABELS = {
     "none": "None",
-    "tutorial_train": "Tutorial training (shear, zoom, flip)",
-    "tutorial_preview": "Tutorial preview (rotation 40°, shifts, shear, zoom, flip)",
-    "aggressive": "Aggressive (+ brightness, contrast)",
+    "tutorial_train": "Tutorial (training)",  # short: the lab's column is narrow; `describe` says what is on
+    "tutorial_preview": "Tutorial (preview)",
+    "aggressive": "Aggressive",
 }
 
 
