@@ -21,7 +21,7 @@ def probability_chart(probs: dict, greyed: bool = False):
     top = "#ced4da" if greyed else "#d9480f"
     bars = alt.Chart(data).mark_bar(cornerRadiusEnd=3, opacity=0.5 if greyed else 1.0).encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=None)),
-        y=alt.Y("class:N", title=None, sort="-x"),
+        y=alt.Y("class:N", title=None, sort=list(probs)),  # the classes' own order: the same in every column
         color=alt.condition(alt.datum.probability == max(probs.values()), alt.value(top), alt.value("#dee2e6")),
         tooltip=["class", alt.Tooltip("probability:Q", format=".2%")])
     return bars.properties(height=34 * len(probs) + 10)

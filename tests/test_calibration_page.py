@@ -68,7 +68,7 @@ def test_a_trained_model_shows_its_reliability_diagram_figures_and_why_it_has_no
     assert f"{calibration.ece_before:.1%} → {calibration.ece_cross_fitted:.1%} on new photos" in part.label
     metrics = {m.label: m.value for m in part.metric}
     assert metrics["ECE before"] == f"{calibration.ece_before:.1%}"
-    assert metrics["ECE on new photos"] == f"{calibration.ece_cross_fitted:.1%}"  # the headline: cross-fitted
+    assert metrics["ECE after"] == f"{calibration.ece_cross_fitted:.1%}"  # the headline: cross-fitted
     assert metrics["Temperature"] == f"{calibration.temperature:.2f}"
     assert any(f"In-sample after scaling: {calibration.ece_after:.1%}" in t for t in texts(part))
     assert any(f"A perfectly calibrated model would measure about {calibration.ece_floor:.1%}" in t for t in texts(part))

@@ -62,9 +62,9 @@ def figures_ui(calibration: Calibration) -> None:
     before.metric("ECE before", f"{calibration.ece_before:.1%}",
                   help="Expected calibration error of the model's own probabilities on the validation photos: "
                        "the average gap between how sure it says it is and how often it is right.")
-    after.metric("ECE on new photos", f"{calibration.ece_cross_fitted:.1%}",
-                 help="After scaling, with the temperature fitted on one half of the validation photos and measured "
-                      "on the other (both ways): what to expect on photos it has not seen.")
+    after.metric("ECE after", f"{calibration.ece_cross_fitted:.1%}",
+                 help="After scaling, on photos it was not fitted on: the temperature is fitted on one half of the "
+                      "validation photos and measured on the other (both ways), so this is what to expect on new photos.")
     floor = (f" A perfectly calibrated model would measure about {calibration.ece_floor:.1%} on this many photos: "
              "each bin's accuracy is an average of a few photos, so ECE is never zero."
              if calibration.ece_floor is not None else "")
