@@ -437,3 +437,12 @@ def background_job_ui(kind: jobs.JobKind, what: str, cancel_label: str, cancel_t
 def page_header(title: str, intro: str):
     st.title(title)
     st.markdown(intro)
+
+
+def grid_cells(count: int, width: int) -> list:
+    """`count` cells in rows of `width` columns, in reading order. One `st.columns` per row, because a
+    phone stacks columns: with one set of columns for everything, item 5 would follow item 1 there."""
+    cells = []
+    for start in range(0, count, width):
+        cells += st.columns(width)[:min(width, count - start)]
+    return cells

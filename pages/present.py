@@ -28,7 +28,7 @@ from core.serving.explain import overlay
 from core.serving.model_server import ServerBusy
 from core.training.loop import TrainConfig
 from pages.charts import curve_chart, curve_frame
-from pages.common import (audience_wall, background_job_ui, current_summary, ensure_app_shell, level_label,
+from pages.common import (audience_wall, grid_cells, background_job_ui, current_summary, ensure_app_shell, level_label,
                           loaded_explainers, loaded_predictors, model_server, model_set, start_button_ui,
                           warm_up_serving)
 
@@ -280,9 +280,8 @@ def wall_ui() -> None:
     if not photos:
         st.caption("Photos appear here as they arrive.")
         return
-    columns = st.columns(4)
-    for i, photo in enumerate(photos[:24]):
-        with columns[i % 4].container(border=True):
+    for cell, photo in zip(grid_cells(len(photos[:24]), 4), photos[:24]):  # newest first, row by row
+        with cell.container(border=True):
             st.image(photo.jpeg, width="stretch")
             if photo.flagged:
                 why = "levels disagree" if photo.disagreement else "refused"

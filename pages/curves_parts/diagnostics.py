@@ -15,7 +15,7 @@ from core.data.images import ImageError, thumbnail
 from core.serving.data_match import DataMatch, data_match
 from core.serving.evaluation import Evaluation, Mistake, evaluate
 from core.serving.model_store import ModelEntry, ModelError, ModelStore
-from pages.common import heatmap_overlay, predictor_for
+from pages.common import grid_cells, heatmap_overlay, predictor_for
 from pages.corrections import apply_change, undo_ui
 from pages.curves_parts.calibration import calibration_ui
 from pages.curves_parts.export import export_ui
@@ -78,18 +78,17 @@ def mistakes_ui(entry: ModelEntry, summary, mistakes: list[Mistake]) -> None:
                                       help="Overlay the model's Grad-CAM heatmap for the class it wrongly chose.")
     if heatmaps:
         st.caption("Dark = ignored, yellow = where the wrong answer comes from.")
-    width = 4  # six columns cut "Fix the label" to "F." at 1280 px
-    columns = st.columns(width)
-    for i, mistake in enumerate(mistakes):
+    # Four columns: six cut "Fix the label" to "F." at 1280 px. Surest mistakes first, on a phone too.
+    for cell, mistake in zip(grid_cells(len(mistakes), 4), mistakes):
         caption = f"{mistake.true_class} → {mistake.predicted_class} ({mistake.confidence:.0%})"
         try:
             picture = (heatmap_overlay(entry.id, str(entry.model_path), mistake.path) if heatmaps
                        else thumbnail(mistake.path, 160))
-            columns[i % width].image(picture, width="stretch", caption=caption)
+            cell.image(picture, width="stretch", caption=caption)
             if fixer is not None:
-                corrections_ui(entry, summary, mistake, columns[i % width], fixer)
+                corrections_ui(entry, summary, mistake, cell, fixer)
         except ImageError:
-            columns[i % width].caption(f"{Path(mistake.path).name}: unreadable")
+            cell.caption(f"{Path(mistake.path).name}: unreadable")
     if not mistakes:
         st.success("No mistakes on the validation photos.")
 

@@ -22,7 +22,7 @@ from core.experiments.label_review import LabelReview, LabelsConfig, LabelTask, 
 from core.experiments.suspects import Suspect
 from core.serving.model_store import ModelEntry, ModelError, ModelStore
 from core.training.loop import TrainConfig
-from pages.common import (background_job_ui, heatmap_overlay, latest_models, level_label, start_button_ui,
+from pages.common import (background_job_ui, grid_cells, heatmap_overlay, latest_models, level_label, start_button_ui,
                           trained_elsewhere)
 from pages.corrections import apply_change, undo_ui
 
@@ -111,9 +111,8 @@ def suspects_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> None:
         "Where the model looks", key="suspect_heatmaps",
         help=f"Overlay the Grad-CAM heatmap of {model.id if model else ''} for the class it sees in each photo.")
     shown = st.session_state.get("suspects_shown", SHOWN)
-    columns = st.columns(4)
-    for i, suspect in enumerate(suspects[:shown]):
-        with columns[i % 4].container(border=True):
+    for cell, suspect in zip(grid_cells(len(suspects[:shown]), 4), suspects[:shown]):  # most suspect first
+        with cell.container(border=True):
             suspect_card_ui(summary, fixer, suspect, model if heatmaps else None)
     if len(suspects) > shown and st.button(f"Show more ({len(suspects) - shown} left)", key="suspects_more"):
         st.session_state["suspects_shown"] = shown + SHOWN
@@ -131,7 +130,7 @@ def suspect_card_ui(summary: DatasetSummary, fixer: EditableDataset | None, susp
     the buttons that fix it."""
     path = Path(suspect.image)
     try:
-        st.image(_picture(path, model), width="stretch")
+        st.image(_picture(path, model), width="content")  # a thumbnail: not blown up to a phone's whole width
     except ImageError:
         st.caption(f"{path.name}: unreadable")
     key = _relative(summary, suspect.image)
@@ -258,6 +257,8 @@ def labelling_ui(summary: DatasetSummary, fixer: EditableDataset, suggestion: Su
         except ImageError:
             st.warning(f"{path.name} cannot be read; skip it or remove it.")
     with buttons:
+        # A phone has no keys to press: its buttons lose the key hints (a style alone takes no room).
+        st.html("<style>@media (hover: none) {[data-testid='stButton'] kbd {display: none;}}</style>")
         st.markdown(f"**Which class is it?**  \n<small>{left} ranked photo(s) to go · the model thinks "
                     f"**{suggestion.predicted}**</small>", unsafe_allow_html=True)
         for number, class_name in enumerate(summary.classes, start=1):
