@@ -20,7 +20,9 @@ def curve_frame(summary, levels) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def curve_chart(frame: pd.DataFrame, summary):
+def curve_chart(frame: pd.DataFrame, summary, text_size: int = 11):
+    """The data-efficiency curve: a line and band per level, the tutorial's figures and level 0 marked
+    (their labels at `text_size`: larger on a projector)."""
     scale = alt.Scale(type="log", domain=[min(frame["images per class"].min(), 5), 1000])
     x = alt.X("images per class:Q", scale=scale, title="training images per class (log scale)")
     colour = alt.Color("level:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="bottom", labelLimit=400))
@@ -37,13 +39,13 @@ def curve_chart(frame: pd.DataFrame, summary):
         marks = alt.Chart(pd.DataFrame(tutorial))
         layers += [marks.mark_point(shape="diamond", size=110, filled=True, color="#495057").encode(
                        x=x, y="accuracy:Q", tooltip=["what"]),
-                   marks.mark_text(align="right", dx=-9, fontSize=11, color="#495057").encode(
+                   marks.mark_text(align="right", dx=-9, fontSize=text_size, color="#495057").encode(
                        x=x, y="accuracy:Q", text="what")]
     level0 = ModelStore().latest_per_level(summary.classes, summary.root).get(0)
     if level0 and data_match(level0, summary) is DataMatch.CURRENT and level0.val_accuracy is not None:
         rule = alt.Chart(pd.DataFrame([{"accuracy": level0.val_accuracy,
                                         "what": f"level 0, no training: {level0.val_accuracy:.1%}"}]))
         layers += [rule.mark_rule(strokeDash=[6, 4], color="#868e96").encode(y="accuracy:Q", tooltip=["what"]),
-                   rule.mark_text(align="left", x=6, dy=-7, fontSize=11, color="#868e96").encode(
+                   rule.mark_text(align="left", x=6, dy=-round(text_size * 0.65), fontSize=text_size, color="#868e96").encode(
                        y="accuracy:Q", text="what")]
     return alt.layer(*layers).properties(height=420)

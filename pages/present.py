@@ -190,8 +190,9 @@ def network_label(entry) -> str:
 
 def curve_ui(summary) -> None:
     frame = curve_frame(summary, all_levels())
-    st.altair_chart(curve_chart(frame, summary).configure_axis(labelFontSize=16, titleFontSize=18)
-                    .configure_legend(labelFontSize=18), width="stretch")
+    chart = curve_chart(frame, summary, text_size=17).properties(height=560)  # read from the back of a room
+    st.altair_chart(chart.configure_axis(labelFontSize=16, titleFontSize=18).configure_legend(labelFontSize=18)
+                    .configure_line(strokeWidth=4).configure_point(size=90), width="stretch")
 
 
 def heatmaps_ui(summary) -> None:
