@@ -56,6 +56,7 @@ class Strategy(str, Enum):
     MARGIN_COVERAGE = "margin_coverage"
     BADGE = "badge"
     REPRESENTATIVE = "representative"
+    REPRESENTATIVE_NEED = "representative_need"  # turns weighted by the classes' uncertainty: tried, lost
 
 
 #: The best on average over the flowers and cats vs dogs, balanced and imbalanced pools (`scripts/bench_labels.py`,
@@ -212,14 +213,16 @@ def _badge(probabilities: np.ndarray, features: np.ndarray, n: int, rng) -> tupl
 
 
 def _representative(unlabelled: np.ndarray, labelled: np.ndarray, n: int, predicted: np.ndarray,
-                    labelled_counts: np.ndarray, rng, most_demand: int = 3000) -> tuple[list[int], list[float]]:
+                    labelled_counts: np.ndarray, rng, most_demand: int = 3000,
+                    need: np.ndarray | None = None) -> tuple[list[int], list[float]]:
     """Facility location, greedily, the classes taking turns: the class with the fewest labels so far
     (labelled, plus picks as the model predicts them) takes the next pick, and among the photos
     predicted to be of it the pick is the one that most raises the pool's summed similarity to its most
     similar labelled or picked photo. Every part of the pool ends up near a label, dense parts first,
     where k-centre goes for the outliers; the turns keep a rare class from being passed over because
     few photos stand near it, and a class whose photos left are all near-copies of labelled or picked
-    ones passes its turn on. Over `most_demand` photos, a random sample of them stands for the pool."""
+    ones passes its turn on. Over `most_demand` photos, a random sample of them stands for the pool.
+    `need` [C]: the classes' shares of the turns (equal when None)."""
     demand = (np.sort(rng.choice(len(unlabelled), most_demand, replace=False)) if len(unlabelled) > most_demand
               else np.arange(len(unlabelled)))
     similarity = unlabelled @ unlabelled[demand].T  # [candidate, demand photo]
@@ -236,7 +239,8 @@ def _representative(unlabelled: np.ndarray, labelled: np.ndarray, n: int, predic
             gain = np.zeros(1)
         else:
             turn = fresh
-            for cls in np.argsort(counts, kind="stable"):  # the class with the fewest labels first
+            # The class with the fewest labels first (for its share of the turns, with `need`).
+            for cls in np.argsort(counts / (1.0 if need is None else need), kind="stable"):
                 if (fresh & (predicted == cls)).any():
                     turn = fresh & (predicted == cls)
                     break
@@ -251,6 +255,14 @@ def _representative(unlabelled: np.ndarray, labelled: np.ndarray, n: int, predic
         counts[predicted[pick]] += 1
         closest = np.maximum(closest, unlabelled @ unlabelled[pick])
     return chosen, scores
+
+
+def _class_need(uncertainty: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """Each class's share of the turns: the mean uncertainty of the photos predicted to be of it, against
+    the pool's (a class the model confuses more gets more labels), kept within half and twice an equal share."""
+    mean = float(uncertainty.mean()) if len(uncertainty) else 1.0
+    need = np.array([uncertainty[predicted == c].mean() if np.any(predicted == c) else mean for c in range(classes)])
+    return np.clip(need / max(mean, 1e-9), 0.5, 2.0)
 
 
 def choose(probabilities: np.ndarray, unlabelled_features: np.ndarray, labelled_features: np.ndarray, n: int,
@@ -291,11 +303,13 @@ def choose(probabilities: np.ndarray, unlabelled_features: np.ndarray, labelled_
         return _k_centre(unlabelled, labelled, n)
     if strategy is Strategy.MARGIN_COVERAGE:
         return _k_centre(unlabelled, labelled, n, weight=uncertainty, groups=probabilities.argmax(1))
-    if strategy is Strategy.REPRESENTATIVE:
+    if strategy in (Strategy.REPRESENTATIVE, Strategy.REPRESENTATIVE_NEED):
         classes = probabilities.shape[1]
         counts = (np.bincount(np.asarray(labelled_labels, dtype=np.int64), minlength=classes)[:classes]
                   if labelled_labels is not None and len(labelled_labels) else np.zeros(classes, dtype=np.int64))
-        return _representative(unlabelled, labelled, n, probabilities.argmax(axis=1), counts, np.random.default_rng(seed))
+        predicted = probabilities.argmax(axis=1)
+        need = _class_need(uncertainty, predicted, classes) if strategy is Strategy.REPRESENTATIVE_NEED else None
+        return _representative(unlabelled, labelled, n, predicted, counts, np.random.default_rng(seed), need=need)
     return _badge(probabilities, unlabelled, n, np.random.default_rng(seed))
 
 
