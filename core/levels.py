@@ -267,10 +267,17 @@ class Level:
     def optimizer_label(self) -> str:
         return OPTIMIZERS[self.optimizer]
 
-    def tutorial_note(self) -> str:
+    def tutorial_accuracy_for(self, classes) -> float | None:
+        """The tutorial's figure where it compares with a model of `classes`: only on cats against dogs (None:
+        no data set to compare with, so the figure itself)."""
+        return self.tutorial_accuracy if classes is None or is_tutorial_task(classes) else None
+
+    def tutorial_note(self, classes=None) -> str:
+        """What the tutorial reported for this level; said to be on cats vs dogs when `classes` are others."""
         if self.tutorial_accuracy is None:
             return "The tutorial has no such level."
-        return f"The tutorial reported ~{self.tutorial_accuracy:.0%} for this level ({self.tutorial_setup}, 2016)."
+        where = "" if classes is None or is_tutorial_task(classes) else " on cats vs dogs"
+        return f"The tutorial reported {self.tutorial_accuracy:.1%}{where} for this level ({self.tutorial_setup}, 2016)."
 
     def trainer(self) -> Callable:
         """The train function (imports its module on first use)."""
@@ -278,6 +285,11 @@ class Level:
             return self.train
         module, _, name = self.train.partition(":")
         return getattr(importlib.import_module(module), name)
+
+
+def is_tutorial_task(classes) -> bool:
+    """Whether these classes are the tutorial's task, cats against dogs (its figures compare only there)."""
+    return sorted(str(name).strip().lower().removesuffix("s") for name in classes) == ["cat", "dog"]
 
 
 LEVELS: dict[int, Level] = {}
@@ -310,7 +322,8 @@ def all_levels() -> list[Level]:
 register_level(Level(
     key=0, short_name="no training", name="Pretrained ImageNet classifier, classes grouped",
     story="No training at all: the pretrained network's own ImageNet classifier, with its 1000 classes "
-          "summed into ours (ImageNet's 118 dog breeds are dogs, its 13 house and wild cats are cats). It shows how "
+          "summed into ours (for cats vs dogs, ImageNet's 118 dog breeds are dogs and its 13 house and wild cats "
+          "are cats; for other classes, you choose which ImageNet classes make up each). It shows how "
           "much the network already knows before it has seen a single one of our photos.",
     tutorial_accuracy=None, tutorial_setup="", epochs=0, optimizer="rmsprop", learning_rate=1e-3,
     schedule="constant", augment="none", can_augment=False, image_size=None, needs_backbone=True, requires=None,

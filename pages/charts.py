@@ -5,7 +5,7 @@ import pandas as pd
 
 from core.experiments.curve_statistics import statistics_per_size
 from core.experiments.efficiency_curve import backbone_for, load_points
-from core.levels import all_levels
+from core.levels import all_levels, is_tutorial_task
 from core.serving.data_match import DataMatch, data_match
 from core.serving.model_store import ModelStore
 
@@ -35,7 +35,7 @@ def curve_chart(frame: pd.DataFrame, summary, text_size: int = 11):
     tutorial = [{"images per class": 1000, "accuracy": level.tutorial_accuracy,
                  "what": f"tutorial, level {level.key}: {level.tutorial_accuracy:.1%}"}
                 for level in all_levels() if level.tutorial_accuracy is not None]
-    if tutorial and len(summary.classes) == 2:  # the tutorial's 2000 photos: 1000 per class
+    if tutorial and is_tutorial_task(summary.classes):  # the tutorial's 2000 photos of cats and dogs: 1000 per class
         marks = alt.Chart(pd.DataFrame(tutorial))
         layers += [marks.mark_point(shape="diamond", size=110, filled=True, color="#495057").encode(
                        x=x, y="accuracy:Q", tooltip=["what"]),

@@ -42,7 +42,7 @@ def main():
     page_header("How little data is enough",
                 "Each point trains a level on a random subset of the training photos (the same subset for every "
                 "level at a given size and seed) and scores it on all the validation photos. The band is the "
-                "spread over seeds; the diamonds are the tutorial's figures with all 2000 photos.")
+                "spread over seeds; on cats vs dogs, the diamonds are the tutorial's figures with all 2000 photos.")
     summary, _, error = current_summary()
     if summary is None:
         st.warning(f"No usable data set: {error} Choose one on the **Data** page.")

@@ -11,7 +11,7 @@ from core.app.quickstart import QUICK_BACKBONE, QUICK_LEVEL, first_models, sampl
 from pages.common import current_summary, ensure_app_shell, latest_models, predictor_for, trained_elsewhere
 
 
-def levels_ui():
+def levels_ui(classes) -> None:
     latest = latest_models()
     levels = all_levels()
     for level, column in zip(levels, st.columns(len(levels))):
@@ -20,16 +20,16 @@ def levels_ui():
             st.markdown(f"**{level.short_name.capitalize()}**")
             st.write(level.story)
             entry = latest.get(level.key)
+            tutorial = level.tutorial_accuracy_for(classes)  # None on classes other than cats and dogs
             if entry and entry.val_accuracy is not None:
                 elsewhere = trained_elsewhere(entry)
-                delta = (f"{(entry.val_accuracy - level.tutorial_accuracy) * 100:+.1f} points"
-                         if level.tutorial_accuracy is not None else None)
+                delta = f"{(entry.val_accuracy - tutorial) * 100:+.1f} points" if tutorial is not None else None
                 where = (f"of {elsewhere}, the data set it was trained on (this one has no model of this level yet)"
                          if elsewhere else "of this data set")
                 epochs = entry.epochs_run
                 against = ((f", after {epochs} epoch(s)" if epochs else "")
-                           + (f"; the delta is against the tutorial's {level.tutorial_accuracy:.1%} "
-                              f"({level.tutorial_setup})." if level.tutorial_accuracy is not None else "."))
+                           + (f"; the delta is against the tutorial's {tutorial:.1%} "
+                              f"({level.tutorial_setup})." if tutorial is not None else "."))
                 st.metric("Validation accuracy", f"{entry.val_accuracy:.1%}", delta=delta,
                           help=f"Of the newest model of this level, {entry.id}, on the validation photos {where}{against}")
                 if elsewhere:  # under the figure: a metric's label is cut short in these narrow columns
@@ -37,7 +37,7 @@ def levels_ui():
                                "classes: this one has no model of this level yet.")
             else:
                 st.metric("Validation accuracy", "—", help="Not trained yet.")
-            st.caption(level.tutorial_note())
+            st.caption(level.tutorial_note(classes))
 
 
 def quick_start_ui(summary):
@@ -125,7 +125,7 @@ def main():
         st.warning(f"No data set yet. {error} Open the **Data** page to choose one.")
     else:
         quick_start_ui(summary)
-    levels_ui()
+    levels_ui(summary.classes if summary is not None else None)
     st.markdown("#### How to use it")
     st.markdown(
         "1. **Data** — check the photos, or bring your own: build a data set from uploads and camera shots, "

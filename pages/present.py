@@ -126,10 +126,11 @@ def progress_ui() -> None:
 
 
 def data_ui(summary) -> None:
-    paths = sample_paths(summary, split="train", per_class=6, seed=0)
-    columns = st.columns(6)
-    for i, path in enumerate(paths[:12]):
-        columns[i % 6].image(_thumbnail(str(path)), caption=path.parent.name, width="stretch")
+    # About twelve photos, every class in them (6 each of two classes, 3 each of five), class by class.
+    per_class = max(1, -(-12 // len(summary.classes)))
+    paths = sample_paths(summary, split="train", per_class=per_class, seed=0)
+    for cell, path in zip(grid_cells(len(paths), 6), paths):
+        cell.image(_thumbnail(str(path)), caption=path.parent.name, width="stretch")
 
 
 def problem_ui(slide: Slide) -> None:
@@ -168,7 +169,7 @@ def level_ui(slide: Slide) -> None:
     ours.markdown(f"<div class='ld-big'>{entry.val_accuracy:.1%}</div><div class='ld-big-label'>ours, "
                   f"{network_label(entry)}" + (f", {epochs} epoch{'' if epochs == 1 else 's'}" if epochs else "")
                   + "</div>", unsafe_allow_html=True)  # a short run beside the tutorial's long one says so
-    if level.tutorial_accuracy is not None:
+    if level.tutorial_accuracy_for(entry.classes) is not None:
         tutorial.markdown(f"<div class='ld-big' style='color:#868e96'>{level.tutorial_accuracy:.1%}</div>"
                           f"<div class='ld-big-label'>the tutorial ({level.tutorial_setup})</div>",
                           unsafe_allow_html=True)
@@ -285,7 +286,7 @@ def wall_ui() -> None:
         with cell.container(border=True):
             st.image(photo.jpeg, width="stretch")
             if photo.flagged:
-                why = "levels disagree" if photo.disagreement else "refused"
+                why = "levels disagree" if photo.disagreement else "none of these"
                 st.markdown(f":red-badge[:material/flag: {why}]")
             # The answers in body text, read from the back of a room; the buttons one above the other, since two
             # side by side in a quarter of 1280 px were cut to "E…" and "H…".

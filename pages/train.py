@@ -52,7 +52,7 @@ def saved_model_ui(entry, named: bool) -> None:
         st.markdown(f"**{level_label(card.level)}**" + (f" · {card.backbone}" if card.backbone else "")
                     + f" · `{entry.id}`")
     metrics, trained = card.metrics, bool(card.history)
-    tutorial = LEVELS[card.level].tutorial_accuracy if card.level in LEVELS else None
+    tutorial = LEVELS[card.level].tutorial_accuracy_for(card.classes) if card.level in LEVELS else None
     columns = st.columns(4)
     columns[0].metric("Validation accuracy", f"{metrics.val_accuracy:.1%}" if metrics.val_accuracy is not None else "–",
                       help="What the saved model scores on the validation photos"
@@ -66,7 +66,7 @@ def saved_model_ui(entry, named: bool) -> None:
     else:
         columns[1].caption("No epochs: this level trains nothing.")
     if tutorial is not None:  # the tutorial had no level 0
-        columns[3].metric("The tutorial reported", f"{tutorial:.0%}")
+        columns[3].metric("The tutorial reported", f"{tutorial:.1%}")
     history_ui(card.history)
 
 
@@ -75,15 +75,16 @@ def job_ui():
     """Redrawn every second while a job runs; reloads and clicks elsewhere don't touch the worker."""
     job = jobs.current_job()
     if job is None:
-        st.caption("No training job has run yet.")
+        st.caption("No job has run from the app yet" + (": the trained models in the sidebar were made from the command line."
+                                                          if latest_models() else "."))
         return
     active = job.active
     if job.kind in ELSEWHERE:
         page = ELSEWHERE[job.kind]
         if active:
-            st.caption(f":material/hourglass_top: A {job.title} is running: see **{page}**. {job.status_text}")
+            st.caption(f":material/hourglass_top: Running: {job.title}, on **{page}**. {job.status_text}")
         else:
-            st.caption(f"The last job was a {job.title} ({job.state.value}): see **{page}**."
+            st.caption(f"Last job: {job.title} ({job.state.value}), on **{page}**."
                        + (f" {job.error}" if job.error else ""))
     else:
         training_job_ui(job)
@@ -288,7 +289,7 @@ def level_card_ui(level: Level, summary, busy: bool, running: jobs.Job | None = 
         n_train, n_val = sum(counts["train"].values()), sum(counts["validation"].values())
         guess = estimate(config, n_train, n_val, fingerprint=summary.fingerprint)
         st.caption(f":material/timer: Estimated time on this machine: **{format_duration(guess.seconds)}** "
-                   f"({guess.detail}). {level.tutorial_note()}")
+                   f"({guess.detail}). {level.tutorial_note(summary.classes)}")
         if level.requires is not None:
             resolved = config.resolved()
             if ModelStore().start_for(level.requires, resolved.backbone, summary.classes, resolved.image_size,

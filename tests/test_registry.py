@@ -195,3 +195,15 @@ def test_a_second_level_2_run_on_the_same_photos_is_estimated_without_extracting
     again = estimate(config, 24, 12, gflops=220, fingerprint=fingerprint)
     assert again.detail.startswith("features cached") and again.seconds < first.seconds
     assert estimate(config, 24, 12, gflops=220, fingerprint="another").detail == first.detail  # other photos
+
+
+@pytest.mark.parametrize("classes, compares", [
+    (["cats", "dogs"], True), (["Dog", "cat"], True), (["dogs", "cats"], True),
+    (["circles", "squares"], False), (["daisy", "dandelion", "roses", "sunflowers", "tulips"], False),
+    (["cats", "dogs", "birds"], False),
+])
+def test_the_tutorials_figures_compare_only_on_cats_against_dogs(classes, compares):
+    level = get_level(2)
+    assert (level.tutorial_accuracy_for(classes) == level.tutorial_accuracy) is compares
+    assert ("on cats vs dogs" in level.tutorial_note(classes)) is not compares  # elsewhere, said where it was
+    assert f"{level.tutorial_accuracy:.1%}" in level.tutorial_note(classes)  # one figure, as Present shows it

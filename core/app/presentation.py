@@ -142,7 +142,7 @@ def _level_slide(kind: SlideKind, level_key: int, entry: ModelEntry | None, n_va
         return Slide(kind, title, story, notes, level=level_key, missing=f"No {level.label.lower()} model yet.",
                      action=Action(ActionKind.TRAIN, level_key))
     tutorial = (f"; the tutorial reported {level.tutorial_accuracy:.1%} ({level.tutorial_setup})"
-                if level.tutorial_accuracy is not None else "")
+                if level.tutorial_accuracy_for(entry.classes) is not None else "")
     backbone = BACKBONES.get(entry.card.backbone or "")
     network = f" with {backbone.label}" if backbone else ""
     headline = f"{entry.val_accuracy:.1%} of {n_val or 'the'} validation photos right{network}{tutorial}."
