@@ -14,7 +14,7 @@ from core.data.images import ImageError, load_image, to_jpeg
 from core.serving.explain import overlay
 from core.serving.model_server import ServerBusy
 from core.serving.novelty import none_of_these, without_the_check
-from pages.common import (IMAGE_TYPES, photo_upload_mb, audience_wall, ensure_app_shell, latest_models, level_label, loaded_explainers,
+from pages.common import (IMAGE_TYPES, photo_upload_mb, audience_wall, current_classes, ensure_app_shell, latest_models, level_label, loaded_explainers,
                           loaded_predictors, model_server, model_set, session_id,
                           warm_up_serving)
 
@@ -66,8 +66,8 @@ def answer_photo(data: bytes, name: str):
     arrived = time.perf_counter()
     wall = audience_wall()
     try:
-        wall.admit(session_id())
-        image = load_image(data, name=name, draft_side=DECODE_SIDE)
+        image = load_image(data, name=name, draft_side=DECODE_SIDE)  # decoded at draft size: cheap to refuse
+        wall.admit(session_id())  # only a readable photo counts against the phone's limit
         loaded = loaded_predictors()
         result = model_server().predict(image, name, model_set(loaded), arrived=arrived)
     except TooManyPhotos as exc:
@@ -101,7 +101,9 @@ def photo_ui():
                               help="On a phone this opens the camera or your photos.")
     st.caption(PRIVACY)
     if upload is None:
-        st.caption("Try a cat, a dog, or anything else: the levels say when a photo looks like none of their classes.")
+        classes = current_classes() or ()
+        st.caption(f"Try {' or '.join(f'**{c}**' for c in classes) or 'a photo'}, or anything else: the levels say "
+                   "when a photo looks like none of their classes.")
         return
     # A rerun (a tap anywhere) must not send the same photo again: answers are kept per upload.
     answered = st.session_state.get("join_answer")
