@@ -124,6 +124,24 @@ def test_join_limits_photos_per_phone_per_minute(trained):
     audience_wall().clear()
 
 
+def test_an_unreadable_file_does_not_count_against_the_phones_limit(trained, monkeypatch):
+    """Six readable photos a minute: a file that is no photo at all is refused without using one up."""
+    import pages.common
+    from pages.common import audience_wall
+
+    monkeypatch.setattr(pages.common, "session_id", lambda: "a-phone-with-no-photos-this-minute")
+    audience_wall().clear()
+    at = page("join")
+    at.file_uploader[0].set_value([("notes.jpg", b"not a photo", "image/jpeg")]).run()
+    assert at.error and not at.warning
+    for i in range(6):
+        at.file_uploader[0].set_value([(f"{i}.jpg", jpeg_bytes(make_image("squares", np.random.default_rng(i))),
+                                        "image/jpeg")]).run()
+        assert not any("photos this minute" in w.value for w in at.warning), f"photo {i + 1} of 6 refused"
+    assert len(audience_wall().photos()) == 6
+    audience_wall().clear()
+
+
 def test_the_overfitting_slide_tells_this_data_sets_story(app_env, tmp_path):
     """A run of another folder with the same classes overfits more (40 validation photos of a small data
     set), but the slide shows this data set's own run; another folder's only when this one has none."""
