@@ -43,6 +43,9 @@ def inputs_ui(summary) -> list[tuple[str, bytes]]:
     sample = st.session_state.get("sample")
     if sample and Path(sample).is_file():
         inputs.insert(0, (f"sample: {Path(sample).parent.name}/{Path(sample).name}", Path(sample).read_bytes()))
+        # The sample stays until taken away: without this, only a reload removed it from beside the uploads.
+        c1.button("Remove the sample photo", icon=":material/close:", key="sample_remove",
+                  on_click=lambda: st.session_state.pop("sample", None))
     return inputs
 
 

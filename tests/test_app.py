@@ -101,6 +101,10 @@ def test_predict_a_random_validation_photo(trained):
     assert_clean(at)
     assert any(img.proto.imgs[0].caption.startswith("sample: ") for img in at.get("image"))
     assert len([m for m in at.main.markdown if m.value.startswith("### ")]) == 2
+    at.button(key="sample_remove").click().run()  # and it goes away again, without a reload
+    assert_clean(at)
+    assert not any(img.proto.imgs[0].caption.startswith("sample: ") for img in at.get("image"))
+    assert not [b for b in at.button if b.key == "sample_remove"]
 
 
 def test_serving_per_file_errors(trained):
