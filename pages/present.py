@@ -72,12 +72,17 @@ def _variants(path: str, seed: int):
 
 
 def slide_number(count: int) -> int:
-    """The slide in the address (1-based there), clamped to the story."""
+    """The slide in the address (1-based there), clamped to the story. Without one (the sidebar's link),
+    the slide this session showed last: a presenter who leaves to show Predict comes back to it."""
+    if "slide" not in st.query_params and "present_slide" in st.session_state:
+        st.query_params["slide"] = str(st.session_state["present_slide"])
     try:
         number = int(st.query_params.get("slide", 1))
     except ValueError:
         number = 1
-    return min(max(number, 1), count)
+    number = min(max(number, 1), count)
+    st.session_state["present_slide"] = number
+    return number
 
 
 def go_to(number: int) -> None:

@@ -82,6 +82,17 @@ def test_every_slide_renders(app_env, with_models, request):
     assert "photos" in text and "on the wall" in text
 
 
+def test_present_comes_back_to_its_slide_after_another_page(app_env):
+    """The sidebar's link to Present has no slide in it: a presenter back from Predict is on their slide."""
+    at = page("present", slide="4")
+    at.switch_page("pages/predict.py").run()
+    at.query_params.clear()  # the sidebar's link
+    at.switch_page("pages/present.py").run()
+    assert not at.exception
+    assert "Slide 4 of" in texts(at)
+    assert at.query_params["slide"] in ("4", ["4"])  # and the address says so, so a reload stays there too
+
+
 def test_a_slide_number_out_of_range_shows_the_nearest(app_env):
     assert "Slide 1 of" in texts(page("present", slide="0"))
     assert "Slide 10 of 10" in texts(page("present", slide="99"))
