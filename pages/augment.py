@@ -1,6 +1,5 @@
 """Augmentation lab: one picture, many variants, every parameter on a slider."""
 
-import math
 from pathlib import Path
 
 import streamlit as st
@@ -8,7 +7,7 @@ import streamlit as st
 from core.app import workspace
 from core.data.augment import PRESET_LABELS, PRESETS, AugmentConfig, preview_variants
 from core.data.images import ImageError, load_array
-from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, page_header, photo_upload_mb
+from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, grid_cells, page_header, photo_upload_mb
 
 # Variants are drawn at about the size they are shown at (a third of the page's right-hand column
 # on a wide screen, at 2x pixel density), squashed square as training squashes photos.
@@ -112,10 +111,8 @@ def main():
         st.markdown(f"**{n} augmented variants**" + (" (no augmentation: all identical)" if config.is_identity else ""))
         st.caption(f"Drawn at {SIZE[1]}x{SIZE[0]} with the training layers' transforms; training itself sees "
                    "them at each level's input size.")
-        for row in range(math.ceil(n / columns_count)):
-            columns = st.columns(columns_count)
-            for column, image in zip(columns, variants[row * columns_count:(row + 1) * columns_count]):
-                column.image(image, width="stretch")
+        for column, image in zip(grid_cells(len(variants), columns_count, key="variants", phone_columns=2), variants):
+            column.image(image, width="stretch")
 
 
 ensure_app_shell()

@@ -439,10 +439,24 @@ def page_header(title: str, intro: str):
     st.markdown(intro)
 
 
-def grid_cells(count: int, width: int) -> list:
+#: On a phone (Streamlit stacks columns below 640 px), a grid made with `grid_cells(..., phone_columns=N)`
+#: keeps N photos a row instead of one a screen; rows wrap, so the reading order stays.
+PHONE_GRID_STYLE = "<style>@media (max-width: 640px) {" + "".join(
+    f'[class*="st-key-ld-grid{n}-"] [data-testid="stHorizontalBlock"] {{flex-wrap: wrap !important; '
+    f'flex-direction: row !important;}} [class*="st-key-ld-grid{n}-"] [data-testid="stColumn"] {{'
+    f'min-width: calc({100 / n:.0f}% - 1rem) !important; width: calc({100 / n:.0f}% - 1rem) !important; '
+    f'flex: 1 1 calc({100 / n:.0f}% - 1rem) !important;}}' for n in (2, 3)) + "}</style>"
+
+
+def grid_cells(count: int, width: int, key: str | None = None, phone_columns: int = 1) -> list:
     """`count` cells in rows of `width` columns, in reading order. One `st.columns` per row, because a
-    phone stacks columns: with one set of columns for everything, item 5 would follow item 1 there."""
+    phone stacks columns: with one set of columns for everything, item 5 would follow item 1 there.
+    With `phone_columns` 2 or 3 (and a `key` unique on the page), a phone shows that many a row."""
+    parent = st.container()
+    if phone_columns in (2, 3) and key:
+        st.html(PHONE_GRID_STYLE)  # a style alone takes no room
+        parent = st.container(key=f"ld-grid{phone_columns}-{key}")
     cells = []
     for start in range(0, count, width):
-        cells += st.columns(width)[:min(width, count - start)]
+        cells += parent.columns(width)[:min(width, count - start)]
     return cells

@@ -12,7 +12,7 @@ from core.data.builder import BuiltDataset, built_datasets
 from core.data.folders import DatasetError, sample_paths, summarize
 from core.data.download import download_default_dataset
 from core.data.images import ImageError, thumbnail
-from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, page_header, photo_upload_mb
+from pages.common import IMAGE_TYPES, current_summary, ensure_app_shell, grid_cells, page_header, photo_upload_mb
 from pages.data_parts.labels import labels_ui
 
 
@@ -52,8 +52,7 @@ def thumbnails_ui(summary):
     for name in summary.classes:
         st.markdown(f"**{name}**")
         class_paths = [p for p in paths if Path(p).parent.name == name]
-        columns = st.columns(6)
-        for column, path in zip(columns, class_paths):
+        for column, path in zip(grid_cells(len(class_paths), 6, key=f"samples-{name}", phone_columns=3), class_paths):
             image = _thumb(str(path), Path(path).stat().st_mtime)
             if image is not None:
                 column.image(image, caption=Path(path).name, width="stretch")
@@ -251,9 +250,9 @@ def photos_ui(built: BuiltDataset, per_class: int = 18):
                 continue
             if len(photos) > per_class:
                 st.caption(f"The newest {per_class} of {len(photos)}.")
-            columns = st.columns(6)
-            for i, (path, split) in enumerate(photos[:per_class]):
-                column = columns[i % 6]
+            shown = photos[:per_class]
+            for column, (path, split) in zip(grid_cells(len(shown), 6, key=f"built-{class_name}", phone_columns=3),
+                                             shown):
                 image = _thumb(str(path), path.stat().st_mtime)
                 if image is not None:
                     column.image(image, width="stretch", caption=f"{split} · {path.name[:8]}")

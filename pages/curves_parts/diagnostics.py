@@ -79,7 +79,7 @@ def mistakes_ui(entry: ModelEntry, summary, mistakes: list[Mistake]) -> None:
     if heatmaps:
         st.caption("Dark = ignored, yellow = where the wrong answer comes from.")
     # Four columns: six cut "Fix the label" to "F." at 1280 px. Surest mistakes first, on a phone too.
-    for cell, mistake in zip(grid_cells(len(mistakes), 4), mistakes):
+    for cell, mistake in zip(grid_cells(len(mistakes), 4, key=f"mistakes-{entry.id}", phone_columns=2), mistakes):
         caption = f"{mistake.true_class} → {mistake.predicted_class} ({mistake.confidence:.0%})"
         try:
             picture = (heatmap_overlay(entry.id, str(entry.model_path), mistake.path) if heatmaps
