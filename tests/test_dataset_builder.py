@@ -56,6 +56,7 @@ def test_adding_photos_decodes_safely_and_splits_stratified_and_stable():
     assert len(report.added) == 8  # odd modes are converted, not refused
     assert [name for name, _ in report.skipped] == ["notes.jpg", "empty.png"]
     assert all("image" in reason or "empty" in reason for _, reason in report.skipped)
+    assert not any(reason.startswith(name) for name, reason in report.skipped)  # the name is said once, beside it
     assert built.counts()["circles"] == {"train": 6, "validation": 2}
     for path in built.photos("circles", "train"):
         with Image.open(path) as image:

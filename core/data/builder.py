@@ -391,7 +391,8 @@ class BuiltDataset(EditableDataset):
             try:
                 image = load_image(data, name=upload_name)
             except ImageError as exc:
-                report.skipped.append((upload_name, str(exc)))
+                # The report pairs the name with the reason: the message's own "name: " prefix would repeat it.
+                report.skipped.append((upload_name, str(exc).removeprefix(f"{upload_name}: ")))
                 continue
             image.thumbnail((STORED_MAX_SIDE, STORED_MAX_SIDE))
             buffer = io.BytesIO()
