@@ -47,15 +47,15 @@ def labels_ui(summary: DatasetSummary) -> None:
     st.subheader(":material/fact_check: Check the labels")
     labels_job_ui()
     fixer = editable(summary.root)
-    if fixer is not None:
-        undo_ui(fixer, key="undo_labels")  # one place for both panels' corrections, and their errors
     panel = st.segmented_control(
         "Panel", [SUSPECTS_PANEL, NEXT_PANEL], default=SUSPECTS_PANEL, key="labels_panel", label_visibility="collapsed",
         format_func=lambda name: f":material/report: {name}" if name == SUSPECTS_PANEL else
         f":material/label: {name} ({len(summary.unlabelled)} waiting)")
     if panel == NEXT_PANEL:
-        label_next_ui(summary, fixer)
+        label_next_ui(summary, fixer)  # its undo below the photo
     else:
+        if fixer is not None:
+            undo_ui(fixer, key="undo_labels")  # the suspects' corrections, and their errors
         suspects_ui(summary, fixer)
 
 
@@ -187,8 +187,16 @@ def _picture(path: Path, model: ModelEntry | None):
 
 def label_next_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> None:
     review = load_review(LabelTask.SUGGEST, summary.root)
+    ranked_photos_ui(summary, fixer, review)
     if fixer is not None and review is not None:
-        retrain_ui(summary, fixer, review)  # also once the last waiting photo has its class
+        # Below the photo, also once the last waiting photo has its class: above, the progress and the
+        # undo that appear with the first label pushed the photo and its buttons off the screen.
+        undo_ui(fixer, key="undo_labels")
+        retrain_ui(summary, fixer, review)
+
+
+def ranked_photos_ui(summary: DatasetSummary, fixer: EditableDataset | None, review: LabelReview | None) -> None:
+    """The model to rank with, the ranking job, and the next ranked photo to label."""
     if not summary.unlabelled:
         where = ("Add them with **Add photos without a class** above." if BuiltDataset.is_built(summary.root) else
                  f"Put them in `{Path(summary.root) / UNLABELLED}/` (beside `train/`), then come back.")
