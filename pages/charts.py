@@ -20,6 +20,10 @@ def curve_frame(summary, levels) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: Training and validation curves in the same colours on every page (Train, Present).
+SPLIT_SCALE = alt.Scale(domain=["training", "validation"], range=["#1c7ed6", "#d9480f"])
+
+
 def curve_chart(frame: pd.DataFrame, summary, text_size: int = 11):
     """The data-efficiency curve: a line and band per level, the tutorial's figures and level 0 marked
     (their labels at `text_size`: larger on a projector)."""

@@ -27,7 +27,7 @@ from core.networks.backbones import BACKBONES
 from core.serving.explain import overlay
 from core.serving.model_server import ServerBusy
 from core.training.loop import TrainConfig
-from pages.charts import curve_chart, curve_frame
+from pages.charts import SPLIT_SCALE, curve_chart, curve_frame
 from pages.common import (audience_wall, grid_cells, background_job_ui, current_summary, ensure_app_shell, level_label,
                           loaded_explainers, loaded_predictors, model_server, model_set, start_button_ui,
                           warm_up_serving)
@@ -146,7 +146,7 @@ def problem_ui(slide: Slide) -> None:
     chart = alt.Chart(pd.DataFrame(rows)).mark_line(point=True, strokeWidth=4).encode(
         x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, labelFontSize=18, titleFontSize=20)),
         y=alt.Y("accuracy:Q", scale=alt.Scale(zero=False), axis=alt.Axis(format="%", labelFontSize=18, titleFontSize=20)),
-        color=alt.Color("split:N", scale=alt.Scale(domain=["training", "validation"], range=["#e4572e", "#2e86ab"]),
+        color=alt.Color("split:N", scale=SPLIT_SCALE,
                         legend=alt.Legend(orient="bottom", labelFontSize=20, title=None)))
     st.altair_chart(chart.properties(height=460), width="stretch")
     st.caption(f"{level_label(slide.model.level)}, {slide.model.card.backbone or 'small convnet'}, "

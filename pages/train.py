@@ -16,6 +16,7 @@ from core.levels import LEVELS, SMALL_CONVNETS, Level, all_levels, format_durati
 from core.serving.model_store import ModelError, ModelStore
 from core.training.loop import TrainConfig
 from pages.common import current_summary, ensure_app_shell, latest_models, level_label, page_header, start_button_ui
+from pages.charts import SPLIT_SCALE
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
 
@@ -33,7 +34,7 @@ def history_charts(history: dict, height: int = 260) -> list:
     return [alt.Chart(data[data.metric == metric]).mark_line(point=True).encode(
                 x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)), y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
                 color=alt.Color("split:N", title=None, legend=alt.Legend(orient="top"),
-                                scale=alt.Scale(domain=["training", "validation"], range=["#1c7ed6", "#d9480f"])),
+                                scale=SPLIT_SCALE),
                 tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f")]).properties(height=height)
             for metric in ("accuracy", "loss") if (data.metric == metric).any()]
 

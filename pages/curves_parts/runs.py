@@ -33,12 +33,15 @@ def curves_ui(entries: list[ModelEntry]) -> None:
     data = pd.DataFrame(rows)
     for metric, column in zip(("accuracy", "loss"), st.columns(2)):
         chart = alt.Chart(data[data.metric == metric], title=metric) \
-            .mark_line(point=True).encode(  # points: a run of one epoch is a point, not an invisible line
+            .mark_line(point=alt.OverlayMarkDef(filled=False)).encode(  # points: a run of one epoch is a point,
+                # not an invisible line; hollow, since filled ones leave the dash legend's symbols blank
                 x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
                 y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
                 color=alt.Color("run:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
                 strokeDash=alt.StrokeDash("split:N", scale=alt.Scale(domain=["validation", "training"],
-                                                                     range=[[1, 0], [5, 4]])),
+                                                                     range=[[1, 0], [5, 4]]),
+                                          legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=2, symbolSize=300,
+                                                            symbolStrokeColor="#495057")),  # dashes in the legend
                 tooltip=["run", "split", "epoch", alt.Tooltip("value:Q", format=".4f")]).properties(height=340)
         column.altair_chart(chart.interactive(), width="stretch")
     st.caption("Overfitting looks like training accuracy climbing to ~100% while validation loss rises: "
