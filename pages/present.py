@@ -139,16 +139,20 @@ def data_ui(summary) -> None:
 
 
 def problem_ui(slide: Slide) -> None:
+    """Training against validation: accuracy, and the loss beside it (where overfitting often shows first)."""
     history = slide.model.card.history
-    rows = [{"epoch": i + 1, "split": split, "accuracy": value}
-            for key, split in (("accuracy", "training"), ("val_accuracy", "validation"))
-            for i, value in enumerate(history.get(key, []))]
-    chart = alt.Chart(pd.DataFrame(rows)).mark_line(point=True, strokeWidth=4).encode(
-        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, labelFontSize=18, titleFontSize=20)),
-        y=alt.Y("accuracy:Q", scale=alt.Scale(zero=False), axis=alt.Axis(format="%", labelFontSize=18, titleFontSize=20)),
-        color=alt.Color("split:N", scale=SPLIT_SCALE,
-                        legend=alt.Legend(orient="bottom", labelFontSize=20, title=None)))
-    st.altair_chart(chart.properties(height=460), width="stretch")
+    metrics = [metric for metric in ("accuracy", "loss") if history.get(f"val_{metric}")]
+    for metric, column in zip(metrics, st.columns(len(metrics)) if metrics else []):
+        rows = [{"epoch": i + 1, "split": split, metric: value}
+                for key, split in ((metric, "training"), (f"val_{metric}", "validation"))
+                for i, value in enumerate(history.get(key, []))]
+        axis = alt.Axis(format="%" if metric == "accuracy" else "", labelFontSize=18, titleFontSize=20)
+        chart = alt.Chart(pd.DataFrame(rows)).mark_line(point=True, strokeWidth=4).encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, labelFontSize=18, titleFontSize=20)),
+            y=alt.Y(f"{metric}:Q", scale=alt.Scale(zero=metric == "loss"), axis=axis),
+            color=alt.Color("split:N", scale=SPLIT_SCALE,
+                            legend=alt.Legend(orient="bottom", labelFontSize=20, title=None)))
+        column.altair_chart(chart.properties(height=460), width="stretch")
     st.caption(f"{level_label(slide.model.level)}, {slide.model.card.backbone or 'small convnet'}, "
                f"{'with' if slide.model.card.augmented else 'without'} augmentation.")
 

@@ -188,3 +188,17 @@ def test_the_overfitting_slide_claims_a_gap_only_where_there_is_one(app_env):
         history={"accuracy": [0.6, 0.9, 1.0], "val_accuracy": [0.6, 0.7, 0.72]}))
     problem = {s.kind: s for s in build_story(summary, store)}[SlideKind.PROBLEM]
     assert "a gap of 28 points" in problem.headline and " and ".join(summary.classes) in problem.headline
+
+
+@pytest.mark.parametrize("val_loss, expected", [
+    ([0.05, 0.04, 0.06, 0.08, 0.10], (2.5, 2)),  # accuracy may hold while the loss climbs from its lowest
+    ([0.5, 0.4, 0.35, 0.3], None),  # still falling
+    ([0.3, 0.2, 0.25], None),  # up by a quarter: noise, not a story for a room
+    ([0.3, 0.2], None),  # too short a curve to tell
+    ([], None),
+])
+def test_loss_rise_finds_a_validation_loss_that_climbed_from_its_lowest(val_loss, expected):
+    from core.app.presentation import loss_rise
+
+    rise = loss_rise({"val_loss": val_loss})
+    assert rise == (pytest.approx(expected[0]), expected[1]) if expected else rise is None

@@ -123,6 +123,21 @@ def overfitting_gap(entry: ModelEntry) -> float | None:
 CLEAR_GAP = 0.05
 
 
+#: Validation loss this many times its lowest, at the last epoch: overfitting even where accuracy holds.
+CLEAR_LOSS_RISE = 1.5
+
+
+def loss_rise(history: dict) -> tuple[float, int] | None:
+    """(last validation loss / its lowest, the epoch of the lowest) when the loss has risen by
+    `CLEAR_LOSS_RISE` or more since its lowest; None otherwise or without the curve."""
+    losses = [value for value in history.get("val_loss", []) if value is not None]
+    if len(losses) < 3 or min(losses) <= 0:
+        return None
+    lowest = min(losses)
+    rise = losses[-1] / lowest
+    return (rise, losses.index(lowest) + 1) if rise >= CLEAR_LOSS_RISE else None
+
+
 def most_overfitted(store: ModelStore, summary: DatasetSummary | None) -> ModelEntry | None:
     """The stored run of these classes whose training accuracy ran furthest ahead of its validation accuracy,
     among those trained on this data set's folder if there are any (another data set's run, say 40
@@ -188,6 +203,12 @@ def build_story(summary: DatasetSummary | None, store: ModelStore | None = None)
                         f"It learned these photos, not {classes}.")
             notes = ("Point at the two curves: training keeps climbing, validation stops. That gap is what every "
                      "technique in this talk fights.")
+        elif (rise := loss_rise(run.card.history)) is not None:  # accuracy close, but the loss tells
+            headline = (f"Training accuracy {train_acc:.0%}, validation {val_acc:.0%}: only {points} apart, but "
+                        f"validation loss has grown {rise[0]:.1f}× since epoch {rise[1]}: it grows surer of its "
+                        "answers, not better at them. That is overfitting starting.")
+            notes = ("Point at the loss: training loss falls to zero while validation loss climbs. A run trained from "
+                     "scratch without augmentation (Train page, level 1) shows the gap in accuracy too.")
         else:  # the most overfitted run here barely overfits, if at all: say so rather than claim it
             headline = (f"Training accuracy {train_acc:.0%}, validation {val_acc:.0%}: "
                         + (f"only {points} apart. This run barely overfits" if gap > 0 else
