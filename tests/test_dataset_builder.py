@@ -166,7 +166,22 @@ def test_corrections_move_remove_and_undo():
     assert gone.is_file()
     assert built.undo().description.startswith("moved")
     assert wrong.is_file() and summarize(built.root).fingerprint == before
+    assert built.undo().description == "added 10 photo(s) to squares"  # adding photos is undone too
+    assert built.counts()["squares"] == {"train": 0, "validation": 0} and built.counts()["circles"]["train"] > 0
+    assert built.undo().description == "added 10 photo(s) to circles"
     assert built.undo() is None
+    assert not [p for p in (built.root / ".trash").rglob("*") if p.is_file()]  # nothing kept of undone photos
+
+
+def test_adding_photos_without_a_class_is_undone_too():
+    built = BuiltDataset.create("shapes", ["circles", "squares"])
+    report = built.add_unlabelled(photos("circles", 3))
+    assert len(built.unlabelled()) == 3 and built.last_change().description == "added 3 photo(s) without a class"
+    assert sorted(report.added) == sorted(p.relative_to(built.root).as_posix() for p in built.unlabelled())
+    built.undo()
+    assert built.unlabelled() == []
+    again = built.add_unlabelled(photos("circles", 3))  # the same photos can be added again after
+    assert len(again.added) == 3 and not again.skipped
 
 
 def test_a_class_keeps_a_photo_on_each_side():

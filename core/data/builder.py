@@ -205,6 +205,8 @@ class EditableDataset:
             if src.exists() and not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
+            if source.startswith(TRASH + "/"):  # an added photo, taken back: nothing to keep it for
+                shutil.rmtree(self.root / TRASH / source.split("/")[1], ignore_errors=True)
         self._write_history(history)
         return change
 
@@ -335,7 +337,7 @@ class BuiltDataset(EditableDataset):
         rng.shuffle(prepared)
         count = sum(len(self.photos(class_name, s)) for s in SPLIT_NAMES)
         in_validation = len(self.photos(class_name, "validation"))
-        size = self._bytes()
+        size, renames = self._bytes(), []
         for upload_name, digest, jpeg in prepared:
             if count >= settings.max_photos_per_class():
                 report.skipped.append((upload_name, f"{class_name} already has {settings.max_photos_per_class()} "
@@ -347,18 +349,19 @@ class BuiltDataset(EditableDataset):
             count += 1
             split = "validation" if in_validation < validation_quota(count, self.validation_fraction) else "train"
             in_validation += split == "validation"
-            target = self.root / split / class_name / f"{digest}.jpg"
-            atomic_write(target, lambda tmp, jpeg=jpeg: tmp.write_bytes(jpeg))
+            renames.append(self._place(jpeg, self.root / split / class_name / f"{digest}.jpg"))
             size += len(jpeg)
-            report.added.append(target.relative_to(self.root).as_posix())
+            report.added.append(renames[-1][1])
         report.added.sort()
+        if renames:
+            self._record(f"added {len(renames)} photo(s) to {class_name}", renames)
         return report
 
     def add_unlabelled(self, uploads: list[tuple[str, bytes]]) -> AddReport:
         """Adds photos without a class to `unlabelled/`, checked as `add_photos` checks them; "Label
         these next" ranks them and a person gives each its class (`label`)."""
         report = AddReport()
-        count, size = len(self.unlabelled()), self._bytes()
+        count, size, renames = len(self.unlabelled()), self._bytes(), []
         limit = settings.max_photos_per_class() * 2
         for upload_name, digest, jpeg in self._prepare(uploads, report, "unlabelled"):
             if count >= limit:
@@ -367,12 +370,24 @@ class BuiltDataset(EditableDataset):
             if size + len(jpeg) > settings.max_dataset_bytes():
                 report.skipped.append((upload_name, f"the data set would exceed {settings.max_dataset_bytes() // 2**20} MB"))
                 continue
-            target = self.root / UNLABELLED / f"{digest}.jpg"
-            atomic_write(target, lambda tmp, jpeg=jpeg: tmp.write_bytes(jpeg))
+            renames.append(self._place(jpeg, self.root / UNLABELLED / f"{digest}.jpg"))
             count, size = count + 1, size + len(jpeg)
-            report.added.append(target.relative_to(self.root).as_posix())
+            report.added.append(renames[-1][1])
         report.added.sort()
+        if renames:
+            self._record(f"added {len(renames)} photo(s) without a class", renames)
         return report
+
+    def _place(self, jpeg: bytes, target: Path) -> tuple[str, str]:
+        """Writes a new photo to the trash, then renames it to `target`: recorded as that rename, an added
+        photo is undone like any other change (back to the trash, which undo then empties)."""
+        bin_ = self.root / TRASH / f"{time.time_ns()}"
+        staged = bin_ / target.relative_to(self.root)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(staged, lambda tmp: tmp.write_bytes(jpeg))
+        rename = self._rename(staged, target)
+        shutil.rmtree(bin_, ignore_errors=True)  # its folders, empty now
+        return rename
 
     def _prepare(self, uploads: list[tuple[str, bytes]], report: AddReport, where: str) -> list[tuple[str, str, bytes]]:
         """(upload name, content hash, JPEG bytes) of the uploads that are new, small enough and decodable;
