@@ -28,7 +28,8 @@ def curve_chart(frame: pd.DataFrame, summary, text_size: int = 11):
     """The data-efficiency curve: a line and band per level, the tutorial's figures and level 0 marked
     (their labels at `text_size`: larger on a projector)."""
     scale = alt.Scale(type="log", domain=[min(frame["images per class"].min(), 5), 1000])
-    x = alt.X("images per class:Q", scale=scale, title="training images per class (log scale)")
+    x = alt.X("images per class:Q", scale=scale, title="training images per class (log scale)",
+              axis=alt.Axis(values=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]))  # the curve's own sizes, 5 included
     colour = alt.Color("level:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="bottom", labelLimit=400))
     band = alt.Chart(frame).mark_area(opacity=0.18).encode(x=x, y="lowest:Q", y2="highest:Q", color=colour)
     line = alt.Chart(frame).mark_line(point=True).encode(
