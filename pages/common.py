@@ -10,7 +10,7 @@ import streamlit as st
 from core import settings
 from core.app import jobs
 from core.app import workspace
-from core.data.builder import BuiltDataset
+from core.data.builder import BuiltDataset, dataset_name
 from core.data.folders import DatasetError, summarize
 from core.data.download import resolve_data_dir
 from core.data.images import IMAGE_EXTENSIONS
@@ -231,7 +231,7 @@ def trained_elsewhere(entry) -> str | None:
     identity = _current_identity()
     if identity is None or entry.trained_root is None or entry.trained_in(identity[1]):
         return None
-    return Path(entry.trained_root).name
+    return dataset_name(entry.trained_root)
 
 
 def latest_models():
@@ -264,7 +264,7 @@ def sidebar_ui():
             counts = summary.counts()
             n_train = sum(counts.get("train", {}).values())
             n_val = sum(counts.get("validation", {}).values())
-            st.caption(f"**Data:** {Path(summary.root).name} · {len(summary.classes)} classes · "
+            st.caption(f"**Data:** {dataset_name(summary.root)} · {len(summary.classes)} classes · "
                        f"{n_train} train / {n_val} validation")
         elif folder is not None and BuiltDataset.is_built(folder):  # built in the app, not trainable yet
             st.caption(f"**Data:** {Path(folder).name} — being built: see the Data page")

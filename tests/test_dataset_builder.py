@@ -265,3 +265,15 @@ def test_kept_labels_are_remembered_across_a_restart_and_undo_forgets_them():
     assert EditableDataset(built.root).kept_labels() == set()
     with pytest.raises(DatasetError, match="not a photo"):
         built.keep_label("train/circles/missing.jpg")
+
+
+def test_a_data_set_is_called_by_the_name_it_was_built_under(tmp_path):
+    from core.data.builder import dataset_name
+
+    built = BuiltDataset.create("my pets", ["cats", "dogs"])
+    assert dataset_name(built.root) == "my pets" != built.root.name  # the folder's name has a time stamp
+    plain = tmp_path / "cats_vs_dogs"
+    plain.mkdir()
+    assert dataset_name(plain) == "cats_vs_dogs"  # a folder the app did not build: its own name
+    (built.root / "dataset.json").write_text("{not json")
+    assert dataset_name(built.root) == built.root.name  # a damaged manifest: the folder's name

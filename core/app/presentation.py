@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from core.data.folders import DatasetSummary
+from core.data.builder import dataset_name
 from core.experiments.curve_statistics import statistics_per_size
 from core.experiments.efficiency_curve import backbone_for, load_points
 from core.levels import LEVELS, get_level
@@ -185,7 +186,7 @@ def build_story(summary: DatasetSummary | None, store: ModelStore | None = None)
                             "ImageNet has 1.2 million.",
                             "The tutorial's point: deep learning is said to need huge data sets. Here is a small "
                             "one; by the end, a model gets almost all of its validation photos right.",
-                            sources=[Source(what=f"data set `{summary.root.name}` · fingerprint {summary.fingerprint}")]))
+                            sources=[Source(what=f"data set `{dataset_name(summary.root)}` · fingerprint {summary.fingerprint}")]))
 
     run = most_overfitted(store, summary)
     if run is None:

@@ -259,6 +259,17 @@ class EditableDataset:
         return change
 
 
+def dataset_name(root: str | Path) -> str:
+    """What to call the data set in `root`: the name it was built under (the Data page's), else its folder's."""
+    root = Path(root)
+    if BuiltDataset.is_built(root):
+        try:
+            return str(json.loads((root / MANIFEST).read_text()).get("name") or root.name)
+        except (OSError, ValueError, AttributeError):
+            pass  # a damaged manifest: the folder's name
+    return root.name
+
+
 class BuiltDataset(EditableDataset):
     """A data set made in the app: classes named by the user, photos added one upload at a time.
 
