@@ -177,3 +177,23 @@ def test_ten_labels_offer_a_retrain_and_its_accuracy_is_shown_against_the_rankin
     assert metric.value == f"{after.entry.val_accuracy:.1%}"
     assert metric.delta == f"{(after.entry.val_accuracy - 0.125) * 100:+.1f} points"
     assert not any("new labels" in m.value for m in at.markdown)  # the count starts again after the retrain
+
+
+def test_the_panel_in_use_survives_a_reload(built):
+    """The panel is in the address: a reload (a new session with that address) opens it again."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import ROOT
+
+    at = page("data")
+    at.segmented_control(key="labels_panel").set_value("Label these next").run()
+    assert at.query_params["labels"] in ("next", ["next"])
+    reloaded = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    reloaded.run()
+    reloaded.switch_page("pages/data.py")
+    reloaded.query_params["labels"] = "next"
+    reloaded.run()
+    assert_clean(reloaded)
+    assert reloaded.segmented_control(key="labels_panel").value == "Label these next"
+    reloaded.segmented_control(key="labels_panel").set_value("Suspect labels").run()
+    assert "labels" not in reloaded.query_params

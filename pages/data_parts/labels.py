@@ -47,8 +47,15 @@ def labels_ui(summary: DatasetSummary) -> None:
     st.subheader(":material/fact_check: Check the labels")
     labels_job_ui()
     fixer = editable(summary.root)
+    def remember_panel():  # in the address, so a reload or Back returns to the panel in use
+        if st.session_state.get("labels_panel") == NEXT_PANEL:
+            st.query_params["labels"] = "next"
+        else:
+            st.query_params.pop("labels", None)
+
     panel = st.segmented_control(
-        "Panel", [SUSPECTS_PANEL, NEXT_PANEL], default=SUSPECTS_PANEL, key="labels_panel", label_visibility="collapsed",
+        "Panel", [SUSPECTS_PANEL, NEXT_PANEL], default=NEXT_PANEL if st.query_params.get("labels") == "next"
+        else SUSPECTS_PANEL, key="labels_panel", label_visibility="collapsed", on_change=remember_panel,
         format_func=lambda name: f":material/report: {name}" if name == SUSPECTS_PANEL else
         f":material/label: {name} ({len(summary.unlabelled)} waiting)")
     if panel == NEXT_PANEL:
