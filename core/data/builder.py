@@ -259,15 +259,24 @@ class EditableDataset:
         return change
 
 
+def read_manifest(root: Path) -> dict:
+    """The settings a data set was built with (its name, validation share, seed); DatasetError if it was not."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{root} was not built in the app ({MANIFEST} is missing).") from exc
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{root}: {MANIFEST} is damaged.")
+    return manifest
+
+
 def dataset_name(root: str | Path) -> str:
     """What to call the data set in `root`: the name it was built under (the Data page's), else its folder's."""
     root = Path(root)
-    if BuiltDataset.is_built(root):
-        try:
-            return str(json.loads((root / MANIFEST).read_text()).get("name") or root.name)
-        except (OSError, ValueError, AttributeError):
-            pass  # a damaged manifest: the folder's name
-    return root.name
+    try:
+        return str(read_manifest(root).get("name") or root.name)
+    except DatasetError:  # not built in the app, or a damaged manifest
+        return root.name
 
 
 class BuiltDataset(EditableDataset):
@@ -278,10 +287,7 @@ class BuiltDataset(EditableDataset):
 
     def __init__(self, root: str | Path):
         super().__init__(root)
-        try:
-            self.settings = json.loads((self.root / MANIFEST).read_text())
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"{self.root} was not built in the app ({MANIFEST} is missing).") from exc
+        self.settings = read_manifest(self.root)
 
     @classmethod
     def create(cls, name: str, classes: list[str], validation_fraction: float = 0.2, seed: int = 0,
