@@ -267,7 +267,7 @@ def sidebar_ui():
             st.caption(f"**Data:** {dataset_name(summary.root)} · {len(summary.classes)} classes · "
                        f"{n_train} train / {n_val} validation")
         elif folder is not None and BuiltDataset.is_built(folder):  # built in the app, not trainable yet
-            st.caption(f"**Data:** {Path(folder).name} — being built: see the Data page")
+            st.caption(f"**Data:** {dataset_name(folder)} — being built: see the Data page")
         else:
             st.caption("**Data:** none yet — see the Data page")
         latest = latest_models()

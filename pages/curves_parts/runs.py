@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core.data.builder import dataset_name
 from core.serving.model_store import ModelEntry, ModelStore
 from pages.common import latest_models
 
@@ -62,7 +61,7 @@ def table_ui(entries: list[ModelEntry]) -> None:
         card = entry.card
         rows.append({
             "run": run_label(entry), "level": entry.level, "backbone": card.backbone or "small convnet",
-            "trained on": Path(entry.trained_root or "?").name,
+            "trained on": dataset_name(entry.trained_root) if entry.trained_root else "?",
             "val accuracy": card.metrics.val_accuracy, "mirror-averaged": card.flip_average,
             "last epoch": card.metrics.last_epoch_val_accuracy, "best epoch": card.metrics.best_val_accuracy,
             "tutorial": card.tutorial_accuracy, "epochs": entry.epochs_run,

@@ -118,7 +118,8 @@ def suspects_ui(summary: DatasetSummary, fixer: EditableDataset | None) -> None:
         "Where the model looks", key="suspect_heatmaps",
         help=f"Overlay the Grad-CAM heatmap of {model.id if model else ''} for the class it sees in each photo.")
     shown = st.session_state.get("suspects_shown", SHOWN)
-    for cell, suspect in zip(grid_cells(len(suspects[:shown]), 4), suspects[:shown]):  # most suspect first
+    visible = suspects[:shown]
+    for cell, suspect in zip(grid_cells(len(visible), 4), visible):  # most suspect first
         with cell.container(border=True):
             suspect_card_ui(summary, fixer, suspect, model if heatmaps else None)
     if len(suspects) > shown and st.button(f"Show more ({len(suspects) - shown} left)", key="suspects_more"):
