@@ -115,7 +115,7 @@ SETTINGS: dict[str, Setting] = _table(
 )
 
 # Fixed limits: what one data-set image or archive entry may cost us.
-MAX_IMAGE_PIXELS = 64_000_000  # a 20-megapixel photo is fine; a 30000x30000 bomb is not
+MAX_IMAGE_PIXELS = 64_000_000  # decoded pixels (JPEGs at reduced scale): a 200-megapixel phone JPEG is fine, a 30000x30000 PNG bomb is not
 MAX_ZIP_FILES = 50_000
 MAX_ZIP_RATIO = 200  # uncompressed/compressed, per entry: JPEGs hardly compress, bombs do
 

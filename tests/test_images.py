@@ -99,6 +99,16 @@ def test_huge_honest_photo_is_downscaled_not_refused():
     assert out.shape == (150, 150, 3)
 
 
+def test_a_jpeg_over_the_pixel_limit_is_decoded_at_reduced_scale_where_a_png_is_refused(monkeypatch):
+    # As a 108-megapixel phone JPEG against the 64-megapixel limit, at a size a test can afford.
+    monkeypatch.setattr(settings, "MAX_IMAGE_PIXELS", 2_000_000)
+    big = gradient(500, 400).resize((5000, 4000))  # 20 megapixels declared
+    out = load_image(jpeg_bytes(big, quality=70), name="phone.jpg", draft_side=1000)
+    assert out.size == (1250, 1000)  # decoded at 1/4 scale: 1.25 megapixels
+    with pytest.raises(ImageError, match="declares 5000x4000 pixels, over the 2-megapixel limit"):
+        load_image(png_bytes(big), name="scan.png", draft_side=1000)
+
+
 def decompression_bomb(width=30000, height=30000) -> bytes:
     """A tiny PNG whose header declares width x height (the data is not needed to trip the guard)."""
     def chunk(kind, payload):

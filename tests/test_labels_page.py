@@ -128,8 +128,24 @@ def test_label_these_next_needs_a_model_then_labels_into_train(built):
     assert_clean(at)
     assert built.unlabelled() == [waiting[1]]
     assert any("1 of 10 labels" in str(p.proto.text) for p in at.get("progress"))
+    restarted = page("data")  # a reload: the skipped photo stays skipped (it used to come back)
+    restarted.segmented_control(key="labels_panel").set_value("Label these next").run()
+    assert_clean(restarted)
+    assert any("Every ranked photo is labelled, skipped or removed" in s.value for s in restarted.success)
+    assert not any(b.label == "Skip" for b in restarted.button)
     at.button(key="undo_labels").click().run()
     assert waiting[2].is_file()
+
+
+def test_a_new_ranking_puts_the_skipped_photos_back(tmp_path, monkeypatch):
+    from core.experiments.label_review import skip_photo, skipped_photos
+
+    monkeypatch.setenv("LITTLE_DATA_HOME", str(tmp_path / "home"))
+    first = LabelReview(LabelTask.SUGGEST, str(tmp_path), "f", [], created=1.0)
+    assert skipped_photos(first) == set()
+    skip_photo(first, "a.jpg")
+    assert skip_photo(first, "b.jpg") == {"a.jpg", "b.jpg"} == skipped_photos(first)
+    assert skipped_photos(LabelReview(LabelTask.SUGGEST, str(tmp_path), "f", [], created=2.0)) == set()
 
 
 def test_a_label_review_job_running_shows_its_progress(built):

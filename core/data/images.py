@@ -65,12 +65,14 @@ def load_image(source: str | Path | bytes, name: str | None = None,
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
-        if width * height > settings.MAX_IMAGE_PIXELS:
+        image.seek(0)  # animated GIF/WebP: the first frame
+        image.draft("RGB", (draft_side, draft_side))  # JPEG: decode huge photos at a reduced scale
+        # The limit is on the pixels decoded, so a 108- or 200-megapixel phone JPEG (decoded at 1/2 or
+        # 1/4 scale by the draft) is read, while a PNG declaring as many is refused before decoding.
+        if image.size[0] * image.size[1] > settings.MAX_IMAGE_PIXELS:
             raise ImageError(
                 f"{name}: declares {width}x{height} pixels, over the "
                 f"{settings.MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit.")
-        image.seek(0)  # animated GIF/WebP: the first frame
-        image.draft("RGB", (draft_side, draft_side))  # JPEG: decode huge photos at a reduced scale
         image.load()
         image = ImageOps.exif_transpose(image)
         return _to_rgb(image)

@@ -154,6 +154,29 @@ def run_label_review(config: LabelsConfig, phase: Callable[[str], None] | None =
     return review
 
 
+def skipped_path(data_dir: str | Path) -> Path:
+    """Where the photos skipped in the newest ranking of one data set folder are kept."""
+    return review_path(LabelTask.SUGGEST, data_dir).with_name(
+        review_path(LabelTask.SUGGEST, data_dir).stem + "-skipped.json")
+
+
+def skipped_photos(review: LabelReview) -> set[str]:
+    """The photos of `review` (a ranking) skipped so far: kept on disk, so a reload or a second tab still
+    passes over them. A new ranking starts with none skipped (it puts the skipped photos back in order)."""
+    try:
+        data = json.loads(skipped_path(review.data_dir).read_text())
+        return set(data["images"]) if data.get("created") == review.created else set()
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def skip_photo(review: LabelReview, image: str) -> set[str]:
+    """Passes over `image` in `review` until the photos are ranked again; returns every photo skipped."""
+    skipped = skipped_photos(review) | {str(image)}
+    atomic_write_json(skipped_path(review.data_dir), {"created": review.created, "images": sorted(skipped)})
+    return skipped
+
+
 def validation_accuracy_here(entry, summary, phase: Callable[[str], None] | None = None) -> float | None:
     """`entry`'s accuracy on this data set's validation photos, which a level 2 retrained after labelling
     is scored on: the card's figure when the model was trained on this folder with the same validation

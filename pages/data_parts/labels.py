@@ -18,7 +18,7 @@ from core.data.builder import BuiltDataset, EditableDataset, editable
 from core.data.folders import UNLABELLED, DatasetSummary
 from core.data.images import ImageError, thumbnail
 from core.experiments.label_next import Suggestion
-from core.experiments.label_review import LabelReview, LabelsConfig, LabelTask, load_review
+from core.experiments.label_review import LabelReview, LabelsConfig, LabelTask, load_review, skip_photo, skipped_photos
 from core.experiments.suspects import Suspect
 from core.serving.model_store import ModelEntry, ModelError, ModelStore
 from core.training.loop import TrainConfig
@@ -233,7 +233,7 @@ def ranked_photos_ui(summary: DatasetSummary, fixer: EditableDataset | None, rev
                "not forgotten. After ten labels, retrain and compare.")
     if review is None:
         return
-    skipped = st.session_state.setdefault("skipped_photos", {}).setdefault(review.created, set())
+    skipped = skipped_photos(review)
     pending = [s for s in review.items if Path(s.image).is_file() and s.image not in skipped]
     if fixer is None:
         st.info("This data set lives outside the app's folder, so the app does not move its photos: label these "
@@ -242,7 +242,7 @@ def ranked_photos_ui(summary: DatasetSummary, fixer: EditableDataset | None, rev
                                     "score": round(s.score, 3)} for s in pending]), hide_index=True, width="stretch")
         return
     if pending:
-        labelling_ui(summary, fixer, pending[0], len(pending), skipped)
+        labelling_ui(summary, fixer, pending[0], len(pending), review)
     else:
         st.success("Every ranked photo is labelled, skipped or removed." + (
             " Rank again to see the skipped ones and any added since." if summary.unlabelled else ""),
@@ -263,7 +263,7 @@ def _labels_since(fixer: EditableDataset, since: float) -> int:
 
 
 def labelling_ui(summary: DatasetSummary, fixer: EditableDataset, suggestion: Suggestion, left: int,
-                 skipped: set) -> None:
+                 review: LabelReview) -> None:
     """One photo, big, with a button per class (keys 1-9), skip and none of these."""
     path = Path(suggestion.image)
     picture, buttons = st.columns([3, 2], gap="large")
@@ -286,7 +286,7 @@ def labelling_ui(summary: DatasetSummary, fixer: EditableDataset, suggestion: Su
         skip, none = st.columns(2)
         if skip.button("Skip", key=f"label_skip_{path.name}", icon=":material/skip_next:", width="stretch",
                        shortcut="s"):
-            skipped.add(suggestion.image)
+            skip_photo(review, suggestion.image)  # on disk: a reload does not bring it back
             st.rerun()
         if none.button("None of these", key=f"label_none_{path.name}", icon=":material/delete:", width="stretch",
                        help="The photo fits no class: remove it from the data set (undo brings it back)."):
