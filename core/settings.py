@@ -106,7 +106,7 @@ SETTINGS: dict[str, Setting] = _table(
     Setting("LITTLE_DATA_RAY_ADDRESS", "", "The Ray cluster for sweeps, curves and multi-worker training "
                                            "(`auto`, `ray://HOST:10001`; default: a local instance).",
             forwarded=False),
-    Setting("LITTLE_DATA_MAX_UPLOAD_MB", "25", "The largest photo one upload may be.", _megabytes),
+    Setting("LITTLE_DATA_MAX_UPLOAD_MB", "50", "The largest photo one upload may be (a 200-megapixel phone JPEG is 20-50 MB).", _megabytes),
     Setting("LITTLE_DATA_MAX_ZIP_MB", "1024", "The most a data-set zip may unpack to.", _megabytes),
     Setting("LITTLE_DATA_MAX_PHOTOS_PER_CLASS", "5000", "The most photos one class of an in-app data set "
                                                         "may hold.", int),
