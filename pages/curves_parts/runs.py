@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data.builder import dataset_name
+from core.levels import LEVELS, get_level
 from core.serving.model_store import ModelEntry, ModelStore
 from pages.common import latest_models
 
@@ -55,25 +56,34 @@ def fine_tuning_label(hyperparameters: dict) -> str | None:
     return f"{hyperparameters.get('top_block') or 'large'} block, " + (f"{views} cached views" if views else "on the fly")
 
 
+def _percent_or_dash(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
 def table_ui(entries: list[ModelEntry]) -> None:
+    # Figures a run does not have (level 0 trains no epochs, only level 3 fine-tunes) read "—": a number
+    # column would print them as "None", which reads as a fault.
     rows = []
     for entry in entries:
         card = entry.card
         rows.append({
             "run": run_label(entry), "level": entry.level, "backbone": card.backbone or "small convnet",
             "trained on": dataset_name(entry.trained_root) if entry.trained_root else "?",
-            "val accuracy": card.metrics.val_accuracy, "mirror-averaged": card.flip_average,
-            "last epoch": card.metrics.last_epoch_val_accuracy, "best epoch": card.metrics.best_val_accuracy,
-            "tutorial": card.tutorial_accuracy, "epochs": entry.epochs_run,
-            "fine-tuned": fine_tuning_label(card.hyperparameters),
+            "val accuracy": _percent_or_dash(card.metrics.val_accuracy), "mirror-averaged": card.flip_average,
+            "last epoch": _percent_or_dash(card.metrics.last_epoch_val_accuracy),
+            "best epoch": _percent_or_dash(card.metrics.best_val_accuracy),
+            "tutorial": _percent_or_dash(get_level(entry.level).tutorial_accuracy_for(entry.classes)
+                                         if entry.level in LEVELS else None),
+            "epochs": "—" if entry.epochs_run is None else str(entry.epochs_run),
+            "fine-tuned": fine_tuning_label(card.hyperparameters) or "—",
             "training time (s)": card.train_seconds, "trainable params": card.params.get("trainable"),
             "total params": card.params.get("total"), "created": card.created, "id": entry.id})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-        "val accuracy": st.column_config.NumberColumn(format="percent", help="The saved model's score"),
-        "last epoch": st.column_config.NumberColumn(format="percent", help="The curve's last point: one view per photo"),
-        "best epoch": st.column_config.NumberColumn(format="percent", help="The curve's best point"),
-        "tutorial": st.column_config.NumberColumn(format="percent"),
-        "epochs": st.column_config.NumberColumn(help="Epochs trained; none for a level that trains nothing")})
+        "val accuracy": st.column_config.TextColumn(help="The saved model's score"),
+        "last epoch": st.column_config.TextColumn(help="The curve's last point: one view per photo"),
+        "best epoch": st.column_config.TextColumn(help="The curve's best point"),
+        "tutorial": st.column_config.TextColumn(help="What the tutorial reported for this level (cats vs dogs only)"),
+        "epochs": st.column_config.TextColumn(help="Epochs trained; none for a level that trains nothing")})
 
 
 def runs_ui() -> list[ModelEntry]:
