@@ -114,5 +114,8 @@ def test_bench_small(dataset, tmp_path):
     for level in ("1", "2", "3"):  # training throughput, as a share of the machine's matmul rate
         row = report["levels"][level]
         assert row["train_images_per_s"] > 0 and 0 < row["train_fraction_of_matmul"] < 1.5
+        # The Train page's estimate beside the time taken: a small run still costs its seconds of setup.
+        assert row["estimated_seconds"] >= 1 and f"{row['train_seconds']:.0f} ({row['estimated_seconds']:.0f})" in \
+            (out_dir / "report.md").read_text()
     assert report["levels"]["1"]["train_gflops_per_image"] > report["levels"]["2"]["train_gflops_per_image"]
     assert "training img/s" in (out_dir / "report.md").read_text()

@@ -87,7 +87,7 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
     from core.data.decoded import decode_split
     from core.data.download import resolve_data_dir
     from core.data.folders import summarize
-    from core.training.estimate import measure_matmul_gflops
+    from core.training.estimate import estimate, measure_matmul_gflops
     from core.serving.evaluation import evaluate
     from core.serving.predictor import Predictor
     from core.training.loop import TrainConfig, train
@@ -116,6 +116,9 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
                              data_dir=data_dir, models_dir=models_dir, cache_dir=cache_dir,
                              **({"views": views, "top_block": top_block} if level.fine_tuning else {})).resolved()
         log(f"== {level.label}: {config.epochs} epochs")
+        counts = summary.counts()  # what the Train page would have said before the run, to set beside it
+        guess = estimate(config, sum(counts["train"].values()), sum(counts["validation"].values()), gflops=gflops,
+                         fingerprint=summary.fingerprint)
         trained = train(config, report=report)
         entry = trained.entry
         card = entry.card
@@ -128,7 +131,7 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
             "val_accuracy_last": card.metrics.last_epoch_val_accuracy,
             "val_accuracy_best": card.metrics.best_val_accuracy, "best_epoch": card.metrics.best_epoch,
             "val_accuracy_reloaded": evaluation.accuracy, "tutorial_accuracy": level.tutorial_accuracy,
-            "train_seconds": trained.seconds, "timings": trained.timings, "params": card.params,
+            "train_seconds": trained.seconds, "estimated_seconds": guess.seconds, "timings": trained.timings, "params": card.params,
             "views": card.hyperparameters.get("views"), "top_block": card.hyperparameters.get("top_block"),
             "latency": _latency(predictor, sample_image), "explain_ms": _explain_ms(entry, predictor, sample_image),
             "peak_memory_mb": peak_memory_mb(),
@@ -251,7 +254,7 @@ def render_markdown(report: dict) -> str:
              f"Machine: {m.get('device', 'CPU')}, {m['cpus']} CPUs, {m['platform']}; TensorFlow {m.get('tensorflow', '')} "
              f"float32 matmul **{m['matmul_gflops']:.1f} GFLOP/s**.",
              f"Data: `{report['dataset']['root']}` {json.dumps(report['dataset']['counts'])}", "",
-             "| level | backbone | epochs | val acc (saved model) | last epoch | best epoch | tutorial | train s | "
+             "| level | backbone | epochs | val acc (saved model) | last epoch | best epoch | tutorial | train s (estimated) | "
              "extract img/s | % of matmul peak | latency ms (model / from bytes) | Grad-CAM ms | "
              "params trainable / total |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -264,7 +267,8 @@ def render_markdown(report: dict) -> str:
         lines.append(
             f"| {level} | {r['backbone'] or 'small convnet'} | {r['epochs']} | **{r['val_accuracy']:.2%}**"
             f"{' (mirror-averaged)' if r['flip_average'] else ''} | {last} | "
-            f"{best} | {tutorial} | {r['train_seconds']:.0f} | "
+            f"{best} | {tutorial} | {r['train_seconds']:.0f}"
+            f"{f' ({estimated:.0f})' if (estimated := r.get('estimated_seconds')) is not None else ''} | "
             f"{f'{ips:.1f}' if ips else '-'} | {f'{frac:.1%}' if frac else '-'} | "
             f"{r['latency']['model_ms']:.1f} / {r['latency']['from_bytes_ms']:.1f} | "
             f"{f'{explain:.1f}' if (explain := r.get('explain_ms')) else '-'} | "

@@ -14,12 +14,18 @@ from pathlib import Path
 
 from core import settings
 from core.atomic_files import atomic_write_json
-from core.levels import Estimate, FeatureCost, format_duration
+from core.levels import Estimate, FeatureCost, NoTrainingCost, format_duration
 
 #: TensorFlow matmul GFLOP/s of the 2-core reference machine the cost models were measured on.
 REFERENCE_GFLOPS = 220.0
 #: First run only: JPEG decode and resize into the cache.
 DECODE_SECONDS_PER_IMAGE = 0.003
+#: Every training run, whatever its size, on the reference machine: building the model, calibrating
+#: its confidence and saving it (a level-2 retrain on 20 cached photos took 3 s, its per-photo cost 0.1 s).
+SETUP_SECONDS = 3.0
+#: Building a pretrained network and loading its weights, when a run needs it (level 3; level 2 unless
+#: its features are cached): 3.5 s more for level 2 on 20 uncached photos.
+LOAD_NETWORK_SECONDS = 3.5
 
 
 def measure_matmul_gflops(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
@@ -133,13 +139,26 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
                                           top_share=top_block_share(get_backbone(config.backbone), config.top_block))
     elif isinstance(config.level_definition.cost, FeatureCost) and fingerprint and features_cached(config, fingerprint):
         guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed, cached=True)
-        return Estimate(guess.seconds, guess.detail + note)  # the photos were decoded for those features
+        # The photos were decoded for those features, and the network is not needed.
+        return Estimate(guess.seconds + SETUP_SECONDS * speed,
+                        guess.detail + f", {_setup_detail(SETUP_SECONDS * speed)}" + note)
     else:
         guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed)
     decode = (n_train + n_val) * DECODE_SECONDS_PER_IMAGE
     # The parts named add up to the total shown ("31 s (~4 s + ~18 s)" once left the decoding out).
     decoding = f", ~{format_duration(decode)} decoding the photos the first time" if decode >= 1 else ""
-    return Estimate(guess.seconds + decode, guess.detail + decoding + note)
+    setup = ""
+    if isinstance(config.level_definition.cost, NoTrainingCost):  # its cost already counts loading the network
+        overhead = 0.0
+    else:  # a small data set's run is mostly this: 20 photos were estimated at 1 s and took 12
+        overhead = (SETUP_SECONDS + (LOAD_NETWORK_SECONDS if config.level_definition.needs_backbone else 0)) * speed
+        setup = f", {_setup_detail(overhead, loads_network=config.level_definition.needs_backbone)}"
+    return Estimate(guess.seconds + decode + overhead, guess.detail + decoding + setup + note)
+
+
+def _setup_detail(seconds: float, loads_network: bool = False) -> str:
+    what = "loading the network, building and saving the model" if loads_network else "building and saving the model"
+    return f"~{format_duration(max(seconds, 1))} {what}"
 
 
 def features_cached(config, fingerprint: str) -> bool:
