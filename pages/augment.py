@@ -17,14 +17,14 @@ FIELDS = ["rotation", "width_shift", "height_shift", "shear", "zoom", "horizonta
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _picture(image_bytes: bytes):
-    return load_array(image_bytes, SIZE)
+def _picture(image_bytes: bytes, name: str):
+    return load_array(image_bytes, SIZE, name=name or "the picture")  # errors name the file, as Predict's do
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _variants(image_bytes: bytes, config_items: tuple, n: int, seed: int):
+def _variants(image_bytes: bytes, name: str, config_items: tuple, n: int, seed: int):
     """NumPy and Pillow, the same transforms as training's layers: no TensorFlow, milliseconds."""
-    return preview_variants(_picture(image_bytes), AugmentConfig(**dict(config_items)), n=n, seed=seed)
+    return preview_variants(_picture(image_bytes, name), AugmentConfig(**dict(config_items)), n=n, seed=seed)
 
 
 def _apply_to_widgets(config: AugmentConfig):
@@ -47,6 +47,17 @@ def image_picker_ui(summary) -> tuple[bytes | None, str]:
     return path.read_bytes(), path.name
 
 
+def _widget_config() -> AugmentConfig:
+    return AugmentConfig(**{name: st.session_state[f"aug_{name}"] for name in FIELDS})
+
+
+def _name_the_preset() -> None:
+    """A control moved: the menu names the preset the settings now match, or Custom. Left on the old
+    preset, the menu lied, and picking that preset again did nothing (it was already chosen)."""
+    config = _widget_config()
+    st.session_state["aug_preset"] = next((k for k, v in PRESETS.items() if v == config), "custom")
+
+
 def controls_ui() -> tuple[AugmentConfig, str]:
     saved, saved_preset = workspace.augment_settings()
     if "aug_rotation" not in st.session_state:
@@ -61,23 +72,24 @@ def controls_ui() -> tuple[AugmentConfig, str]:
 
     st.selectbox("Preset", options, key="aug_preset", on_change=on_preset,
                  format_func=lambda k: PRESET_LABELS.get(k, "Custom"))
-    st.slider("Rotation (± degrees)", 0, 180, key="aug_rotation", step=5,
+    st.slider("Rotation (± degrees)", 0, 180, key="aug_rotation", step=5, on_change=_name_the_preset,
               help="All the geometric changes are combined into one transform about the picture's centre, "
                    "so each picture is resampled once, as the tutorial's ImageDataGenerator does.")
     c1, c2 = st.columns(2)
-    c1.slider("Width shift", 0.0, 0.5, key="aug_width_shift", step=0.05)
-    c2.slider("Height shift", 0.0, 0.5, key="aug_height_shift", step=0.05)
-    c1.slider("Shear", 0.0, 0.5, key="aug_shear", step=0.05,
+    c1.slider("Width shift", 0.0, 0.5, key="aug_width_shift", step=0.05, on_change=_name_the_preset)
+    c2.slider("Height shift", 0.0, 0.5, key="aug_height_shift", step=0.05, on_change=_name_the_preset)
+    c1.slider("Shear", 0.0, 0.5, key="aug_shear", step=0.05, on_change=_name_the_preset,
               help="Slants the picture about its centre: 0.2 moves the top and bottom edges sideways by up "
                    "to 20% of half the height, in opposite directions.")
-    c2.slider("Zoom", 0.0, 0.5, key="aug_zoom", step=0.05,
+    c2.slider("Zoom", 0.0, 0.5, key="aug_zoom", step=0.05, on_change=_name_the_preset,
               help="Scales width and height each on its own, by up to this fraction in or out, so shapes "
                    "get a little wider or taller too (as the tutorial's `zoom_range`).")
-    c1.slider("Brightness", 0.0, 0.5, key="aug_brightness", step=0.05)
-    c2.slider("Contrast", 0.0, 0.5, key="aug_contrast", step=0.05)
-    st.toggle("Horizontal flip", key="aug_horizontal_flip")
-    st.selectbox("Fill pixels outside the picture with", ["nearest", "reflect", "constant", "wrap"], key="aug_fill_mode")
-    config = AugmentConfig(**{name: st.session_state[f"aug_{name}"] for name in FIELDS})
+    c1.slider("Brightness", 0.0, 0.5, key="aug_brightness", step=0.05, on_change=_name_the_preset)
+    c2.slider("Contrast", 0.0, 0.5, key="aug_contrast", step=0.05, on_change=_name_the_preset)
+    st.toggle("Horizontal flip", key="aug_horizontal_flip", on_change=_name_the_preset)
+    st.selectbox("Fill pixels outside the picture with", ["nearest", "reflect", "constant", "wrap"], key="aug_fill_mode",
+                 on_change=_name_the_preset)
+    config = _widget_config()
     return config, next((k for k, v in PRESETS.items() if v == config), "custom")
 
 
@@ -101,8 +113,8 @@ def main():
         if image_bytes is None:
             return
         try:
-            variants = _variants(image_bytes, tuple(sorted(config.to_dict().items())), int(n), int(seed))
-            original = _picture(image_bytes)
+            original = _picture(image_bytes, name)
+            variants = _variants(image_bytes, name, tuple(sorted(config.to_dict().items())), int(n), int(seed))
         except ImageError as exc:
             st.error(str(exc))
             return

@@ -136,6 +136,15 @@ def test_augmentation_change_redraws_the_grid(app_env):
     assert_clean(at)
     config, preset_name = workspace.augment_settings()
     assert config.rotation == 90 and preset_name == "custom"  # the training page will use this
+    assert at.selectbox(key="aug_preset").value == "custom"  # the menu no longer names the preset left behind
+    at.selectbox(key="aug_preset").set_value("none").run()  # so picking it again applies it again
+    assert at.slider(key="aug_rotation").value == 0 and workspace.augment_settings()[1] == "none"
+    at.slider(key="aug_rotation").set_value(0).run()  # unchanged: still the preset
+    assert at.selectbox(key="aug_preset").value == "none"
+    at.radio[0].set_value("Upload one").run()
+    at.file_uploader(key="aug_upload").set_value(("notes.jpg", b"not a picture", "image/jpeg")).run()
+    assert [e.value for e in at.error] == [
+        "notes.jpg: is not an image we can read (JPEG, PNG, WebP, BMP or GIF)."]  # named, as Predict names it
 
 
 def test_train_page_fine_tunes_on_cached_views_or_the_tutorials_way(app_env):
