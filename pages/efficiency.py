@@ -3,7 +3,8 @@
 import streamlit as st
 
 from core.app import jobs
-from core.experiments.efficiency_curve import DEFAULT_SIZES, CurveConfig, estimate_seconds, plan
+from core.experiments.efficiency_curve import DEFAULT_SIZES, CurveConfig, backbone_for, estimate_seconds, plan
+from core.networks.backbones import get_backbone
 from core.levels import LEVELS, all_levels, format_duration
 from pages.charts import curve_chart, curve_frame
 from pages.common import (background_job_ui, current_summary, ensure_app_shell, other_job_notice_ui, page_header,
@@ -34,7 +35,8 @@ def controls_ui(summary, busy: bool):
     st.caption(f":material/timer: {runs} point(s), about **{format_duration(sum(guess.values()))}** on this machine ("
                + ", ".join(f"level {k}: {format_duration(v)}" for k, v in guess.items())
                + "). Level 2 computes the features once and trains only its small classifier per point; "
-                 "levels 1 and 3 train fully at every point.")
+                 "levels 1 and 3 train fully at every point. Levels 2 and 3 use "
+               + f"{get_backbone(backbone_for(2)).label}, the default network; the dashed line is that network's level 0, once it is trained.")
     start_button_ui("Measure the curve", config, "curve_start", busy, "curve_was_active")
 
 

@@ -127,3 +127,28 @@ def test_statistics_per_size_are_mean_and_spread_over_seeds():
     assert (big.images_per_class, big.lowest, big.highest, big.seeds) == (10, 0.8, 0.9, 2)
     assert big.mean == pytest.approx(0.85) and big.std == pytest.approx(0.05)
     assert statistics_per_size([]) == []
+
+
+def test_the_curves_level_0_line_is_the_level_0_of_the_network_the_curve_runs_on(dataset):
+    """The quick start's newer MobileNetV2 level 0 was drawn, unnamed, under an EfficientNet-Lite2 curve."""
+    from core.experiments.efficiency_curve import backbone_for
+    from core.networks.factories import make_level1_model
+    from core.serving.cards import Metrics, ModelCard
+    from core.serving.model_store import ModelStore
+    import pandas as pd
+
+    from core.levels import get_level
+    from pages.charts import curve_chart
+
+    summary = summarize(dataset)
+    curve_network = backbone_for(2)
+    for backbone, accuracy, created in ((curve_network, 0.925, "2026-11-01T10:00:00+00:00"),
+                                        ("mobilenet_v2", 0.914, "2026-11-02T10:00:00+00:00")):
+        size = TrainConfig(level=0, backbone=backbone).resolved().image_size
+        ModelStore().save(make_level1_model(2, (32, 32)), ModelCard(
+            level=0, classes=summary.classes, image_size=size, backbone=backbone, metrics=Metrics(val_accuracy=accuracy),
+            dataset={"root": str(summary.root), "fingerprint": summary.fingerprint}, created=created))
+    frame = pd.DataFrame([{"level": get_level(2).label, "images per class": 5, "accuracy": 0.8, "lowest": 0.75,
+                           "highest": 0.85, "seeds": 2}])
+    spec = json.dumps(curve_chart(frame, summary).to_dict())
+    assert "level 0, no training (EfficientNet-Lite2): 92.5%" in spec and "91.4%" not in spec
