@@ -53,6 +53,8 @@ def test_level2_curve_trains_heads_on_cached_features_and_keeps_results(dataset_
     config = CurveConfig(levels=[2], sizes=[2, 20], seeds=2, backbone=tiny_backbone.name, weights="none",
                          data_dir=str(data))
     events = []
+    uncached = estimate_seconds(CurveConfig(levels=[2], sizes=[2], seeds=1, backbone=tiny_backbone.name,
+                                            weights="none", data_dir=str(data)), summarize(data), gflops=220)[2]
     results = run_curve(config, report=events.append)
     points = results[2]
     assert [(p.images_per_class, p.seed) for p in points] == [(2, 0), (2, 1), (20, 0), (20, 1)]
@@ -65,9 +67,10 @@ def test_level2_curve_trains_heads_on_cached_features_and_keeps_results(dataset_
     # The features were extracted once: a second curve reads them from the cache and is faster.
     assert any(e.phase.startswith("extract-") for e in events)
     again = []
-    run_curve(CurveConfig(levels=[2], sizes=[2], seeds=1, backbone=tiny_backbone.name, weights="none",
-                          data_dir=str(data)), report=again.append)
+    second = CurveConfig(levels=[2], sizes=[2], seeds=1, backbone=tiny_backbone.name, weights="none", data_dir=str(data))
+    run_curve(second, report=again.append)
     assert not any(e.phase.startswith("extract-") for e in again)
+    assert estimate_seconds(second, summarize(data), gflops=220)[2] < uncached  # nor does its estimate
 
 
 def test_cancelling_stops_between_points_and_keeps_what_was_measured(dataset_factory, tiny_backbone):

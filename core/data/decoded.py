@@ -100,15 +100,20 @@ class DecodedSplit:
         return len(self.labels)
 
 
-def _decoded_paths(summary: DatasetSummary, split: str, size: tuple[int, int], cache_dir=None) -> tuple[Path, Path]:
+def _decoded_paths(fingerprint: str, split: str, size: tuple[int, int], cache_dir=None) -> tuple[Path, Path]:
     folder = (Path(cache_dir) if cache_dir else settings.cache_dir()) / "decoded"
-    stem = f"{summary.fingerprint}-{split}-{size[0]}x{size[1]}"
+    stem = f"{fingerprint}-{split}-{size[0]}x{size[1]}"
     return folder / f"{stem}.rgb", folder / f"{stem}.json"
+
+
+def is_decoded(fingerprint: str, split: str, size: tuple[int, int], cache_dir=None) -> bool:
+    """Whether a split of the data set `fingerprint` is in the decoded cache at `size` (a run reads it back)."""
+    return all(path.is_file() for path in _decoded_paths(fingerprint, split, size, cache_dir))
 
 
 def forget_decoded(summary: DatasetSummary, split: str, size: tuple[int, int], cache_dir=None) -> None:
     """Deletes a split's decoded cache (for photos decoded once, such as a pool ranked for labelling)."""
-    for path in _decoded_paths(summary, split, size, cache_dir):
+    for path in _decoded_paths(summary.fingerprint, split, size, cache_dir):
         path.unlink(missing_ok=True)
 
 
@@ -124,7 +129,7 @@ def decode_split(summary: DatasetSummary, split: str, size: tuple[int, int],
     """
     if split not in summary.files:
         raise DatasetError(f"The data set has no {split}/ split.")
-    rows_path, meta_path = _decoded_paths(summary, split, size, cache_dir)
+    rows_path, meta_path = _decoded_paths(summary.fingerprint, split, size, cache_dir)
     row_shape = (int(size[0]), int(size[1]), 3)
     if rows_path.exists() and meta_path.exists():
         try:

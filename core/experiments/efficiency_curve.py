@@ -102,7 +102,8 @@ def plan(config: CurveConfig, summary) -> list[tuple[int, int, int]]:
 
 def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) -> dict[int, float]:
     """Level -> rough seconds for all its points on this machine, before starting."""
-    from core.training.estimate import REFERENCE_GFLOPS, backbone_cost_scale, estimate, machine_gflops, network_gflops
+    from core.training.estimate import (REFERENCE_GFLOPS, backbone_cost_scale, estimate, features_cached,
+                                        machine_gflops, network_gflops)
     from core.training.loop import TrainConfig
 
     speed = REFERENCE_GFLOPS / (gflops or machine_gflops())
@@ -119,8 +120,13 @@ def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) 
                           for needed in (level.requires, key) if needed is not None)
         total[key] = total.get(key, 0.0) + seconds
     for key in total:
-        if _uses_features(key):  # the features of every photo, once (validation twice: mirrored too)
-            config_2 = TrainConfig(level=key, backbone=config.backbone).resolved()
+        if not _uses_features(key):
+            continue
+        config_2 = TrainConfig(level=key, backbone=config.backbone, weights=config.weights,
+                               flip_average=config.flip_average).resolved()
+        # The features of every photo, once (validation twice: mirrored too), unless a run or curve on these
+        # photos has kept them (a second curve said a minute and took 40 s).
+        if not features_cached(config_2, summary.fingerprint):
             total[key] += ((n_train + 2 * n_val) * get_level(key).cost.extract * network_gflops(config_2) * speed
                            * backbone_cost_scale(config_2.backbone, get_level(key).cost))
     return total

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core import settings
 from core.atomic_files import atomic_write_json
+from core.data.decoded import is_decoded
 from core.levels import Estimate, FeatureCost, NoTrainingCost, format_duration
 
 #: TensorFlow matmul GFLOP/s of the 2-core reference machine the cost models were measured on.
@@ -137,6 +138,11 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
         guess = fine_tuning.cost.estimate(n_train, n_val, config.epochs, network, views, speed,
                                           cached_views=len(view_names(config.augment, config.views)),
                                           top_share=top_block_share(get_backbone(config.backbone), config.top_block))
+    elif (isinstance(config.level_definition.cost, NoTrainingCost) and fingerprint
+          and features_cached(config, fingerprint, parts=[("validation", False), ("validation", True)])):
+        # Level 0 scores with its ImageNet top on level 2's kept features of the photos and their mirror
+        # images (`recipes._grouped_outputs_from_features`): it was estimated at 28 s and took 4.
+        guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed, cached=True)
     elif isinstance(config.level_definition.cost, FeatureCost) and fingerprint and features_cached(config, fingerprint):
         guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed, cached=True)
         # The photos were decoded for those features, and the network is not needed.
@@ -144,7 +150,11 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
                         guess.detail + f", {_setup_detail(SETUP_SECONDS * speed)}" + note)
     else:
         guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed)
-    decode = (n_train + n_val) * DECODE_SECONDS_PER_IMAGE
+    # Each split a run reads, unless the photos are decoded at this size already; level 0 reads no training photos.
+    splits = {"train": n_train, "validation": n_val} if config.level_definition.trains else {"validation": n_val}
+    decode = DECODE_SECONDS_PER_IMAGE * sum(
+        count for split, count in splits.items()
+        if not (fingerprint and is_decoded(fingerprint, split, config.image_size, config.cache_dir)))
     # The parts named add up to the total shown ("31 s (~4 s + ~18 s)" once left the decoding out).
     decoding = f", ~{format_duration(decode)} decoding the photos the first time" if decode >= 1 else ""
     setup = ""
@@ -161,9 +171,10 @@ def _setup_detail(seconds: float, loads_network: bool = False) -> str:
     return f"~{format_duration(max(seconds, 1))} {what}"
 
 
-def features_cached(config, fingerprint: str) -> bool:
+def features_cached(config, fingerprint: str, parts: list[tuple[str, bool]] | None = None) -> bool:
     """Whether a run of `config` on the data set `fingerprint` finds every split's features cached (the
-    validation photos' mirror images too when it averages them), as a second level-2 run does."""
+    validation photos' mirror images too when it averages them), as a second level-2 run does; with
+    `parts`, those (split, mirror) arrays only."""
     from core.errors import ConfigError
     from core.networks.backbones import WeightsError, get_backbone, resolve_weights
     from core.networks.features import bottleneck_parts, feature_cache_path
@@ -173,6 +184,7 @@ def features_cached(config, fingerprint: str) -> bool:
         weights = resolve_weights(get_backbone(config.backbone), config.weights)
     except (ConfigError, WeightsError):  # an unknown network, or weights not at hand: nothing is cached either
         return False
+    parts = parts if parts is not None else [(split, mirror) for _, split, mirror in bottleneck_parts(config.flip_average)]
     return all(feature_cache_path(config.cache_dir, fingerprint, config.backbone, weights.key, config.image_size,
                                   split, mirror=mirror).is_file()
-               for _, split, mirror in bottleneck_parts(config.flip_average))
+               for split, mirror in parts)
