@@ -49,8 +49,9 @@ def inputs_ui(summary) -> list[tuple[str, bytes]]:
     return inputs
 
 
-def result_ui(result, loaded: dict):
-    """One photo's answers, a column per level (`loaded`: level -> its Predictor, or why it cannot load)."""
+def result_ui(result, loaded: dict, photos: int = 1):
+    """One photo's answers, a column per level (`loaded`: level -> its Predictor, or why it cannot load;
+    `photos`: how many were sent together)."""
     levels = list(loaded)
     with st.container(border=True):
         if result.error:
@@ -78,16 +79,20 @@ def result_ui(result, loaded: dict):
                 if (error := getattr(loaded[level], "judge_error", None)) is not None:
                     st.caption(f"No \"none of these\" for this level: {error}")
                 if level in result.heatmaps:
-                    st.image(overlay(result.image, result.heatmaps[level], max_side=360), width="stretch",
-                             caption=f"Where it looks for “{best}”")
-                    if note := heatmap_note(result.heatmaps[level]):  # a blank map: say why, not a dark photo
-                        st.caption(f"{note[:1].upper()}{note[1:]}.")
+                    if note := heatmap_note(result.heatmaps[level]):  # a blank map: say why, without an overlay
+                        st.caption(f"{note[:1].upper()}{note[1:]}.")  # captioned "where it looks" beside it
+                    else:
+                        st.image(overlay(result.image, result.heatmaps[level], max_side=360), width="stretch",
+                                 caption=f"Where it looks for “{best}”")
                 elif level in result.explain_errors:
                     st.caption(f"No heatmap: {result.explain_errors[level]}")
         if disagreement := result.disagreement():
             st.caption(f":material/info: {disagreement}")
-        what = " and heatmap" if result.heatmaps else ""
-        st.caption(f"Server time: {result.server_ms:.0f} ms for decoding and {len(result.per_level)} model(s){what}.")
+        what = f" and heatmap{'s' if len(result.heatmaps) > 1 else ''}" if result.heatmaps else ""
+        # With several photos, the time is the batch's: read per photo, twelve looked twelve times slower.
+        together = f", for the {photos} photos answered together" if photos > 1 else ""
+        st.caption(f"Server time: {result.server_ms:.0f} ms for decoding and {len(result.per_level)} model(s){what}"
+                   f"{together}.")
 
 
 def legend_ui():
@@ -122,7 +127,7 @@ def main():
         st.warning(str(exc), icon=":material/hourglass_top:")
         return
     for future in pending:
-        result_ui(future.result(), loaded)
+        result_ui(future.result(), loaded, photos=len(pending))
 
 
 ensure_app_shell()

@@ -88,7 +88,8 @@ def test_predict_upload_and_bad_files(trained):
     assert "**Level 1**  \nfrom scratch" in headings and "**Level 2**  \nbottleneck features" in headings
     answers = [m.value for m in at.main.markdown if m.value.startswith("### ")]
     assert len(answers) == 2 and all(("circles" in a or "squares" in a) and "%" in a for a in answers)
-    assert [c.value for c in at.caption if "Server time" in c.value][0].endswith("for decoding and 2 model(s).")
+    assert [c.value for c in at.caption if "Server time" in c.value][0].endswith(  # the batch's time, said so
+        "for decoding and 2 model(s), for the 3 photos answered together.")
     # The server process skips Grappler (see core.serving.predictor.configure_for_serving).
     import tensorflow as tf
 
@@ -214,7 +215,7 @@ def test_predict_where_it_looks_overlays_every_levels_heatmap(trained):
     captions = [img.proto.imgs[0].caption for img in at.get("image")]
     assert sum(c.startswith("Where it looks for") for c in captions) == 2  # one heatmap per level
     assert any("yellow = where the decision comes from" in c.value for c in at.caption)
-    assert [c.value for c in at.caption if "Server time" in c.value][0].endswith("2 model(s) and heatmap.")
+    assert [c.value for c in at.caption if "Server time" in c.value][0].endswith("2 model(s) and heatmaps.")
 
 
 def test_level0_card_without_a_built_in_grouping_asks_for_one(app_env):
