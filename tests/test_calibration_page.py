@@ -121,3 +121,18 @@ def test_a_margin_exponent_is_named_and_explained(store):
     assert {m.label: m.value for m in part.metric}["Temperature"] == "1.30"
     assert any(t.startswith("Margin exponent 0.60: the model's over-confidence depends on how sure it is")
                for t in texts(part))
+
+
+@pytest.mark.parametrize("before, in_sample, held_out, floor, says_noise, says_flatters", [
+    (0.007, 0.004, 0.003, 0.006, True, False),  # the review's level 2: every figure within the floor's noise
+    (0.080, 0.010, 0.020, 0.006, False, True),  # over-confident, cured; in-sample a little better, as usual
+])
+def test_the_figures_say_when_they_are_within_noise(store, before, in_sample, held_out, floor, says_noise, says_flatters):
+    entry = store.list().models[0]
+    card = json.loads(entry.card_path.read_text())
+    card["calibration"].update(ece_before=before, ece_after=in_sample, ece_cross_fitted=held_out, ece_floor=floor)
+    entry.card_path.write_text(json.dumps(card))
+    part = section(curves_page())
+    caption = next(t for t in texts(part) if t.startswith("In-sample after scaling"))
+    assert ("already within that noise" in caption) == says_noise
+    assert ("so it usually flatters" in caption) == says_flatters

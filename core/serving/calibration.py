@@ -214,6 +214,12 @@ class Calibration:
     def is_identity(self) -> bool:
         return self.temperature == 1.0 and self.exponent == 1.0
 
+    @property
+    def within_noise(self) -> bool:
+        """Whether the model was already as calibrated as this many photos can show: its ECE before scaling
+        is within twice what a perfectly calibrated model would measure (False where that is unknown)."""
+        return self.ece_floor is not None and self.ece_before <= 2 * self.ece_floor
+
     def describe(self) -> str:
         """'temperature 2.40' or 'temperature 1.28, margin exponent 0.61'."""
         text = f"temperature {self.temperature:.2f}"

@@ -68,8 +68,13 @@ def figures_ui(calibration: Calibration) -> None:
     floor = (f" A perfectly calibrated model would measure about {calibration.ece_floor:.1%} on this many photos: "
              "each bin's accuracy is an average of a few photos, so ECE is never zero."
              if calibration.ece_floor is not None else "")
+    if calibration.within_noise:  # 0.7% -> 0.3% beside a 0.6% floor read as a cure, and contradicted "flatters"
+        floor += (f" This model's {calibration.ece_before:.1%} before scaling is already within that noise, so the "
+                  "figures here cannot tell calibrations apart.")
+    # Fitted and measured on the same photos, the in-sample figure usually flatters; by chance it may not.
+    flatters = ", so it usually flatters" if calibration.ece_after <= calibration.ece_cross_fitted else ""
     st.caption(f"In-sample after scaling: {calibration.ece_after:.1%} (fitted and measured on the same "
-               f"{calibration.photos} validation photos, so it flatters).{floor}")
+               f"{calibration.photos} validation photos{flatters}).{floor}")
     st.metric("Temperature", f"{calibration.temperature:.2f}",
               help="Log-probabilities are divided by it: above 1 softens an over-confident model, below 1 sharpens "
                    "an under-confident one. It never changes which class wins.")
