@@ -36,7 +36,9 @@ def export_ui(entry: ModelEntry, summary) -> None:
         if fmt is None:
             return
         try:
-            with st.spinner(f"Converting to {fmt.label}…"):
+            # int8 runs a hundred photos through the model to measure its value ranges: a minute on two cores.
+            wait = " Measuring value ranges on a hundred training photos: about a minute." if fmt.needs_calibration else ""
+            with st.spinner(f"Converting to {fmt.label}…{wait}", show_time=True):
                 data, size = _export_zip(entry.id, str(entry.model_path), fmt.value,
                                          str(summary.root) if summary is not None else None)
         except (ModelError, DatasetError) as exc:
