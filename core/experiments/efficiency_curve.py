@@ -100,10 +100,15 @@ def plan(config: CurveConfig, summary) -> list[tuple[int, int, int]]:
             for seed in range(config.seeds)]
 
 
+#: Each point of a feature level beyond its head's epochs, on the reference machine: building the head and
+#: scoring the validation photos' features (six points on kept features took 13 s, estimated at 3 without it).
+HEAD_POINT_SECONDS = 1.5
+
+
 def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) -> dict[int, float]:
     """Level -> rough seconds for all its points on this machine, before starting."""
-    from core.training.estimate import (REFERENCE_GFLOPS, backbone_cost_scale, estimate, features_cached,
-                                        machine_gflops, network_gflops)
+    from core.training.estimate import (LOAD_NETWORK_SECONDS, REFERENCE_GFLOPS, backbone_cost_scale, estimate,
+                                        features_cached, machine_gflops, network_gflops)
     from core.training.loop import TrainConfig
 
     speed = REFERENCE_GFLOPS / (gflops or machine_gflops())
@@ -113,8 +118,8 @@ def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) 
     for key, size, _ in plan(config, summary):
         level = get_level(key)
         train_config = TrainConfig(level=key, backbone=config.backbone, flip_average=config.flip_average)
-        if _uses_features(key):  # only the head trains per point
-            seconds = level.cost.head_epoch * train_config.resolved().epochs * k * size / 100 * speed
+        if _uses_features(key):  # only the head trains per point, then scores the validation photos' features
+            seconds = (level.cost.head_epoch * train_config.resolved().epochs * k * size / 100 + HEAD_POINT_SECONDS) * speed
         else:
             seconds = sum(estimate(TrainConfig(level=needed, backbone=config.backbone), k * size, n_val, gflops).seconds
                           for needed in (level.requires, key) if needed is not None)
@@ -124,6 +129,7 @@ def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) 
             continue
         config_2 = TrainConfig(level=key, backbone=config.backbone, weights=config.weights,
                                flip_average=config.flip_average).resolved()
+        total[key] += LOAD_NETWORK_SECONDS * speed  # the network is built even when its features are kept
         # The features of every photo, once (validation twice: mirrored too), unless a run or curve on these
         # photos has kept them (a second curve said a minute and took 40 s).
         if not features_cached(config_2, summary.fingerprint):
