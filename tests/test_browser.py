@@ -118,7 +118,7 @@ def test_where_it_looks_shows_a_heatmap_per_level(app_server, tmp_path):
         page.get_by_text("Where it looks", exact=True).first.click()
         page.wait_for_timeout(1000)
         page.locator("[data-testid='stFileUploaderDropzone'] input[type='file']").set_input_files(str(photo))
-        page.get_by_text("and heatmap.").first.wait_for(timeout=60_000)
+        page.get_by_text("and heatmaps.").first.wait_for(timeout=60_000)
         page.get_by_text("yellow = where the decision comes from").first.wait_for(timeout=10_000)
         page.wait_for_timeout(800)
         page.screenshot(path=str(ARTIFACTS / "predict-heatmaps.png"), full_page=True)
