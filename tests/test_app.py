@@ -89,7 +89,7 @@ def test_predict_upload_and_bad_files(trained):
     answers = [m.value for m in at.main.markdown if m.value.startswith("### ")]
     assert len(answers) == 2 and all(("circles" in a or "squares" in a) and "%" in a for a in answers)
     assert [c.value for c in at.caption if "Server time" in c.value][0].endswith(  # the batch's time, said so
-        "for decoding and 2 model(s), for the 3 photos answered together.")
+        "for decoding and 2 model(s), waiting for the other 2 photo(s) sent with it included.")
     # The server process skips Grappler (see core.serving.predictor.configure_for_serving).
     import tensorflow as tf
 
@@ -140,7 +140,9 @@ def test_augmentation_change_redraws_the_grid(app_env):
     assert at.selectbox(key="aug_preset").value == "custom"  # the menu no longer names the preset left behind
     at.selectbox(key="aug_preset").set_value("none").run()  # so picking it again applies it again
     assert at.slider(key="aug_rotation").value == 0 and workspace.augment_settings()[1] == "none"
-    at.slider(key="aug_rotation").set_value(0).run()  # unchanged: still the preset
+    at.slider(key="aug_rotation").set_value(45).run()
+    assert at.selectbox(key="aug_preset").value == "custom"
+    at.slider(key="aug_rotation").set_value(0).run()  # back on the preset's settings: named again
     assert at.selectbox(key="aug_preset").value == "none"
     at.radio[0].set_value("Upload one").run()
     at.file_uploader(key="aug_upload").set_value(("notes.jpg", b"not a picture", "image/jpeg")).run()

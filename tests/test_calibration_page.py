@@ -134,5 +134,5 @@ def test_the_figures_say_when_they_are_within_noise(store, before, in_sample, he
     entry.card_path.write_text(json.dumps(card))
     part = section(curves_page())
     caption = next(t for t in texts(part) if t.startswith("In-sample after scaling"))
-    assert ("already within that noise" in caption) == says_noise
+    assert ("within twice that" in caption) == says_noise and part.label.endswith("(within noise)") == says_noise
     assert ("so it usually flatters" in caption) == says_flatters

@@ -156,3 +156,23 @@ def test_upload_over_the_size_limit_is_refused(monkeypatch):
 def test_missing_file_is_an_image_error(tmp_path):
     with pytest.raises(ImageError, match="cannot be read"):
         load_image(tmp_path / "nope.jpg")
+
+
+def test_a_data_set_folder_keeps_a_jpeg_over_the_pixel_limit_and_lists_a_png_as_unreadable(tmp_path, monkeypatch):
+    """The folder check reads a huge JPEG as `load_image` does (at reduced scale): uploads took it, the folder refused it."""
+    from core.data import images
+    from core.data.folders import summarize
+
+    monkeypatch.setattr(settings, "MAX_IMAGE_PIXELS", 2_000_000)
+    monkeypatch.setattr(images, "DRAFT_SIDE", 1000)
+    big = gradient(500, 400).resize((5000, 4000))  # 20 megapixels declared
+    for split in ("train", "validation"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            (tmp_path / split / name / "small.jpg").write_bytes(jpeg_bytes(gradient(40, 30)))
+    (tmp_path / "train" / "a" / "phone.jpg").write_bytes(jpeg_bytes(big, quality=70))
+    (tmp_path / "train" / "a" / "scan.png").write_bytes(png_bytes(big))
+    summary = summarize(tmp_path)
+    assert [p.name for p, _ in summary.files["train"]].count("phone.jpg") == 1
+    assert summary.unreadable == [("train/a/scan.png", "declares 5000x4000 pixels")]
+    assert images.load_image(tmp_path / "train" / "a" / "phone.jpg").size == (1250, 1000)

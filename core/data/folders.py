@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from core import settings
+from core.data import images
 from core.data.images import is_image_name
 from core.errors import LittleDataError
 
@@ -106,6 +107,7 @@ def _check_header(path: Path) -> str | None:
         if path.stat().st_size == 0:
             return "the file is empty"
         with Image.open(path) as image:
+            image.draft("RGB", (images.DRAFT_SIDE,) * 2)  # as `load_image` decodes it: a 108 MP JPEG, reduced
             width, height = image.size
         if width * height > settings.MAX_IMAGE_PIXELS:
             return f"declares {width}x{height} pixels"

@@ -20,6 +20,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 # We check the declared size ourselves before any decoding (and say so with the numbers), so
 # Pillow's own guard, which refuses at `Image.open` with a vaguer message, is switched off.
 Image.MAX_IMAGE_PIXELS = None
+#: A JPEG larger than this on both sides is decoded at a reduced scale (1/2, 1/4 or 1/8), here and when a
+#: data set's folder is checked.
+DRAFT_SIDE = 4096
 
 
 class ImageError(LittleDataError, ValueError):
@@ -33,7 +36,7 @@ def is_image_name(name: str) -> bool:
 
 
 def load_image(source: str | Path | bytes, name: str | None = None,
-               max_bytes: int | None = None, draft_side: int = 4096) -> Image.Image:
+               max_bytes: int | None = None, draft_side: int | None = None) -> Image.Image:
     """Decodes an image file or its bytes into an upright 8-bit RGB `PIL.Image`.
 
     Args:
@@ -42,7 +45,7 @@ def load_image(source: str | Path | bytes, name: str | None = None,
         max_bytes: refuse inputs larger than this (default `settings.max_upload_bytes()` for bytes,
             no limit for files already on disk).
         draft_side: a JPEG larger than this on both sides is decoded at a reduced scale (1/2, 1/4 or
-            1/8, at least this size): a 12-megapixel phone photo decodes several times faster at 1024.
+            1/8, at least this size; default `DRAFT_SIDE`): a 12-megapixel phone photo decodes several times faster at 1024.
 
     Raises:
         ImageError: empty, too large, not an image, truncated, or too many pixels.
@@ -66,6 +69,7 @@ def load_image(source: str | Path | bytes, name: str | None = None,
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         image.seek(0)  # animated GIF/WebP: the first frame
+        draft_side = draft_side or DRAFT_SIDE
         image.draft("RGB", (draft_side, draft_side))  # JPEG: decode huge photos at a reduced scale
         # The limit is on the pixels decoded, so a 108- or 200-megapixel phone JPEG (decoded at 1/2 or
         # 1/4 scale by the draft) is read, while a PNG declaring as many is refused before decoding.

@@ -133,7 +133,7 @@ def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) 
         # The features of every photo, once (validation twice: mirrored too), unless a run or curve on these
         # photos has kept them (a second curve said a minute and took 40 s).
         if not features_cached(config_2, summary.fingerprint):
-            total[key] += ((n_train + 2 * n_val) * get_level(key).cost.extract * network_gflops(config_2) * speed
+            total[key] += ((n_train + (2 if config.flip_average else 1) * n_val) * get_level(key).cost.extract * network_gflops(config_2) * speed
                            * backbone_cost_scale(config_2.backbone, get_level(key).cost))
     return total
 

@@ -138,7 +138,7 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
         guess = fine_tuning.cost.estimate(n_train, n_val, config.epochs, network, views, speed,
                                           cached_views=len(view_names(config.augment, config.views)),
                                           top_share=top_block_share(get_backbone(config.backbone), config.top_block))
-    elif (isinstance(config.level_definition.cost, NoTrainingCost) and fingerprint
+    elif (isinstance(config.level_definition.cost, NoTrainingCost) and fingerprint and _pretrained(config)
           and features_cached(config, fingerprint, parts=[("validation", False), ("validation", True)])):
         # Level 0 scores with its ImageNet top on level 2's kept features of the photos and their mirror
         # images (`recipes._grouped_outputs_from_features`): it was estimated at 28 s and took 4.
@@ -150,10 +150,10 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
                         guess.detail + f", {_setup_detail(SETUP_SECONDS * speed)}" + note)
     else:
         guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed)
-    # Each split a run reads, unless the photos are decoded at this size already; level 0 reads no training photos.
-    splits = {"train": n_train, "validation": n_val} if config.level_definition.trains else {"validation": n_val}
+    # Both splits, unless the photos are decoded at this size already (level 0 reads the training photos
+    # too: its novelty judge compares new photos with them).
     decode = DECODE_SECONDS_PER_IMAGE * sum(
-        count for split, count in splits.items()
+        count for split, count in (("train", n_train), ("validation", n_val))
         if not (fingerprint and is_decoded(fingerprint, split, config.image_size, config.cache_dir)))
     # The parts named add up to the total shown ("31 s (~4 s + ~18 s)" once left the decoding out).
     decoding = f", ~{format_duration(decode)} decoding the photos the first time" if decode >= 1 else ""
@@ -164,6 +164,18 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
         overhead = (SETUP_SECONDS + (LOAD_NETWORK_SECONDS if config.level_definition.needs_backbone else 0)) * speed
         setup = f", {_setup_detail(overhead, loads_network=config.level_definition.needs_backbone)}"
     return Estimate(guess.seconds + decode + overhead, guess.detail + decoding + setup + note)
+
+
+def _pretrained(config) -> bool:
+    """Whether the run's network has fixed weights: random ones differ at every build, so level 0 cannot
+    reuse features level 2 computed with its own (it checks a few photos and runs the network instead)."""
+    from core.errors import ConfigError
+    from core.networks.backbones import WeightsError, get_backbone, resolve_weights
+
+    try:
+        return resolve_weights(get_backbone(config.backbone), config.weights).keras_arg is not None
+    except (ConfigError, WeightsError):
+        return False
 
 
 def _setup_detail(seconds: float, loads_network: bool = False) -> str:

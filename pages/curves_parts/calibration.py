@@ -22,8 +22,9 @@ def calibration_label(entry: ModelEntry) -> str:
     calibration = entry.card.calibration
     if calibration is None:
         return "Calibration and refusals · not calibrated"
+    noise = " (within noise)" if calibration.within_noise else ""
     return (f"Calibration and refusals · expected calibration error {calibration.ece_before:.1%} → "
-            f"{calibration.ece_cross_fitted:.1%} on new photos")
+            f"{calibration.ece_cross_fitted:.1%} on new photos{noise}")
 
 
 def _bin_rows(series: str, bins: list[ReliabilityBin]) -> list[dict]:
@@ -69,8 +70,8 @@ def figures_ui(calibration: Calibration) -> None:
              "each bin's accuracy is an average of a few photos, so ECE is never zero."
              if calibration.ece_floor is not None else "")
     if calibration.within_noise:  # 0.7% -> 0.3% beside a 0.6% floor read as a cure, and contradicted "flatters"
-        floor += (f" This model's {calibration.ece_before:.1%} before scaling is already within that noise, so the "
-                  "figures here cannot tell calibrations apart.")
+        floor += (f" This model's {calibration.ece_before:.1%} before scaling is within twice that, so the figures "
+                  "here cannot tell calibrations apart.")
     # Fitted and measured on the same photos, the in-sample figure usually flatters; by chance it may not.
     flatters = ", so it usually flatters" if calibration.ece_after <= calibration.ece_cross_fitted else ""
     st.caption(f"In-sample after scaling: {calibration.ece_after:.1%} (fitted and measured on the same "
