@@ -138,8 +138,9 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
         guess = fine_tuning.cost.estimate(n_train, n_val, config.epochs, network, views, speed,
                                           cached_views=len(view_names(config.augment, config.views)),
                                           top_share=top_block_share(get_backbone(config.backbone), config.top_block))
-    elif (isinstance(config.level_definition.cost, NoTrainingCost) and fingerprint and _pretrained(config)
-          and features_cached(config, fingerprint, parts=[("validation", False), ("validation", True)])):
+    elif (isinstance(config.level_definition.cost, NoTrainingCost) and fingerprint
+          and features_cached(config, fingerprint, parts=[("validation", False), ("validation", True)],
+                              pretrained_only=True)):
         # Level 0 scores with its ImageNet top on level 2's kept features of the photos and their mirror
         # images (`recipes._grouped_outputs_from_features`): it was estimated at 28 s and took 4.
         guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed, cached=True)
@@ -166,27 +167,17 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
     return Estimate(guess.seconds + decode + overhead, guess.detail + decoding + setup + note)
 
 
-def _pretrained(config) -> bool:
-    """Whether the run's network has fixed weights: random ones differ at every build, so level 0 cannot
-    reuse features level 2 computed with its own (it checks a few photos and runs the network instead)."""
-    from core.errors import ConfigError
-    from core.networks.backbones import WeightsError, get_backbone, resolve_weights
-
-    try:
-        return resolve_weights(get_backbone(config.backbone), config.weights).keras_arg is not None
-    except (ConfigError, WeightsError):
-        return False
-
-
 def _setup_detail(seconds: float, loads_network: bool = False) -> str:
     what = "loading the network, building and saving the model" if loads_network else "building and saving the model"
     return f"~{format_duration(max(seconds, 1))} {what}"
 
 
-def features_cached(config, fingerprint: str, parts: list[tuple[str, bool]] | None = None) -> bool:
+def features_cached(config, fingerprint: str, parts: list[tuple[str, bool]] | None = None,
+                    pretrained_only: bool = False) -> bool:
     """Whether a run of `config` on the data set `fingerprint` finds every split's features cached (the
     validation photos' mirror images too when it averages them), as a second level-2 run does; with
-    `parts`, those (split, mirror) arrays only."""
+    `parts`, those (split, mirror) arrays only. `pretrained_only`: never for random weights, which differ
+    at every build, so level 0 cannot reuse what level 2 computed with its own (it runs the network)."""
     from core.errors import ConfigError
     from core.networks.backbones import WeightsError, get_backbone, resolve_weights
     from core.networks.features import bottleneck_parts, feature_cache_path
@@ -195,6 +186,8 @@ def features_cached(config, fingerprint: str, parts: list[tuple[str, bool]] | No
     try:
         weights = resolve_weights(get_backbone(config.backbone), config.weights)
     except (ConfigError, WeightsError):  # an unknown network, or weights not at hand: nothing is cached either
+        return False
+    if pretrained_only and weights.keras_arg is None:
         return False
     parts = parts if parts is not None else [(split, mirror) for _, split, mirror in bottleneck_parts(config.flip_average)]
     return all(feature_cache_path(config.cache_dir, fingerprint, config.backbone, weights.key, config.image_size,
