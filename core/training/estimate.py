@@ -127,6 +127,7 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
             else:
                 note = "; bfloat16 is emulated on this machine, so expect longer than this"
     network = network_gflops(config)
+    kept_features = False  # level 2's features of every photo, kept by an earlier run
     if config.level_definition.needs_backbone:  # the network's work, not a head's on features or a build, scales
         network *= backbone_cost_scale(config.backbone, config.level_definition.cost)
     views = 2 if config.flip_average else 1  # the final scoring pass, with mirror images or not
@@ -146,14 +147,12 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
         guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed, cached=True)
     elif isinstance(config.level_definition.cost, FeatureCost) and fingerprint and features_cached(config, fingerprint):
         guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed, cached=True)
-        # The photos were decoded for those features, and the network is not needed.
-        return Estimate(guess.seconds + SETUP_SECONDS * speed,
-                        guess.detail + f", {_setup_detail(SETUP_SECONDS * speed)}" + note)
+        kept_features = True  # the photos were decoded for them, and the network is not needed
     else:
         guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed)
     # Both splits, unless the photos are decoded at this size already (level 0 reads the training photos
     # too: its novelty judge compares new photos with them).
-    decode = DECODE_SECONDS_PER_IMAGE * sum(
+    decode = 0.0 if kept_features else DECODE_SECONDS_PER_IMAGE * sum(
         count for split, count in (("train", n_train), ("validation", n_val))
         if not (fingerprint and is_decoded(fingerprint, split, config.image_size, config.cache_dir)))
     # The parts named add up to the total shown ("31 s (~4 s + ~18 s)" once left the decoding out).
@@ -162,14 +161,11 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
     if isinstance(config.level_definition.cost, NoTrainingCost):  # its cost already counts loading the network
         overhead = 0.0
     else:  # a small data set's run is mostly this: 20 photos were estimated at 1 s and took 12
-        overhead = (SETUP_SECONDS + (LOAD_NETWORK_SECONDS if config.level_definition.needs_backbone else 0)) * speed
-        setup = f", {_setup_detail(overhead, loads_network=config.level_definition.needs_backbone)}"
+        loads_network = config.level_definition.needs_backbone and not kept_features
+        overhead = (SETUP_SECONDS + (LOAD_NETWORK_SECONDS if loads_network else 0)) * speed
+        what = "loading the network, building and saving the model" if loads_network else "building and saving the model"
+        setup = f", ~{format_duration(max(overhead, 1))} {what}"
     return Estimate(guess.seconds + decode + overhead, guess.detail + decoding + setup + note)
-
-
-def _setup_detail(seconds: float, loads_network: bool = False) -> str:
-    what = "loading the network, building and saving the model" if loads_network else "building and saving the model"
-    return f"~{format_duration(max(seconds, 1))} {what}"
 
 
 def features_cached(config, fingerprint: str, parts: list[tuple[str, bool]] | None = None,
