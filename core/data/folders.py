@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core import settings
-from core.data import images
-from core.data.images import is_image_name
+from core.data.images import is_image_name, too_many_pixels
 from core.errors import LittleDataError
 
 SPLITS = ("train", "validation", "test")
@@ -107,10 +105,9 @@ def _check_header(path: Path) -> str | None:
         if path.stat().st_size == 0:
             return "the file is empty"
         with Image.open(path) as image:
-            image.draft("RGB", (images.DRAFT_SIDE,) * 2)  # as `load_image` decodes it: a 108 MP JPEG, reduced
             width, height = image.size
-        if width * height > settings.MAX_IMAGE_PIXELS:
-            return f"declares {width}x{height} pixels"
+            if too_many_pixels(image):  # as `load_image` decodes it: a 108 MP JPEG at reduced scale
+                return f"declares {width}x{height} pixels"
         return None
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
         return f"not a readable image ({type(exc).__name__})"

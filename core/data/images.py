@@ -25,6 +25,16 @@ Image.MAX_IMAGE_PIXELS = None
 DRAFT_SIDE = 4096
 
 
+def too_many_pixels(image: Image.Image, draft_side: int | None = None) -> bool:
+    """Whether an opened image would decode to more than `settings.MAX_IMAGE_PIXELS`, after setting a JPEG
+    larger than `draft_side` (default `DRAFT_SIDE`) to decode at a reduced scale. The limit is on the
+    pixels decoded, so a 108- or 200-megapixel phone JPEG (decoded at 1/2 or 1/4 scale) is read, while a
+    PNG declaring as many is refused before decoding."""
+    side = draft_side or DRAFT_SIDE
+    image.draft("RGB", (side, side))
+    return image.size[0] * image.size[1] > settings.MAX_IMAGE_PIXELS
+
+
 class ImageError(LittleDataError, ValueError):
     """An input that is not a usable image. The message names the file and says why."""
 
@@ -69,11 +79,7 @@ def load_image(source: str | Path | bytes, name: str | None = None,
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         image.seek(0)  # animated GIF/WebP: the first frame
-        draft_side = draft_side or DRAFT_SIDE
-        image.draft("RGB", (draft_side, draft_side))  # JPEG: decode huge photos at a reduced scale
-        # The limit is on the pixels decoded, so a 108- or 200-megapixel phone JPEG (decoded at 1/2 or
-        # 1/4 scale by the draft) is read, while a PNG declaring as many is refused before decoding.
-        if image.size[0] * image.size[1] > settings.MAX_IMAGE_PIXELS:
+        if too_many_pixels(image, draft_side):
             raise ImageError(
                 f"{name}: declares {width}x{height} pixels, over the "
                 f"{settings.MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit.")
