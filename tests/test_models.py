@@ -94,6 +94,28 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
         resolve_weights(get_backbone("mobilenet_v2"), str(tmp_path / "nope.h5"))
 
 
+def test_a_weights_file_is_hashed_once_per_version(tmp_path, monkeypatch):
+    """Pages resolve weights on every run: the file is hashed again only when it changes."""
+    import hashlib
+    import os
+
+    from core.networks import backbones
+
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"first version")
+    hashed = []
+    real_sha256 = hashlib.sha256
+    monkeypatch.setattr(backbones.hashlib, "sha256", lambda *a: hashed.append(1) or real_sha256(*a))
+    network = get_backbone("mobilenet_v2")
+    first = resolve_weights(network, str(path)).key
+    assert resolve_weights(network, str(path)).key == first and len(hashed) == 1
+    path.write_bytes(b"second version, longer")
+    os.utime(path, ns=(1, 1))  # even with the old time, the new size makes it a new version
+    second = resolve_weights(network, str(path)).key
+    assert second != first and second == f"sha256-{real_sha256(b'second version, longer').hexdigest()[:16]}"
+    assert len(hashed) == 2
+
+
 def test_failed_imagenet_download_says_how_to_supply_a_file(monkeypatch):
     from core.networks import backbones
 

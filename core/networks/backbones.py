@@ -263,13 +263,25 @@ def resolve_weights(backbone: Backbone, weights: str | None = None, with_classif
 
 
 def _file_weights(path: Path) -> ResolvedWeights:
+    torch = "torchvision" in path.name
+    return ResolvedWeights(str(path), f"file {path.name}" + (" (symmetric padding, as trained)" if torch else ""),
+                           f"sha256-{file_digest(path)[:16]}" + ("-torchpad" if torch else ""), torch)
+
+
+def file_digest(path: Path) -> str:
+    """The file's sha256, hashed once per version of the file: pages resolve weights on every run, and
+    hashing 25 MB each time cost them ~50 ms. A rewritten file has a new size or modification time."""
+    stat = path.stat()
+    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: the cache key only
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
-    torch = "torchvision" in path.name
-    return ResolvedWeights(str(path), f"file {path.name}" + (" (symmetric padding, as trained)" if torch else ""),
-                           f"sha256-{digest.hexdigest()[:16]}" + ("-torchpad" if torch else ""), torch)
+    return digest.hexdigest()
 
 
 def build_base(backbone: Backbone, weights: ResolvedWeights, image_size=None, with_classifier: bool = False):
