@@ -15,7 +15,7 @@ from pathlib import Path
 from core import settings
 from core.atomic_files import atomic_write_json
 from core.data.decoded import is_decoded
-from core.levels import Estimate, FeatureCost, NoTrainingCost, format_duration
+from core.levels import LEVELS, Estimate, FeatureCost, NoTrainingCost, format_duration
 
 #: TensorFlow matmul GFLOP/s of the 2-core reference machine the cost models were measured on.
 REFERENCE_GFLOPS = 220.0
@@ -72,8 +72,6 @@ def measured_backbone_flops(name: str) -> int:
 
 def network_gflops(config) -> float:
     """GFLOPs of one forward pass of the run's network at its image size (`config` resolved)."""
-    from core.networks.backbones import get_backbone
-
     from core.levels import SMALL_CONVNETS
 
     level = config.level_definition
@@ -83,9 +81,17 @@ def network_gflops(config) -> float:
     elif not level.needs_backbone:
         native, gflops = level.image_size, level.gflops
     else:
-        backbone = get_backbone(config.backbone)
-        native, gflops = backbone.image_size, (backbone.flops or measured_backbone_flops(backbone.name)) / 1e9
+        return backbone_gflops(config.backbone, config.image_size)
     return gflops * (h * w) / (native[0] * native[1])
+
+
+def backbone_gflops(name: str, image_size) -> float:
+    """GFLOPs of one forward pass of a registered backbone at `image_size`."""
+    from core.networks.backbones import get_backbone
+
+    backbone = get_backbone(name)
+    native, gflops = backbone.image_size, (backbone.flops or measured_backbone_flops(backbone.name)) / 1e9
+    return gflops * (image_size[0] * image_size[1]) / (native[0] * native[1])
 
 
 def backbone_cost_scale(backbone_name: str, cost) -> float:
@@ -155,8 +161,11 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
     decode = 0.0 if kept_features else DECODE_SECONDS_PER_IMAGE * sum(
         count for split, count in (("train", n_train), ("validation", n_val))
         if not (fingerprint and is_decoded(fingerprint, split, config.image_size, config.cache_dir)))
+    judge, judge_decode = judge_seconds(config, n_train, n_val, speed, fingerprint)
+    decode += judge_decode
     # The parts named add up to the total shown ("31 s (~4 s + ~18 s)" once left the decoding out).
     decoding = f", ~{format_duration(decode)} decoding the photos the first time" if decode >= 1 else ""
+    judging = f", ~{format_duration(judge)} learning what its classes look like (once; cached after)" if judge >= 1 else ""
     setup = ""
     if isinstance(config.level_definition.cost, NoTrainingCost):  # its cost already counts loading the network
         overhead = 0.0
@@ -165,7 +174,43 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
         overhead = (SETUP_SECONDS + (LOAD_NETWORK_SECONDS if loads_network else 0)) * speed
         what = "loading the network, building and saving the model" if loads_network else "building and saving the model"
         setup = f", ~{format_duration(max(overhead, 1))} {what}"
-    return Estimate(guess.seconds + decode + overhead, guess.detail + decoding + setup + note)
+    return Estimate(guess.seconds + decode + judge + overhead, guess.detail + decoding + judging + setup + note)
+
+
+def judge_seconds(config, n_train: int, n_val: int, speed: float, fingerprint: str | None) -> tuple[float, float]:
+    """(extracting, decoding): what fitting the novelty judge adds to a run (`core.serving.honesty`).
+
+    After scoring, every run extracts its judge network's features of both splits, one view each: level
+    0 cold took 50 s more than estimated for them. A level trained on those same features (level 2)
+    counts them in its own extraction; a run finding them cached (after level 2) adds nothing. Photos
+    decoded at another size than the model's (level 1's judge, at its network's own size) add decoding.
+    """
+    from core.errors import ConfigError
+    from core.networks.backbones import WeightsError, get_backbone, resolve_weights
+    from core.serving.honesty import judge_network
+
+    level = config.level_definition
+    if isinstance(level.cost, FeatureCost):
+        return 0.0, 0.0
+    try:
+        network = judge_network(config.backbone if level.needs_backbone else None, config.weights, config.image_size)
+        if network is None:  # the judge is switched off
+            return 0.0, 0.0
+        name, weights, size, _ = network
+        resolved = resolve_weights(get_backbone(name), weights)
+    except (ConfigError, WeightsError):  # a judge that cannot be had is a note on the card, and costs nothing
+        return 0.0, 0.0
+    if resolved.keras_arg is None:  # random weights: no judge either
+        return 0.0, 0.0
+    splits = [(split, count) for split, count in (("train", n_train), ("validation", n_val))
+              if not (fingerprint and _features_cached(config.cache_dir, fingerprint, name, resolved.key, size,
+                                                       [(split, False)]))]
+    extract_per_gflop = next(l.cost.extract for l in LEVELS.values() if isinstance(l.cost, FeatureCost))
+    per_image = extract_per_gflop * backbone_gflops(name, size) * get_backbone(name).forward_cost * speed
+    extracting = per_image * sum(count for _, count in splits)
+    decoding = 0.0 if tuple(size) == tuple(config.image_size) else DECODE_SECONDS_PER_IMAGE * sum(
+        count for split, count in splits if not (fingerprint and is_decoded(fingerprint, split, size, config.cache_dir)))
+    return extracting, decoding
 
 
 def features_cached(config, fingerprint: str, parts: list[tuple[str, bool]] | None = None,
@@ -176,7 +221,7 @@ def features_cached(config, fingerprint: str, parts: list[tuple[str, bool]] | No
     at every build, so level 0 cannot reuse what level 2 computed with its own (it runs the network)."""
     from core.errors import ConfigError
     from core.networks.backbones import WeightsError, get_backbone, resolve_weights
-    from core.networks.features import bottleneck_parts, feature_cache_path
+    from core.networks.features import bottleneck_parts
 
     config = config.resolved()
     try:
@@ -186,6 +231,12 @@ def features_cached(config, fingerprint: str, parts: list[tuple[str, bool]] | No
     if pretrained_only and weights.keras_arg is None:
         return False
     parts = parts if parts is not None else [(split, mirror) for _, split, mirror in bottleneck_parts(config.flip_average)]
-    return all(feature_cache_path(config.cache_dir, fingerprint, config.backbone, weights.key, config.image_size,
-                                  split, mirror=mirror).is_file()
+    return _features_cached(config.cache_dir, fingerprint, config.backbone, weights.key, config.image_size, parts)
+
+
+def _features_cached(cache_dir, fingerprint: str, backbone: str, weights_key: str, image_size,
+                     parts: list[tuple[str, bool]]) -> bool:
+    from core.networks.features import feature_cache_path
+
+    return all(feature_cache_path(cache_dir, fingerprint, backbone, weights_key, image_size, split, mirror=mirror).is_file()
                for split, mirror in parts)
