@@ -202,8 +202,16 @@ def test_curves_page_compares_runs(trained):
     assert_clean(at)
     assert len(at.multiselect[0].value) == 2
     table = at.dataframe[0].value
-    assert len(table) == 2 and "None" not in table.astype(str).to_numpy()  # absent figures read "—"
-    assert set(table["tutorial"]) == {"—"}  # circles and squares: the tutorial measured cats vs dogs
+    assert len(table) == 2
+    # Figures stay numbers, so the grid sorts them as numbers ("100.0%" after "98.4%", not before) ...
+    assert table["val accuracy"].dtype.kind == "f" and table["val accuracy"].between(0, 1).all()
+    assert table["tutorial"].isna().all()  # circles and squares: the tutorial measured cats vs dogs
+    # ... and are shown as percentages, absent ones as "—" rather than "None", which reads as a fault.
+    import pyarrow as pa
+
+    shown = pa.ipc.open_stream(at.dataframe[0].proto.arrow_data.styler.display_values).read_pandas()
+    assert set(shown["tutorial"]) == {"—"} and "None" not in shown.astype(str).to_numpy()
+    assert all(value.endswith("%") for value in shown["val accuracy"])
     assert any("Confusion matrix" in m.value for m in at.markdown)
 
 

@@ -56,34 +56,44 @@ def fine_tuning_label(hyperparameters: dict) -> str | None:
     return f"{hyperparameters.get('top_block') or 'large'} block, " + (f"{views} cached views" if views else "on the fly")
 
 
-def _percent_or_dash(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1%}"
+#: Columns that hold fractions, shown as percentages; they stay numbers so that they sort as numbers
+#: ("100.0%" after "98.4%", where text put it first).
+PERCENT_COLUMNS = ("val accuracy", "last epoch", "best epoch", "tutorial")
 
 
-def table_ui(entries: list[ModelEntry]) -> None:
-    # Figures a run does not have (level 0 trains no epochs, only level 3 fine-tunes) read "—": a number
-    # column would print them as "None", which reads as a fault.
+def runs_frame(entries: list[ModelEntry]) -> pd.DataFrame:
+    """One row per run; figures a run does not have (level 0 trains no epochs, only level 3 fine-tunes)
+    are missing values, not text, so every figure column sorts by its numbers."""
     rows = []
     for entry in entries:
         card = entry.card
         rows.append({
             "run": run_label(entry), "level": entry.level, "backbone": card.backbone or "small convnet",
             "trained on": dataset_name(entry.trained_root) if entry.trained_root else "?",
-            "val accuracy": _percent_or_dash(card.metrics.val_accuracy), "mirror-averaged": card.flip_average,
-            "last epoch": _percent_or_dash(card.metrics.last_epoch_val_accuracy),
-            "best epoch": _percent_or_dash(card.metrics.best_val_accuracy),
-            "tutorial": _percent_or_dash(get_level(entry.level).tutorial_accuracy_for(entry.classes)
-                                         if entry.level in LEVELS else None),
-            "epochs": "—" if entry.epochs_run is None else str(entry.epochs_run),
-            "fine-tuned": fine_tuning_label(card.hyperparameters) or "—",
+            "val accuracy": card.metrics.val_accuracy, "mirror-averaged": card.flip_average,
+            "last epoch": card.metrics.last_epoch_val_accuracy, "best epoch": card.metrics.best_val_accuracy,
+            "tutorial": (get_level(entry.level).tutorial_accuracy_for(entry.classes) if entry.level in LEVELS else None),
+            "epochs": entry.epochs_run, "fine-tuned": fine_tuning_label(card.hyperparameters),
             "training time (s)": card.train_seconds, "trainable params": card.params.get("trainable"),
             "total params": card.params.get("total"), "created": card.created, "id": entry.id})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-        "val accuracy": st.column_config.TextColumn(help="The saved model's score"),
-        "last epoch": st.column_config.TextColumn(help="The curve's last point: one view per photo"),
-        "best epoch": st.column_config.TextColumn(help="The curve's best point"),
-        "tutorial": st.column_config.TextColumn(help="What the tutorial reported for this level (cats vs dogs only)"),
-        "epochs": st.column_config.TextColumn(help="Epochs trained; none for a level that trains nothing")})
+    frame = pd.DataFrame(rows)
+    for column in (*PERCENT_COLUMNS, "epochs", "training time (s)"):  # None in a column of numbers: NaN, not object
+        frame[column] = pd.to_numeric(frame[column])
+    return frame
+
+
+def table_ui(entries: list[ModelEntry]) -> None:
+    # A Styler shows the missing figures as "—" (a number column would print "None", which reads as a
+    # fault) while the grid still sorts by the numbers beneath.
+    styled = runs_frame(entries).style.format("{:.1%}", subset=list(PERCENT_COLUMNS), na_rep="—") \
+        .format("{:.0f}", subset=["epochs"], na_rep="—").format("{:.1f}", subset=["training time (s)"], na_rep="—") \
+        .format(na_rep="—", subset=["fine-tuned"])
+    st.dataframe(styled, hide_index=True, width="stretch", column_config={
+        "val accuracy": st.column_config.NumberColumn(help="The saved model's score"),
+        "last epoch": st.column_config.NumberColumn(help="The curve's last point: one view per photo"),
+        "best epoch": st.column_config.NumberColumn(help="The curve's best point"),
+        "tutorial": st.column_config.NumberColumn(help="What the tutorial reported for this level (cats vs dogs only)"),
+        "epochs": st.column_config.NumberColumn(help="Epochs trained; none for a level that trains nothing")})
 
 
 def runs_ui() -> list[ModelEntry]:
