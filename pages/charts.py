@@ -12,11 +12,12 @@ from core.serving.model_store import ModelStore
 from core.training.loop import TrainConfig
 
 
-def curve_frame(summary, levels) -> pd.DataFrame:
-    """One row per level and size: mean, lowest and highest accuracy over seeds."""
+def curve_frame(summary, levels, backbone: str | None = None) -> pd.DataFrame:
+    """One row per level and size: mean, lowest and highest accuracy over seeds (levels on a pretrained
+    network: measured with `backbone`, default the default network)."""
     rows = []
     for level in levels:
-        for size in statistics_per_size(load_points(summary.fingerprint, level.key, backbone_for(level.key))):
+        for size in statistics_per_size(load_points(summary.fingerprint, level.key, backbone_for(level.key, backbone))):
             rows.append({"level": level.label, "images per class": size.images_per_class, "accuracy": size.mean,
                          "lowest": size.lowest, "highest": size.highest, "seeds": size.seeds})
     return pd.DataFrame(rows)
@@ -26,9 +27,9 @@ def curve_frame(summary, levels) -> pd.DataFrame:
 SPLIT_SCALE = alt.Scale(domain=["training", "validation"], range=["#1c7ed6", "#d9480f"])
 
 
-def curve_chart(frame: pd.DataFrame, summary, text_size: int = 11):
-    """The data-efficiency curve: a line and band per level, the tutorial's figures and level 0 marked
-    (their labels at `text_size`: larger on a projector)."""
+def curve_chart(frame: pd.DataFrame, summary, text_size: int = 11, backbone: str | None = None):
+    """The data-efficiency curve: a line and band per level, the tutorial's figures and level 0 of
+    `backbone` (default: the default network) marked (their labels at `text_size`: larger on a projector)."""
     scale = alt.Scale(type="log", domain=[min(frame["images per class"].min(), 5), 1000])
     x = alt.X("images per class:Q", scale=scale, title="training images per class (log scale)",
               axis=alt.Axis(values=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]))  # the curve's own sizes, 5 included
@@ -50,7 +51,7 @@ def curve_chart(frame: pd.DataFrame, summary, text_size: int = 11):
                        x=x, y="accuracy:Q", text="what")]
     # Level 0 of the network the curve's levels 2 and 3 run on: the quick start's MobileNetV2 level 0 was
     # drawn under an EfficientNet-Lite2 curve, unnamed.
-    backbone = backbone_for(0)
+    backbone = backbone_for(0, backbone)
     level0 = ModelStore().start_for(0, backbone, summary.classes, TrainConfig(level=0, backbone=backbone).resolved().image_size,
                                     summary.root)
     if level0 and data_match(level0, summary) is DataMatch.CURRENT and level0.val_accuracy is not None:

@@ -272,6 +272,31 @@ def test_efficiency_page_measures_a_curve_in_the_background(app_env, monkeypatch
     assert list(at.dataframe[0].value["images per class"]) == [5, 10]
 
 
+def test_efficiency_page_shows_and_measures_the_chosen_networks_curve(app_env, monkeypatch):
+    """Each network's curve is kept on its own: the page shows the one chosen and measures with it."""
+    from core.data.folders import summarize
+    from core.experiments.efficiency_curve import CurvePoint, _save_point
+
+    summary = summarize(app_env)
+    for seed, accuracy in ((0, 0.70), (1, 0.80)):
+        _save_point(CurvePoint(2, 5, seed, accuracy, 1.0), summary.fingerprint, "mobilenet_v2")
+    at = page("efficiency")
+    assert_clean(at)
+    assert at.selectbox(key="curve_backbone").value == "efficientnet_lite2"
+    assert any("No curve measured yet for this data set with EfficientNet-Lite2" in i.value for i in at.info)
+    at.selectbox(key="curve_backbone").set_value("mobilenet_v2").run()
+    assert_clean(at)
+    assert at.get("vega_lite_chart") and list(at.dataframe[0].value["accuracy"]) == [pytest.approx(0.75)]
+    assert any("Levels 2 and 3 use MobileNetV2" in c.value for c in at.caption)
+    started = []
+    monkeypatch.setattr(jobs, "start_job", lambda config, **kwargs: started.append(config) or jobs.Job(
+        id="curve-test", kind=jobs.JobKind.CURVE, state=jobs.JobState.STARTING, config=config, created=0))
+    at.button(key="curve_start").click().run()
+    assert [config.backbone for config in started] == ["mobilenet_v2"]
+    at.selectbox(key="curve_backbone").set_value("vgg16").run()  # no ImageNet classifier: said, not a missing line
+    assert any("no level 0 to draw" in c.value for c in at.caption)
+
+
 def test_mistakes_gallery_shows_heatmaps_on_request(trained):
     at = page("curves")
     toggles = [t for t in at.toggle if t.key and t.key.startswith("mistake_heatmaps_")]

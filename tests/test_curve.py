@@ -155,3 +155,5 @@ def test_the_curves_level_0_line_is_the_level_0_of_the_network_the_curve_runs_on
                            "highest": 0.85, "seeds": 2}])
     spec = json.dumps(curve_chart(frame, summary).to_dict())
     assert "level 0, no training (EfficientNet-Lite2): 92.5%" in spec and "91.4%" not in spec
+    spec = json.dumps(curve_chart(frame, summary, backbone="mobilenet_v2").to_dict())  # another network's curve
+    assert "level 0, no training (MobileNetV2 (alpha 1.0)): 91.4%" in spec and "92.5%" not in spec
