@@ -83,17 +83,16 @@ def runs_frame(entries: list[ModelEntry]) -> pd.DataFrame:
 
 
 def table_ui(entries: list[ModelEntry]) -> None:
-    # A Styler shows the missing figures as "—" (a number column would print "None", which reads as a
-    # fault) while the grid still sorts by the numbers beneath.
-    styled = runs_frame(entries).style.format("{:.1%}", subset=list(PERCENT_COLUMNS), na_rep="—") \
-        .format("{:.0f}", subset=["epochs"], na_rep="—").format("{:.1f}", subset=["training time (s)"], na_rep="—") \
-        .format(na_rep="—", subset=["fine-tuned"])
-    st.dataframe(styled, hide_index=True, width="stretch", column_config={
-        "val accuracy": st.column_config.NumberColumn(help="The saved model's score"),
-        "last epoch": st.column_config.NumberColumn(help="The curve's last point: one view per photo"),
-        "best epoch": st.column_config.NumberColumn(help="The curve's best point"),
-        "tutorial": st.column_config.NumberColumn(help="What the tutorial reported for this level (cats vs dogs only)"),
-        "epochs": st.column_config.NumberColumn(help="Epochs trained; none for a level that trains nothing")})
+    # Missing figures read "—": the grid's default placeholder, "None", reads as a fault. A pandas Styler's
+    # na_rep does not reach the browser's grid, which draws its placeholder for every missing cell.
+    percent = lambda help: st.column_config.NumberColumn(format="percent", help=help)
+    st.dataframe(runs_frame(entries), hide_index=True, width="stretch", placeholder="—", column_config={
+        "val accuracy": percent("The saved model's score"),
+        "last epoch": percent("The curve's last point: one view per photo"),
+        "best epoch": percent("The curve's best point"),
+        "tutorial": percent("What the tutorial reported for this level (cats vs dogs only)"),
+        "epochs": st.column_config.NumberColumn(format="%d", help="Epochs trained; none for a level that trains nothing"),
+        "training time (s)": st.column_config.NumberColumn(format="%.1f")})
 
 
 def runs_ui() -> list[ModelEntry]:
