@@ -130,6 +130,52 @@ def test_estimate_detail_reads_well_for_tiny_and_real_data():
     assert real == "~11 s per epoch, ~8 s decoding the photos the first time, ~3 s building and saving the model"
 
 
+def test_level_1_follows_its_own_networks_speed_not_matmuls():
+    """Level 1's epochs took 10.9 s on the reference box (220 GFLOP/s) and 9.6 s on one at 438, where the
+    matmul figure said 5.4 s: its per-epoch estimate follows a measured run of its own network."""
+    from core.training.estimate import REFERENCE_CONVNET_IMAGES_PER_SECOND as reference
+
+    config = TrainConfig(level=1, epochs=70)
+    at_reference = estimate(config, 2000, 800, gflops=220, convnet_speed=reference)
+    fast_matmul = estimate(config, 2000, 800, gflops=440, convnet_speed=reference)
+    assert at_reference.detail.split(",")[0] == fast_matmul.detail.split(",")[0] == "~11 s per epoch"
+    # Only the fixed costs and the judge's pretrained network (which do follow matmul) shrink.
+    assert 0.85 * at_reference.seconds < fast_matmul.seconds < at_reference.seconds
+    twice = estimate(config, 2000, 800, gflops=220, convnet_speed=2 * reference)
+    assert twice.detail.startswith("~6 s per epoch")  # 11.35 s halved
+
+
+def test_machine_figures_are_measured_once_and_kept_together(tmp_path, monkeypatch):
+    import json
+
+    import core.training.estimate as estimates
+
+    measured = []
+    monkeypatch.setitem(estimates._MEASURES, "matmul_gflops", lambda: measured.append("matmul") or 300.0)
+    monkeypatch.setitem(estimates._MEASURES, "convnet_images_per_second", lambda: measured.append("convnet") or 250.0)
+    estimates._measured.cache_clear()
+    try:
+        assert not estimates.convnet_speed_known(tmp_path)
+        assert estimates.machine_gflops(tmp_path) == 300.0
+        assert not estimates.convnet_speed_known(tmp_path)
+        assert estimates.machine_convnet_speed(tmp_path) == 250.0 and estimates.convnet_speed_known(tmp_path)
+        assert json.loads((tmp_path / "machine.json").read_text()) == {"matmul_gflops": 300.0,
+                                                                      "convnet_images_per_second": 250.0}
+        # Another cache folder on the same machine, in the same process: not measured again.
+        assert estimates.machine_convnet_speed(tmp_path / "other") == 250.0
+        assert measured == ["matmul", "convnet"]
+        (tmp_path / "machine.json").write_text('{"matmul_gflops": 300.0, "convnet_images_per_second": "?"}')
+        assert estimates.machine_convnet_speed(tmp_path) == 250.0  # an unreadable figure is measured again
+    finally:
+        estimates._measured.cache_clear()
+
+
+def test_the_convnet_probe_times_level_1s_training_step():
+    from core.training.estimate import measure_convnet_images_per_second
+
+    assert 1 < measure_convnet_images_per_second(batch=2, steps=2) < 100_000
+
+
 @pytest.mark.parametrize("level, at_least", [(1, 3), (2, 6), (3, 6)])
 def test_a_tiny_run_is_estimated_at_the_seconds_any_run_takes(level, at_least):
     """Level 2 on 20 photos was estimated at 1 s and took 12: building, loading and saving cost seconds."""

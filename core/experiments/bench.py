@@ -87,7 +87,7 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
     from core.data.decoded import decode_split
     from core.data.download import resolve_data_dir
     from core.data.folders import summarize
-    from core.training.estimate import estimate, measure_matmul_gflops
+    from core.training.estimate import estimate, measure_convnet_images_per_second, measure_matmul_gflops
     from core.serving.evaluation import evaluate
     from core.serving.predictor import Predictor
     from core.training.loop import TrainConfig, train
@@ -103,9 +103,11 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
     from core.training.distribute import describe_devices
 
     gflops = measure_matmul_gflops()
+    # Level 1's estimate follows its own network's speed here, not matmul's (`core.training.estimate`).
+    convnet_speed = measure_convnet_images_per_second() if any(level.archs for level in levels) else None
     devices = describe_devices()
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "matmul_gflops": gflops,
-                          **devices},
+                          "convnet_images_per_second": convnet_speed, **devices},
               "dataset": {"root": str(summary.root), "counts": summary.counts()}, "levels": {}}
     log(f"device: {devices['device']}; matmul: {gflops:.1f} GFLOP/s on {os.cpu_count()} CPUs")
     sample_image = summary.files["validation"][0][0]
@@ -118,7 +120,7 @@ def run_bench(out: str | Path, levels: list[int] | None = None, data_dir: str | 
         log(f"== {level.label}: {config.epochs} epochs")
         counts = summary.counts()  # what the Train page would have said before the run, to set beside it
         guess = estimate(config, sum(counts["train"].values()), sum(counts["validation"].values()), gflops=gflops,
-                         fingerprint=summary.fingerprint)
+                         fingerprint=summary.fingerprint, convnet_speed=convnet_speed)
         trained = train(config, report=report)
         entry = trained.entry
         card = entry.card
@@ -252,7 +254,9 @@ def render_markdown(report: dict) -> str:
     m = report["machine"]
     lines = ["# Little Data benchmark", "",
              f"Machine: {m.get('device', 'CPU')}, {m['cpus']} CPUs, {m['platform']}; TensorFlow {m.get('tensorflow', '')} "
-             f"float32 matmul **{m['matmul_gflops']:.1f} GFLOP/s**.",
+             f"float32 matmul **{m['matmul_gflops']:.1f} GFLOP/s**"
+             + (f"; level 1's network trains {m['convnet_images_per_second']:.0f} photos/s"
+                if m.get("convnet_images_per_second") else "") + ".",
              f"Data: `{report['dataset']['root']}` {json.dumps(report['dataset']['counts'])}", "",
              "| level | backbone | epochs | val acc (saved model) | last epoch | best epoch | tutorial | train s (estimated) | "
              "extract img/s | % of matmul peak | latency ms (model / from bytes) | Grad-CAM ms | "

@@ -2,7 +2,9 @@
 
 Each level's cost model (`core.levels`) is in seconds per image per GFLOP on the reference machine;
 the network's GFLOPs come from the level (no backbone) or the backbone registry, scaled with the
-number of pixels; and this machine's speed is its measured float32 matmul throughput.
+number of pixels; and this machine's speed is its measured float32 matmul throughput, except for
+level 1, whose small convolutions and augmentation do not follow it: a few training steps of its own
+network are timed instead.
 """
 
 from __future__ import annotations
@@ -51,15 +53,91 @@ def measure_matmul_gflops(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
     return best_gflops
 
 
-def machine_gflops(cache_dir: str | Path | None = None) -> float:
-    """This machine's matmul GFLOP/s, measured once and remembered in the cache folder."""
+def measure_convnet_images_per_second(batch: int = 32, steps: int = 10) -> float:
+    """Training photos a second of level 1's network (the tutorial's small convnet, float32, its
+    augmentation in the step) on random pictures: the best of `steps` steps after a first. Batches of
+    32 rather than level 1's 16: three runs of 16 spread by 20%, of 32 by 6%.
+
+    Level 1's epochs do not follow the matmul figure: 10.6-11.2 s on the reference box (220 GFLOP/s),
+    11.4 s on one at 332 and 9.6 s on one at 438, where the matmul figure said 7.2 s and 5.4 s. Its
+    convolutions are small and its augmentation resamples every picture, so a few steps of the
+    network itself say more (about 3 s, once per machine).
+    """
+    import numpy as np
+
+    from core.data.augment import make_augmenter
+    from core.networks.factories import make_level1_model
+    from core.training.loop import TrainConfig, compile_model, with_augmentation
+
+    config = TrainConfig(level=1, arch="tutorial", precision="float32").resolved()
+    model = with_augmentation(make_level1_model(2, config.image_size), make_augmenter(config.augment, seed=0))
+    compile_model(model, config, 2, steps_per_epoch=100)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch, *config.image_size, 3)).astype("float32")
+    labels = rng.integers(0, 2, (batch, 1)).astype("float32")
+    model.train_on_batch(images, labels)  # traces the step
+    best = float("inf")
+    for _ in range(steps):
+        started = time.perf_counter()
+        model.train_on_batch(images, labels)
+        best = min(best, time.perf_counter() - started)
+    return batch / best
+
+
+#: `measure_convnet_images_per_second` on the reference machine. Not measured there (it is gone): derived
+#: from a box at 438-453 GFLOP/s where the probe read 280 (239-324 over eight processes) and two level-1 runs
+#: took 9.6 and 7.9 s an epoch, against the 11.35 s level 1's cost model gives the reference machine.
+REFERENCE_CONVNET_IMAGES_PER_SECOND = 215.0
+
+
+#: A machine's speed figures, measured once each and kept in the cache folder's machine.json.
+_MEASURES = {"matmul_gflops": measure_matmul_gflops, "convnet_images_per_second": measure_convnet_images_per_second}
+
+
+def _machine_figure(name: str, cache_dir: str | Path | None) -> float:
     path = Path(cache_dir or settings.cache_dir()) / "machine.json"
     try:
-        return float(json.loads(path.read_text())["matmul_gflops"])
-    except (OSError, ValueError, KeyError):
-        gflops = measure_matmul_gflops()
-        atomic_write_json(path, {"matmul_gflops": gflops})
-        return gflops
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    try:
+        return float(kept[name])
+    except (KeyError, TypeError, ValueError):
+        value = _measured(name)
+        atomic_write_json(path, {**(kept if isinstance(kept, dict) else {}), name: value})
+        return value
+
+
+@functools.cache
+def _measured(name: str) -> float:
+    """Measured once per process too: the machine does not change between cache folders."""
+    return _MEASURES[name]()
+
+
+def machine_gflops(cache_dir: str | Path | None = None) -> float:
+    """This machine's matmul GFLOP/s, measured once and remembered in the cache folder."""
+    return _machine_figure("matmul_gflops", cache_dir)
+
+
+def machine_convnet_speed(cache_dir: str | Path | None = None) -> float:
+    """Level 1's network's training photos a second here (`measure_convnet_images_per_second`), measured once."""
+    return _machine_figure("convnet_images_per_second", cache_dir)
+
+
+def convnet_speed_known(cache_dir: str | Path | None = None) -> bool:
+    """Whether machine.json holds level 1's network's speed already (measuring it takes a few seconds)."""
+    try:
+        return "convnet_images_per_second" in json.loads((Path(cache_dir or settings.cache_dir()) / "machine.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def convnet_speed_guess(gflops: float) -> float:
+    """Level 1's network's speed on a machine known by its matmul speed alone: the reference's, scaled.
+
+    For a figure that must not be measured now: one measured while a training job shares the cores
+    would be kept, and every later estimate would read it."""
+    return REFERENCE_CONVNET_IMAGES_PER_SECOND * gflops / REFERENCE_GFLOPS
 
 
 @functools.cache
@@ -104,7 +182,8 @@ def backbone_cost_scale(backbone_name: str, cost) -> float:
 
 
 def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
-             native_bfloat16: bool | None = None, fingerprint: str | None = None) -> Estimate:
+             native_bfloat16: bool | None = None, fingerprint: str | None = None,
+             convnet_speed: float | None = None) -> Estimate:
     """Rough wall time of a training run on this machine, before starting it.
 
     Args:
@@ -113,22 +192,32 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
             only read for runs in bfloat16.
         fingerprint: the data set's; with it, a level that trains on cached features (level 2) counts no
             extraction and no decoding when both splits' features are cached (a retrain takes seconds).
+        convnet_speed: level 1's network's training photos a second here (`measure_convnet_images_per_second`),
+            which its epochs follow; default: the one remembered (`machine_convnet_speed`), or, where none
+            is or only `gflops` is given (a machine described by its matmul speed alone), the reference
+            machine's scaled by matmul's (`convnet_speed_guess`).
     """
     from core.levels import SMALL_CONVNETS
 
     config = config.resolved()
     speed = REFERENCE_GFLOPS / (gflops or machine_gflops(config.cache_dir))
+    level_speed = speed  # the level's own work; fixed costs and the judge's pretrained network follow matmul
     note = ""
     if getattr(config, "arch", None):
         net = SMALL_CONVNETS[config.arch]
-        speed *= net.cost_scale
+        if convnet_speed is None:
+            # Measuring takes seconds and must not share the cores with a job: where it is not measured yet,
+            # the caller measures it (the Train page, while no job runs) and this guesses meanwhile.
+            convnet_speed = (machine_convnet_speed(config.cache_dir) if not gflops and convnet_speed_known(config.cache_dir)
+                             else convnet_speed_guess(REFERENCE_GFLOPS / speed))
+        level_speed = REFERENCE_CONVNET_IMAGES_PER_SECOND / convnet_speed * net.cost_scale
         if config.precision == "bfloat16":
             if native_bfloat16 is None:
                 from core.training.distribute import native_bfloat16 as has_native
 
                 native_bfloat16 = has_native()
             if native_bfloat16:
-                speed /= net.bfloat16_speedup
+                level_speed /= net.bfloat16_speedup
                 note = f"; in bfloat16, about {net.bfloat16_speedup:.1f}x as fast as float32"
             else:
                 note = "; bfloat16 is emulated on this machine, so expect longer than this"
@@ -142,7 +231,7 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
         from core.data.augment import view_names
         from core.networks.backbones import get_backbone, top_block_share
 
-        guess = fine_tuning.cost.estimate(n_train, n_val, config.epochs, network, views, speed,
+        guess = fine_tuning.cost.estimate(n_train, n_val, config.epochs, network, views, level_speed,
                                           cached_views=len(view_names(config.augment, config.views)),
                                           top_share=top_block_share(get_backbone(config.backbone), config.top_block))
     elif (isinstance(config.level_definition.cost, NoTrainingCost) and fingerprint
@@ -150,12 +239,12 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
                               pretrained_only=True)):
         # Level 0 scores with its ImageNet top on level 2's kept features of the photos and their mirror
         # images (`recipes._grouped_outputs_from_features`): it was estimated at 28 s and took 4.
-        guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed, cached=True)
+        guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, level_speed, cached=True)
     elif isinstance(config.level_definition.cost, FeatureCost) and fingerprint and features_cached(config, fingerprint):
-        guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed, cached=True)
+        guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, level_speed, cached=True)
         kept_features = True  # the photos were decoded for them, and the network is not needed
     else:
-        guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, speed)
+        guess = config.level_definition.cost.estimate(n_train, n_val, config.epochs, network, views, level_speed)
     # Both splits, unless the photos are decoded at this size already (level 0 reads the training photos
     # too: its novelty judge compares new photos with them).
     decode = 0.0 if kept_features else DECODE_SECONDS_PER_IMAGE * sum(
