@@ -10,7 +10,7 @@ from core.app import workspace
 from core.data.augment import PRESET_LABELS, preset
 from core.networks.backbones import BACKBONES, DEFAULT_BACKBONE
 from core.errors import ConfigError
-from core.training.estimate import convnet_speed_known, estimate, machine_convnet_speed
+from core.training.estimate import estimate
 from core.networks.imagenet import class_names, default_grouping
 from core.levels import LEVELS, SMALL_CONVNETS, Level, all_levels, format_duration
 from core.serving.model_store import ModelError, ModelStore
@@ -288,8 +288,7 @@ def level_card_ui(level: Level, summary, busy: bool, running: jobs.Job | None = 
         config = TrainConfig(**settings)
         counts = summary.counts()
         n_train, n_val = sum(counts["train"].values()), sum(counts["validation"].values())
-        guess = estimate(config, n_train, n_val, fingerprint=summary.fingerprint,
-                         convnet_speed=convnet_speed_ui(busy) if level.archs else None)
+        guess = estimate(config, n_train, n_val, fingerprint=summary.fingerprint)
         st.caption(f":material/timer: Estimated time on this machine: **{format_duration(guess.seconds)}** "
                    f"({guess.detail}). {level.tutorial_note(summary.classes)}")
         if level.requires is not None:
@@ -303,15 +302,6 @@ def level_card_ui(level: Level, summary, busy: bool, running: jobs.Job | None = 
             st.info(f":material/hourglass_top: Level {key} is training now: its progress is at the "
                     "[top of this page](#train), and in the sidebar.")
         start_button_ui(f"Start level {key}", config, f"start{key}", busy or blocked is not None, "was_active")
-
-
-def convnet_speed_ui(busy: bool) -> float | None:
-    """Level 1's network's speed here, for its estimate: measured once, with a spinner, while no job runs (a
-    figure measured while a job shares the cores would be kept). None: `estimate` reads it, or guesses."""
-    if busy or convnet_speed_known():
-        return None
-    with st.spinner("Measuring how fast this machine trains level 1's network (once, a few seconds)…"):
-        return machine_convnet_speed()
 
 
 def main():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def isolate_environment(monkeypatch, root: Path) -> Path:
     # Level 1's separate judge would build EfficientNet-Lite2 for every tiny test model; tests that
     # exercise it set a small backbone instead.
     monkeypatch.setenv("LITTLE_DATA_JUDGE_BACKBONE", "none")
+    # The reference machine's speed figures, so that estimates are the same everywhere and no page or
+    # worker spends seconds measuring this one (tests of the measuring use their own folders).
+    from core.training.estimate import REFERENCE_CONVNET_IMAGES_PER_SECOND, REFERENCE_GFLOPS
+
+    (home / "cache").mkdir(parents=True, exist_ok=True)
+    (home / "cache" / "machine.json").write_text(json.dumps(
+        {"matmul_gflops": REFERENCE_GFLOPS, "convnet_images_per_second": REFERENCE_CONVNET_IMAGES_PER_SECOND}))
     return home
 
 # Each class is a shape in a colour family, so even a tiny convnet separates them.

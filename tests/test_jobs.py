@@ -172,3 +172,29 @@ def test_worker_refuses_a_job_whose_config_cannot_be_read(tmp_path):
     assert jobs.run_worker(tmp_path / "j") == 1
     job = jobs.read_job("j", tmp_path)
     assert job.state is jobs.JobState.FAILED and "could not be read" in job.error
+
+
+def test_the_first_job_on_a_machine_measures_it_before_its_work(tmp_path, dataset, monkeypatch):
+    """Level 1's estimate follows its network's measured speed; the worker measures it once, before the
+    job's work shares the cores, and not again."""
+    import core.training.estimate as estimates
+    from core import settings
+
+    (settings.cache_dir() / "machine.json").unlink()  # a machine never measured (tests start with the reference's)
+    order = []
+    monkeypatch.setitem(estimates._MEASURES, "convnet_images_per_second", lambda: order.append("measured") or 250.0)
+    monkeypatch.setitem(jobs.RUNNERS, jobs.JobKind.TRAIN,
+                        lambda job, report, should_cancel, save: (order.append("work"),
+                                                                  setattr(job, "state", jobs.JobState.SUCCEEDED)))
+    estimates._measured.cache_clear()
+    try:
+        for _ in range(2):
+            job = write_job(tmp_path, jobs.JobKind.TRAIN, "starting", dataset)
+            assert jobs.run_worker(tmp_path / job.id) == 0
+        assert order == ["measured", "work", "work"]
+        assert estimates.machine_convnet_speed() == 250.0
+        config = TrainConfig(level=1, data_dir=str(dataset)).resolved()
+        assert "a first guess" not in estimates.estimate(config, 2000, 800).detail
+        assert estimates.estimate(config, 2000, 800).detail.startswith("~10 s per epoch")  # 11.35 s x 215 / 250
+    finally:
+        estimates._measured.cache_clear()

@@ -117,27 +117,3 @@ def test_the_pages_use_the_active_folders_own_models_before_newer_ones_of_the_sa
     shown = [(m.label, m.value) for m in at.metric]
     assert ("Validation accuracy", "87.5%") in shown and ("Validation accuracy", "62.5%") in shown
     assert sum(f"Measured on **{tmp_path.name}**" in c.value for c in at.caption) == 1  # level 0's card only
-
-
-def test_the_train_page_measures_level_1s_speed_only_while_no_job_runs(app_env, monkeypatch):
-    """A figure measured while a job shares the cores would be kept, and every later estimate would read it."""
-    import core.training.estimate as estimates
-
-    measured = []
-    monkeypatch.setitem(estimates._MEASURES, "convnet_images_per_second", lambda: measured.append(1) or 250.0)
-    monkeypatch.setitem(estimates._MEASURES, "matmul_gflops", lambda: 220.0)
-    estimates._measured.cache_clear()
-    try:
-        write_job(settings.jobs_dir(), jobs.JobKind.TRAIN, "running", app_env)
-        at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60)
-        with worker_for(settings.jobs_dir(), "running"):
-            at.run()
-        assert not at.exception and not measured and not estimates.convnet_speed_known()
-        assert any("Estimated time on this machine" in c.value for c in at.caption)  # from a guess meanwhile
-        write_job(settings.jobs_dir(), jobs.JobKind.TRAIN, "succeeded", app_env)  # the cores are free again
-        at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60)
-        with worker_for(settings.jobs_dir(), "succeeded"):
-            at.run()
-        assert not at.exception and measured == [1] and estimates.convnet_speed_known()
-    finally:
-        estimates._measured.cache_clear()

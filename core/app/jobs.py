@@ -34,7 +34,7 @@ from core.experiments.efficiency_curve import CurveConfig
 from core.experiments.label_review import LabelsConfig
 from core.experiments.sweep import SweepConfig
 from core.training.loop import TrainConfig
-from core.training.progress import BATCH, TrainEvent, TrainProgress
+from core.training.progress import BATCH, PHASE, TrainEvent, TrainProgress
 
 #: A worker that was just spawned may not hold its lock yet: how long "starting" is believed without it.
 START_GRACE_SECONDS = 30
@@ -386,7 +386,6 @@ def _run_sweep(job: Job, report, should_cancel, save) -> None:
 def _run_labels(job: Job, report, should_cancel, save) -> None:
     from core.errors import Cancelled
     from core.experiments.label_review import run_label_review
-    from core.training.progress import PHASE
 
     try:
         review = run_label_review(job.config, should_cancel=should_cancel,
@@ -405,6 +404,18 @@ RUNNERS: dict[JobKind, Runner] = {
     JobKind.SWEEP: _run_sweep,
     JobKind.LABELS: _run_labels,
 }
+
+
+def _measure_machine(report) -> None:
+    """The first job on a machine times level 1's network for the time estimates (`core.training.estimate`),
+    before its own work, while nothing else shares the cores. Not the Train page: Chromium drawing the
+    page on the same two cores made it read 124 photos/s where a quiet process reads 280, and the figure
+    is kept for good."""
+    from core.training.estimate import convnet_speed_known, machine_convnet_speed
+
+    if not convnet_speed_known():
+        report(TrainEvent(PHASE, phase="machine", message="Measuring how fast this machine trains (once, a few seconds)"))
+        machine_convnet_speed()
 
 
 def run_worker(job_dir: Path) -> int:
@@ -436,6 +447,7 @@ def run_worker(job_dir: Path) -> int:
         try:
             if job.config is None:
                 raise LittleDataError(f"This {job.kind.value} job's settings could not be read; start it again.")
+            _measure_machine(report)
             RUNNERS[job.kind](job, report, lambda: (job_dir / "cancel").exists(), save)
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the page
             message = describe(exc)

@@ -133,10 +133,7 @@ def convnet_speed_known(cache_dir: str | Path | None = None) -> bool:
 
 
 def convnet_speed_guess(gflops: float) -> float:
-    """Level 1's network's speed on a machine known by its matmul speed alone: the reference's, scaled.
-
-    For a figure that must not be measured now: one measured while a training job shares the cores
-    would be kept, and every later estimate would read it."""
+    """Level 1's network's speed on a machine known by its matmul speed alone: the reference's, scaled."""
     return REFERENCE_CONVNET_IMAGES_PER_SECOND * gflops / REFERENCE_GFLOPS
 
 
@@ -206,10 +203,14 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
     if getattr(config, "arch", None):
         net = SMALL_CONVNETS[config.arch]
         if convnet_speed is None:
-            # Measuring takes seconds and must not share the cores with a job: where it is not measured yet,
-            # the caller measures it (the Train page, while no job runs) and this guesses meanwhile.
-            convnet_speed = (machine_convnet_speed(config.cache_dir) if not gflops and convnet_speed_known(config.cache_dir)
-                             else convnet_speed_guess(REFERENCE_GFLOPS / speed))
+            # Measuring takes seconds and must share the cores with nothing: the first job measures it
+            # (`core.app.jobs`), and until then this guesses.
+            if not gflops and convnet_speed_known(config.cache_dir):
+                convnet_speed = machine_convnet_speed(config.cache_dir)
+            else:
+                convnet_speed = convnet_speed_guess(REFERENCE_GFLOPS / speed)
+                if not gflops:
+                    note = "; a first guess: the first job measures how fast this machine trains this network"
         level_speed = REFERENCE_CONVNET_IMAGES_PER_SECOND / convnet_speed * net.cost_scale
         if config.precision == "bfloat16":
             if native_bfloat16 is None:
@@ -218,9 +219,9 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
                 native_bfloat16 = has_native()
             if native_bfloat16:
                 level_speed /= net.bfloat16_speedup
-                note = f"; in bfloat16, about {net.bfloat16_speedup:.1f}x as fast as float32"
+                note += f"; in bfloat16, about {net.bfloat16_speedup:.1f}x as fast as float32"
             else:
-                note = "; bfloat16 is emulated on this machine, so expect longer than this"
+                note += "; bfloat16 is emulated on this machine, so expect longer than this"
     network = network_gflops(config)
     kept_features = False  # level 2's features of every photo, kept by an earlier run
     if config.level_definition.needs_backbone:  # the network's work, not a head's on features or a build, scales
