@@ -64,7 +64,8 @@ def main():
     backbone = network_ui()
     frame = curve_frame(summary, [level for level in all_levels() if level.trains], backbone)
     running = jobs.active_job()
-    measuring = running is not None and running.kind is jobs.JobKind.CURVE
+    measuring = (running is not None and running.kind is jobs.JobKind.CURVE and running.config is not None
+                 and backbone_for(2, running.config.backbone) == backbone_for(2, backbone))  # this network's curve
     if frame.empty and measuring:
         st.info("The curve is being measured (progress above); it is drawn here when the job ends.",
                 icon=":material/hourglass_top:")

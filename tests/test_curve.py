@@ -157,3 +157,16 @@ def test_the_curves_level_0_line_is_the_level_0_of_the_network_the_curve_runs_on
     assert "level 0, no training (EfficientNet-Lite2): 92.5%" in spec and "91.4%" not in spec
     spec = json.dumps(curve_chart(frame, summary, backbone="mobilenet_v2").to_dict())  # another network's curve
     assert "level 0, no training (MobileNetV2 (alpha 1.0)): 91.4%" in spec and "92.5%" not in spec
+
+
+def test_a_curves_estimate_counts_the_judges_features_once_per_level(dataset, monkeypatch):
+    """Every point of level 1 fits the novelty judge, but only the first extracts its features: the others
+    find them banked. Counted at every point, a default curve's estimate was 16 minutes too long."""
+    import core.training.estimate as estimates
+
+    config = CurveConfig(levels=[1], sizes=[3, 5], seeds=2, data_dir=str(dataset))
+    summary = summarize(dataset)
+    assert len(plan(config, summary)) == 4
+    without = estimate_seconds(config, summary, gflops=220)[1]  # the tests switch the judge off
+    monkeypatch.setattr(estimates, "judge_seconds", lambda *args: (10.0, 2.0))
+    assert estimate_seconds(config, summary, gflops=220)[1] == pytest.approx(without + 12.0)

@@ -114,6 +114,15 @@ def test_a_weights_file_is_hashed_once_per_version(tmp_path, monkeypatch):
     second = resolve_weights(network, str(path)).key
     assert second != first and second == f"sha256-{real_sha256(b'second version, longer').hexdigest()[:16]}"
     assert len(hashed) == 2
+    # Replaced by a file of the same size with the same modification time (as `cp -p` or unzip leave it):
+    # another inode, so hashed again.
+    stat = path.stat()
+    replacement = tmp_path / "replacement.h5"
+    replacement.write_bytes(b"second version, LONGER")
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(replacement, path)
+    assert resolve_weights(network, str(path)).key == f"sha256-{real_sha256(b'second version, LONGER').hexdigest()[:16]}"
+    assert len(hashed) == 3
 
 
 def test_failed_imagenet_download_says_how_to_supply_a_file(monkeypatch):

@@ -117,3 +117,15 @@ def test_the_pages_use_the_active_folders_own_models_before_newer_ones_of_the_sa
     shown = [(m.label, m.value) for m in at.metric]
     assert ("Validation accuracy", "87.5%") in shown and ("Validation accuracy", "62.5%") in shown
     assert sum(f"Measured on **{tmp_path.name}**" in c.value for c in at.caption) == 1  # level 0's card only
+
+
+def test_how_little_data_says_a_curve_is_being_measured_only_for_its_own_network(app_env):
+    write_job(settings.jobs_dir(), jobs.JobKind.CURVE, "running", app_env)  # the default network's curve
+    at = AppTest.from_file(str(ROOT / "pages" / "efficiency.py"), default_timeout=60)
+    with worker_for(settings.jobs_dir(), "running"):
+        at.run()
+        assert any("being measured" in i.value for i in at.info)
+        at.selectbox(key="curve_backbone").set_value("mobilenet_v2").run()
+    assert not at.exception
+    assert not any("being measured" in i.value for i in at.info)
+    assert any("No curve measured yet for this data set with MobileNetV2" in i.value for i in at.info)

@@ -406,16 +406,31 @@ RUNNERS: dict[JobKind, Runner] = {
 }
 
 
+#: What the first job runs to time level 1's network (`core.training.estimate.machine_convnet_speed`).
+MACHINE_PROBE = "from core.training.estimate import machine_convnet_speed; machine_convnet_speed()"
+MACHINE_PROBE_TIMEOUT = 120
+
+
 def _measure_machine(report) -> None:
     """The first job on a machine times level 1's network for the time estimates (`core.training.estimate`),
-    before its own work, while nothing else shares the cores. Not the Train page: Chromium drawing the
-    page on the same two cores made it read 124 photos/s where a quiet process reads 280, and the figure
-    is kept for good."""
-    from core.training.estimate import convnet_speed_known, machine_convnet_speed
+    before its own work: not on the Train page, where Chromium drawing the page on the same two cores made
+    the probe read 124 photos/s against 280 in a quiet process, and the figure is kept for good.
 
-    if not convnet_speed_known():
-        report(TrainEvent(PHASE, phase="machine", message="Measuring how fast this machine trains (once, a few seconds)"))
-        machine_convnet_speed()
+    In a child process: TensorFlow started in this one would take a GPU's memory and fix its devices before
+    the job places its own work, and a probe that fails must not fail the job (the estimate keeps guessing).
+    """
+    from core.training.estimate import convnet_speed_known
+
+    if convnet_speed_known():
+        return
+    report(TrainEvent(PHASE, phase="machine", message="Measuring how fast this machine trains (once, a few seconds)"))
+    try:
+        done = subprocess.run([sys.executable, "-c", MACHINE_PROBE], cwd=settings.PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=MACHINE_PROBE_TIMEOUT)
+        if done.returncode:
+            print(f"Measuring this machine failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"Measuring this machine failed: {exc}", file=sys.stderr)
 
 
 def run_worker(job_dir: Path) -> int:

@@ -108,7 +108,7 @@ HEAD_POINT_SECONDS = 1.5
 def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) -> dict[int, float]:
     """Level -> rough seconds for all its points on this machine, before starting."""
     from core.training.estimate import (LOAD_NETWORK_SECONDS, REFERENCE_GFLOPS, backbone_cost_scale, estimate,
-                                        features_cached, machine_gflops, network_gflops)
+                                        features_cached, judge_seconds, machine_gflops, network_gflops)
     from core.training.loop import TrainConfig
 
     speed = REFERENCE_GFLOPS / (gflops or machine_gflops())
@@ -121,8 +121,12 @@ def estimate_seconds(config: CurveConfig, summary, gflops: float | None = None) 
         if _uses_features(key):  # only the head trains per point, then scores the validation photos' features
             seconds = (level.cost.head_epoch * train_config.resolved().epochs * k * size / 100 + HEAD_POINT_SECONDS) * speed
         else:
-            seconds = sum(estimate(TrainConfig(level=needed, backbone=config.backbone), k * size, n_val, gflops).seconds
+            # The judge's features are extracted once, by the first point, and banked for the others.
+            seconds = sum(estimate(TrainConfig(level=needed, backbone=config.backbone), k * size, n_val, gflops,
+                                   judge=False).seconds
                           for needed in (level.requires, key) if needed is not None)
+            if key not in total:
+                seconds += sum(judge_seconds(train_config.resolved(), n_train, n_val, speed, summary.fingerprint))
         total[key] = total.get(key, 0.0) + seconds
     for key in total:
         if not _uses_features(key):

@@ -270,13 +270,14 @@ def _file_weights(path: Path) -> ResolvedWeights:
 
 def file_digest(path: Path) -> str:
     """The file's sha256, hashed once per version of the file: pages resolve weights on every run, and
-    hashing 25 MB each time cost them ~50 ms. A rewritten file has a new size or modification time."""
+    hashing 25 MB each time cost them ~50 ms. A rewritten or replaced file has a new size, modification
+    time, inode or change time (`cp -p` keeps the modification time; the change time it cannot keep)."""
     stat = path.stat()
-    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _file_digest(str(path.resolve()), (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns))
 
 
 @functools.lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: the cache key only
+def _file_digest(path: str, version: tuple) -> str:  # `version`: the cache key only
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):

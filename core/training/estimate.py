@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from pathlib import Path
 
@@ -94,18 +95,34 @@ REFERENCE_CONVNET_IMAGES_PER_SECOND = 215.0
 _MEASURES = {"matmul_gflops": measure_matmul_gflops, "convnet_images_per_second": measure_convnet_images_per_second}
 
 
-def _machine_figure(name: str, cache_dir: str | Path | None) -> float:
-    path = Path(cache_dir or settings.cache_dir()) / "machine.json"
+def _machine_path(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir or settings.cache_dir()) / "machine.json"
+
+
+def _kept_figures(cache_dir: str | Path | None) -> dict:
     try:
-        kept = json.loads(path.read_text())
+        kept = json.loads(_machine_path(cache_dir).read_text())
     except (OSError, ValueError):
-        kept = {}
+        return {}
+    return kept if isinstance(kept, dict) else {}
+
+
+def _kept_figure(name: str, cache_dir: str | Path | None) -> float | None:
+    """The figure machine.json holds, if it is a usable one (a finite speed above 0)."""
     try:
-        return float(kept[name])
+        value = float(_kept_figures(cache_dir)[name])
     except (KeyError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _machine_figure(name: str, cache_dir: str | Path | None) -> float:
+    value = _kept_figure(name, cache_dir)
+    if value is None:
         value = _measured(name)
-        atomic_write_json(path, {**(kept if isinstance(kept, dict) else {}), name: value})
-        return value
+        # Read again just before writing: another process may have kept its own figure meanwhile.
+        atomic_write_json(_machine_path(cache_dir), {**_kept_figures(cache_dir), name: value})
+    return value
 
 
 @functools.cache
@@ -126,10 +143,7 @@ def machine_convnet_speed(cache_dir: str | Path | None = None) -> float:
 
 def convnet_speed_known(cache_dir: str | Path | None = None) -> bool:
     """Whether machine.json holds level 1's network's speed already (measuring it takes a few seconds)."""
-    try:
-        return "convnet_images_per_second" in json.loads((Path(cache_dir or settings.cache_dir()) / "machine.json").read_text())
-    except (OSError, ValueError, TypeError):
-        return False
+    return _kept_figure("convnet_images_per_second", cache_dir) is not None
 
 
 def convnet_speed_guess(gflops: float) -> float:
@@ -180,7 +194,7 @@ def backbone_cost_scale(backbone_name: str, cost) -> float:
 
 def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
              native_bfloat16: bool | None = None, fingerprint: str | None = None,
-             convnet_speed: float | None = None) -> Estimate:
+             convnet_speed: float | None = None, judge: bool = True) -> Estimate:
     """Rough wall time of a training run on this machine, before starting it.
 
     Args:
@@ -193,6 +207,8 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
             which its epochs follow; default: the one remembered (`machine_convnet_speed`), or, where none
             is or only `gflops` is given (a machine described by its matmul speed alone), the reference
             machine's scaled by matmul's (`convnet_speed_guess`).
+        judge: count the novelty judge's features (`judge_seconds`); False for runs that share them, such
+            as a curve's points (each point finds the photos' features banked by the first).
     """
     from core.levels import SMALL_CONVNETS
 
@@ -203,7 +219,7 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
     if getattr(config, "arch", None):
         net = SMALL_CONVNETS[config.arch]
         if convnet_speed is None:
-            # Measuring takes seconds and must share the cores with nothing: the first job measures it
+            # Measuring takes seconds, best away from a page being drawn: the first job measures it
             # (`core.app.jobs`), and until then this guesses.
             if not gflops and convnet_speed_known(config.cache_dir):
                 convnet_speed = machine_convnet_speed(config.cache_dir)
@@ -251,11 +267,12 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
     decode = 0.0 if kept_features else DECODE_SECONDS_PER_IMAGE * sum(
         count for split, count in (("train", n_train), ("validation", n_val))
         if not (fingerprint and is_decoded(fingerprint, split, config.image_size, config.cache_dir)))
-    judge, judge_decode = judge_seconds(config, n_train, n_val, speed, fingerprint)
+    judging_seconds, judge_decode = judge_seconds(config, n_train, n_val, speed, fingerprint) if judge else (0.0, 0.0)
     decode += judge_decode
     # The parts named add up to the total shown ("31 s (~4 s + ~18 s)" once left the decoding out).
     decoding = f", ~{format_duration(decode)} decoding the photos the first time" if decode >= 1 else ""
-    judging = f", ~{format_duration(judge)} learning what its classes look like (once; cached after)" if judge >= 1 else ""
+    judging = (f", ~{format_duration(judging_seconds)} learning what its classes look like (once; cached after)"
+               if judging_seconds >= 1 else "")
     setup = ""
     if isinstance(config.level_definition.cost, NoTrainingCost):  # its cost already counts loading the network
         overhead = 0.0
@@ -264,7 +281,7 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
         overhead = (SETUP_SECONDS + (LOAD_NETWORK_SECONDS if loads_network else 0)) * speed
         what = "loading the network, building and saving the model" if loads_network else "building and saving the model"
         setup = f", ~{format_duration(max(overhead, 1))} {what}"
-    return Estimate(guess.seconds + decode + judge + overhead, guess.detail + decoding + judging + setup + note)
+    return Estimate(guess.seconds + decode + judging_seconds + overhead, guess.detail + decoding + judging + setup + note)
 
 
 def judge_seconds(config, n_train: int, n_val: int, speed: float, fingerprint: str | None) -> tuple[float, float]:
