@@ -174,24 +174,34 @@ def test_worker_refuses_a_job_whose_config_cannot_be_read(tmp_path):
     assert job.state is jobs.JobState.FAILED and "could not be read" in job.error
 
 
-def test_the_first_job_on_a_machine_measures_it_before_its_work(tmp_path, dataset, monkeypatch):
-    """Level 1's estimate follows its network's measured speed; the worker measures it once (in a child
-    process), before the job's work shares the cores, and not again."""
+def test_the_first_level_1_job_on_a_machine_measures_it_before_its_work(tmp_path, dataset, monkeypatch):
+    """Level 1's estimate follows its network's measured speed; the first job that trains level 1 measures
+    it (in a child process), before its work shares the cores, and no later job again. Other jobs never
+    pay for it: the quick start's first model on 60 photos takes 14 s."""
     import core.training.estimate as estimates
     from core import settings
 
     machine = settings.cache_dir() / "machine.json"
     machine.write_text('{"matmul_gflops": 220.0}')  # a machine whose level-1 speed was never measured
+    probes = tmp_path / "probes"
     monkeypatch.setattr(jobs, "MACHINE_PROBE", "import sys; sys.path.insert(0, '.'); import core.training.estimate as e; "
+                                               f"open({str(probes)!r}, 'a').write('probe '); "
                                                "e._MEASURES['convnet_images_per_second'] = lambda: 250.0; "
                                                "e.machine_convnet_speed()")  # the real probe, timed in its own test
     seen = []
-    monkeypatch.setitem(jobs.RUNNERS, jobs.JobKind.TRAIN, lambda job, report, should_cancel, save: (
+    for kind in (jobs.JobKind.TRAIN, jobs.JobKind.SEQUENCE, jobs.JobKind.LABELS):  # levels 2 and 0, labels
+        monkeypatch.setitem(jobs.RUNNERS, kind, lambda job, report, should_cancel, save: setattr(
+            job, "state", jobs.JobState.SUCCEEDED))
+    monkeypatch.setitem(jobs.RUNNERS, jobs.JobKind.SWEEP, lambda job, report, should_cancel, save: (
         seen.append(estimates.convnet_speed_known()), setattr(job, "state", jobs.JobState.SUCCEEDED)))
-    for _ in range(2):
-        job = write_job(tmp_path, jobs.JobKind.TRAIN, "starting", dataset)
+    for kind in (jobs.JobKind.TRAIN, jobs.JobKind.SEQUENCE, jobs.JobKind.LABELS):
+        job = write_job(tmp_path, kind, "starting", dataset)
         assert jobs.run_worker(tmp_path / job.id) == 0
-    assert seen == [True, True]  # measured before the first job's work
+    assert not probes.exists() and not estimates.convnet_speed_known()
+    for _ in range(2):
+        job = write_job(tmp_path, jobs.JobKind.SWEEP, "starting", dataset)  # a level-1 sweep
+        assert job.levels == [1] and jobs.run_worker(tmp_path / job.id) == 0
+    assert seen == [True, True] and probes.read_text() == "probe "  # before the first one's work, once
     assert json.loads(machine.read_text()) == {"matmul_gflops": 220.0, "convnet_images_per_second": 250.0}
     config = TrainConfig(level=1, data_dir=str(dataset)).resolved()
     detail = estimates.estimate(config, 2000, 800).detail
@@ -206,9 +216,9 @@ def test_a_probe_that_fails_leaves_the_job_alone_and_the_estimate_guessing(kept,
 
     (settings.cache_dir() / "machine.json").write_text(kept)
     monkeypatch.setattr(jobs, "MACHINE_PROBE", "raise SystemExit('no probe today')")
-    monkeypatch.setitem(jobs.RUNNERS, jobs.JobKind.TRAIN,
+    monkeypatch.setitem(jobs.RUNNERS, jobs.JobKind.SWEEP,
                         lambda job, report, should_cancel, save: setattr(job, "state", jobs.JobState.SUCCEEDED))
-    job = write_job(tmp_path, jobs.JobKind.TRAIN, "starting", dataset)
+    job = write_job(tmp_path, jobs.JobKind.SWEEP, "starting", dataset)  # a level-1 sweep: it would measure
     assert jobs.run_worker(tmp_path / job.id) == 0 and jobs.read_job(job.id, tmp_path).error is None
     assert not convnet_speed_known()
     if "matmul_gflops" in kept:  # (an unreadable file would have matmul measured for real: not here)

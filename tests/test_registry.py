@@ -177,7 +177,7 @@ def test_level_1_says_its_estimate_is_a_guess_until_the_machine_is_measured():
     assert "a first guess" not in estimate(config, 2000, 800).detail  # the test home holds the reference's figures
     (settings.cache_dir() / "machine.json").write_text('{"matmul_gflops": 440.0}')
     guess = estimate(config, 2000, 800)
-    assert "a first guess: the first job measures" in guess.detail
+    assert "a first guess: the first run of level 1 measures" in guess.detail
     assert guess.detail.startswith("~6 s per epoch")  # the reference's 11.35 s, scaled by matmul: 440 / 220
     assert "a first guess" not in estimate(TrainConfig(level=2), 2000, 800).detail  # only level 1 needs it
 

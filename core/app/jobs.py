@@ -411,10 +411,19 @@ MACHINE_PROBE = "from core.training.estimate import machine_convnet_speed; machi
 MACHINE_PROBE_TIMEOUT = 120
 
 
+def _trains_a_small_convnet(job: Job) -> bool:
+    """Whether the job trains level 1 (whose estimate needs `_measure_machine`): minutes of work, which a few
+    seconds more hardly change, where the quick start's first model on 60 photos took 14 s."""
+    from core.levels import LEVELS
+
+    return any(LEVELS[key].archs for key in job.levels if key in LEVELS)
+
+
 def _measure_machine(report) -> None:
-    """The first job on a machine times level 1's network for the time estimates (`core.training.estimate`),
-    before its own work: not on the Train page, where Chromium drawing the page on the same two cores made
-    the probe read 124 photos/s against 280 in a quiet process, and the figure is kept for good.
+    """The first level-1 job on a machine times level 1's network for the time estimates (about 6 s with its
+    start-up; `core.training.estimate`), before its own work: not on the Train page, where Chromium drawing
+    the page on the same two cores made the probe read 124 photos/s against 280 in a quiet process, and the
+    figure is kept for good.
 
     In a child process: TensorFlow started in this one would take a GPU's memory and fix its devices before
     the job places its own work, and a probe that fails must not fail the job (the estimate keeps guessing).
@@ -462,7 +471,8 @@ def run_worker(job_dir: Path) -> int:
         try:
             if job.config is None:
                 raise LittleDataError(f"This {job.kind.value} job's settings could not be read; start it again.")
-            _measure_machine(report)
+            if _trains_a_small_convnet(job):
+                _measure_machine(report)
             RUNNERS[job.kind](job, report, lambda: (job_dir / "cancel").exists(), save)
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the page
             message = describe(exc)

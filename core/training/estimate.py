@@ -219,14 +219,14 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
     if getattr(config, "arch", None):
         net = SMALL_CONVNETS[config.arch]
         if convnet_speed is None:
-            # Measuring takes seconds, best away from a page being drawn: the first job measures it
-            # (`core.app.jobs`), and until then this guesses.
+            # Measuring takes seconds, best away from a page being drawn: the first level-1 job measures
+            # it (`core.app.jobs`), and until then this guesses.
             if not gflops and convnet_speed_known(config.cache_dir):
                 convnet_speed = machine_convnet_speed(config.cache_dir)
             else:
                 convnet_speed = convnet_speed_guess(REFERENCE_GFLOPS / speed)
                 if not gflops:
-                    note = "; a first guess: the first job measures how fast this machine trains this network"
+                    note = "; a first guess: the first run of level 1 measures how fast this machine trains it"
         level_speed = REFERENCE_CONVNET_IMAGES_PER_SECOND / convnet_speed * net.cost_scale
         if config.precision == "bfloat16":
             if native_bfloat16 is None:
