@@ -86,7 +86,7 @@ def measure_convnet_images_per_second(batch: int = 32, steps: int = 10) -> float
 
 
 #: `measure_convnet_images_per_second` on the reference machine. Not measured there (it is gone): derived
-#: from a box at 438-453 GFLOP/s where the probe read 280 (239-324 over eight processes) and two level-1 runs
+#: from a box at 438-453 GFLOP/s where the probe read 280 (239-329 over eleven processes) and two level-1 runs
 #: took 9.6 and 7.9 s an epoch, against the 11.35 s level 1's cost model gives the reference machine.
 REFERENCE_CONVNET_IMAGES_PER_SECOND = 215.0
 
