@@ -221,9 +221,8 @@ def estimate(config, n_train: int, n_val: int, gflops: float | None = None,
         if convnet_speed is None:
             # Measuring takes seconds, best away from a page being drawn: the first level-1 job measures
             # it (`core.app.jobs`), and until then this guesses.
-            if not gflops and convnet_speed_known(config.cache_dir):
-                convnet_speed = machine_convnet_speed(config.cache_dir)
-            else:
+            convnet_speed = None if gflops else _kept_figure("convnet_images_per_second", config.cache_dir)
+            if convnet_speed is None:
                 convnet_speed = convnet_speed_guess(REFERENCE_GFLOPS / speed)
                 if not gflops:
                     note = "; a first guess: the first run of level 1 measures how fast this machine trains it"
@@ -312,8 +311,8 @@ def judge_seconds(config, n_train: int, n_val: int, speed: float, fingerprint: s
     splits = [(split, count) for split, count in (("train", n_train), ("validation", n_val))
               if not (fingerprint and _features_cached(config.cache_dir, fingerprint, name, resolved.key, size,
                                                        [(split, False)]))]
-    extract_per_gflop = next(l.cost.extract for l in LEVELS.values() if isinstance(l.cost, FeatureCost))
-    per_image = extract_per_gflop * backbone_gflops(name, size) * get_backbone(name).forward_cost * speed
+    feature_cost = next(l.cost for l in LEVELS.values() if isinstance(l.cost, FeatureCost))
+    per_image = feature_cost.extract * backbone_gflops(name, size) * backbone_cost_scale(name, feature_cost) * speed
     extracting = per_image * sum(count for _, count in splits)
     decoding = 0.0 if tuple(size) == tuple(config.image_size) else DECODE_SECONDS_PER_IMAGE * sum(
         count for split, count in splits if not (fingerprint and is_decoded(fingerprint, split, size, config.cache_dir)))
