@@ -154,7 +154,7 @@ def imagenet_classes_ui(level: Level, summary) -> dict[str, list[int]] | None:
         if built_in:
             st.caption(f"ImageNet classes: the built-in grouping for {' and '.join(summary.classes)}.")
             return built_in
-        st.info(f"Level {level.key} sums ImageNet's classes into yours, so it needs to know which ImageNet classes "
+        st.info(f"Level {level.key} groups ImageNet's classes into yours, so it needs to know which ImageNet classes "
                 f"make up each of your classes. {exc}")
         if st.button("Download ImageNet's class names (35 kB)", key=f"imagenet_names_{level.key}"):
             try:

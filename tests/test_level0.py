@@ -13,19 +13,46 @@ from core.networks.factories import ClassGroups
 from core.training.loop import TrainConfig, TrainingError, train
 
 
+def test_class_groups_mean_log_does_not_favour_the_larger_group():
+    """A cat photo's stray probability over many dog breeds must not outvote its cat classes."""
+    probabilities = np.full((1, 1000), 1e-4, "float32")
+    probabilities[0, 1] = 0.3  # the one "cat" class
+    probabilities[0, 10:20] = 0.04  # ten "dog" classes: 0.4 in all, but none as sure as the cat
+    groups = [[1], list(range(10, 20))]
+    mean_log = np.asarray(ClassGroups(groups)(probabilities))
+    expected = 1 / (1 + np.exp(np.log(0.3) - np.log(0.04)))  # softmax of the mean logs, second class
+    np.testing.assert_allclose(mean_log, [[expected]], rtol=1e-5)
+    assert mean_log[0, 0] < 0.5
+    assert np.asarray(ClassGroups(groups, aggregate="sum")(probabilities))[0, 0] > 0.5  # the sum says dogs
+    three = np.asarray(ClassGroups([[1], [10, 11], [500]])(probabilities))
+    logs = np.log([0.3, 0.04, 1e-4])
+    np.testing.assert_allclose(three[0], np.exp(logs) / np.exp(logs).sum(), rtol=1e-5)
+    zeros = np.zeros((1, 1000), "float32")  # a float32 softmax that underflowed: finite, not NaN
+    zeros[0, 1] = 1.0
+    assert np.isfinite(np.asarray(ClassGroups(groups)(zeros))).all()
+
+
 def test_class_groups_sum_and_renormalise():
     probabilities = np.zeros((2, 1000), "float32")
     probabilities[0, [1, 2]] = 0.3, 0.1  # class a: 0.4
     probabilities[0, 7] = 0.2  # class b: 0.2; the rest is ignored
     probabilities[1, 7] = 0.9
-    two = np.asarray(ClassGroups([[1, 2], [7]])(probabilities))
+    two = np.asarray(ClassGroups([[1, 2], [7]], aggregate="sum")(probabilities))
     np.testing.assert_allclose(two, [[0.2 / 0.6], [1.0]], rtol=1e-6)  # one unit: the second class
-    three = np.asarray(ClassGroups([[1], [2], [7]])(probabilities))
+    three = np.asarray(ClassGroups([[1], [2], [7]], aggregate="sum")(probabilities))
     np.testing.assert_allclose(three[0], [0.5, 1 / 6, 1 / 3], rtol=1e-6)
-    layer = ClassGroups([[1, 2], [7]], name="class_groups")
-    assert ClassGroups.from_config(layer.get_config()).groups == [[1, 2], [7]]
     with pytest.raises(ValueError, match="non-empty"):
         ClassGroups([[1], []])
+    with pytest.raises(ValueError, match="aggregate"):
+        ClassGroups([[1], [2]], aggregate="max")
+
+
+def test_class_groups_config_round_trip_and_older_models_keep_summing():
+    layer = ClassGroups([[1, 2], [7]], name="class_groups")
+    again = ClassGroups.from_config(layer.get_config())
+    assert again.groups == [[1, 2], [7]] and again.aggregate == ClassGroups.MEAN_LOG
+    older = {key: value for key, value in layer.get_config().items() if key != "aggregate"}
+    assert ClassGroups.from_config(older).aggregate == ClassGroups.SUM  # as it was calibrated
 
 
 def test_built_in_grouping_for_cats_and_dogs_only():
@@ -83,5 +110,7 @@ def test_level0_on_real_photos_with_genuine_weights(shared, monkeypatch):
     assert card.imagenet_classes == {"cats": CATS, "dogs": DOGS} and card.history == {}
     assert card.hyperparameters["epochs"] == 0 and card.hyperparameters["optimizer"] is None
     assert card.params["trainable"] == 0 and card.params["total"] > 3_000_000
-    assert card.val_accuracy >= 0.85  # it knows cats and dogs before seeing any of ours
+    # It knows cats and dogs before seeing any of ours: 0.9625 here, where summing the groups gave 0.90
+    # (ImageNet's 118 dog breeds outvoted its 13 cats).
+    assert card.val_accuracy >= 0.93
     assert json.loads(result.entry.card_path.read_text())["imagenet_classes"]["cats"] == CATS

@@ -242,7 +242,7 @@ def build_story(summary: DatasetSummary | None, store: ModelStore | None = None)
     slides.append(level3)
     slides.append(_level_slide(SlideKind.LEVEL0, 0, current.get(0), n_val,
                                "What the pretrained network knew before seeing one of our photos.",
-                               "No training at all: ImageNet's own classifier, its dog breeds summed into 'dogs' "
+                               "No training at all: ImageNet's own classifier, its dog breeds grouped into 'dogs' "
                                "and its cats into 'cats'. Only for classes ImageNet has."))
 
     curve_rows = []

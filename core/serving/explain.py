@@ -282,7 +282,7 @@ class _ClassScores:
     the log of 1 - p is -inf), so the network's final Dense layer (in a private copy; inside the head
     network for levels 2 and 3) is made linear and the top-level layer that outputs it is tapped, and
     the log of its activation is computed stably here; for level 0 the ImageNet log-probabilities are
-    summed into the class groups the same way. Other final layers are tapped as they are (probabilities).
+    grouped as its ClassGroups layer groups them. Other final layers are tapped as they are (probabilities).
     """
 
     def __init__(self, network):
@@ -293,7 +293,7 @@ class _ClassScores:
         owner = network.layers[-1]
         self.groups = None
         if isinstance(owner, ClassGroups):
-            self.groups = owner.groups
+            self.groups, self.summed = owner.groups, owner.aggregate == ClassGroups.SUM
             owner = network.layers[-2]
         last = _output_dense(owner)
         activation = getattr(getattr(last, "activation", None), "__name__", "")
@@ -307,18 +307,23 @@ class _ClassScores:
             import numpy as np
 
             mask = np.full((len(self.groups), 1000), -1e9, np.float32)
+            means = np.zeros((1000, len(self.groups)), np.float32)
             for row, group in enumerate(self.groups):
                 mask[row, group] = 0.0
-            self.group_mask = mask
+                means[group, row] = 1.0 / len(group)
+            self.group_mask, self.group_means = mask, means
 
     def log_probabilities(self, tapped):
         """[N, C] log-probabilities of the data set's classes."""
         import tensorflow as tf
 
-        if self.groups is not None:  # level 0: log of each group's summed ImageNet probability, renormalised
+        if self.groups is not None:  # level 0, as its ClassGroups layer scores the groups, renormalised
             log_imagenet = tf.nn.log_softmax(tapped)
-            sums = tf.reduce_logsumexp(log_imagenet[:, None, :] + self.group_mask[None], axis=2)
-            return sums - tf.reduce_logsumexp(sums, axis=1, keepdims=True)
+            if self.summed:  # a model saved before mean logs: the log of each group's summed probability
+                scores = tf.reduce_logsumexp(log_imagenet[:, None, :] + self.group_mask[None], axis=2)
+            else:  # each group's mean log-probability (exact here: no float32 underflow to clip)
+                scores = tf.matmul(log_imagenet, self.group_means)
+            return scores - tf.reduce_logsumexp(scores, axis=1, keepdims=True)
         if self.kind == "sigmoid":  # one unit, the second class: [log sigmoid(-z), log sigmoid(z)]
             return tf.concat([-tf.nn.softplus(tapped), -tf.nn.softplus(-tapped)], axis=1)
         if self.kind == "softmax":
