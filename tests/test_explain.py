@@ -118,8 +118,12 @@ def test_every_level_can_be_explained(level, dataset, tiny_backbone):
     network = single_view(load_model(entry))
     expected = entry.card.backbone if level != 1 else [l.name for l in network.layers if "conv" in l.name][-1]
     assert feature_layer_name(network, entry.card.backbone) == expected
-    explanation = explainer.explain(dataset / "validation" / "circles" / "circles.0.jpg")
+    photo = dataset / "validation" / "circles" / "circles.0.jpg"
+    explanation = explainer.explain(photo)
     assert explanation.heatmap.shape == entry.image_size and explanation.class_name in entry.classes
+    # The heatmap explains what the saved model says (level 0: its class groups' scores, as its layer makes them).
+    expected = Predictor(entry).predict([photo.read_bytes()])[0].probabilities
+    assert explanation.probability == pytest.approx(expected[explanation.class_name], abs=1e-4)
 
 
 def test_a_model_without_convolutions_says_so():

@@ -55,6 +55,29 @@ def test_class_groups_config_round_trip_and_older_models_keep_summing():
     assert ClassGroups.from_config(older).aggregate == ClassGroups.SUM  # as it was calibrated
 
 
+def test_older_models_load_through_keras_summing_and_new_ones_take_mean_logs():
+    import keras
+
+    from core.networks.backbones import get_backbone, resolve_weights
+    from core.networks.factories import make_grouped_classifier
+
+    inputs = keras.Input((1000,))
+    model = keras.Model(inputs, ClassGroups([[1], list(range(10, 20))], name="class_groups")(inputs))
+    config = model.get_config()
+    layer_config = next(layer for layer in config["layers"] if layer["name"] == "class_groups")["config"]
+    del layer_config["aggregate"]  # as saved before the option existed
+    older = keras.Model.from_config(config)
+    assert older.get_layer("class_groups").aggregate == ClassGroups.SUM
+    probabilities = np.full((1, 1000), 1e-4, "float32")
+    probabilities[0, 1], probabilities[0, 10:20] = 0.3, 0.04
+    np.testing.assert_allclose(np.asarray(older(probabilities)), [[0.4 / 0.7]], rtol=1e-4)
+
+    backbone = get_backbone("mobilenet_v2")
+    level0 = make_grouped_classifier(backbone, resolve_weights(backbone, "none", with_classifier=True), [[1], [2, 3]],
+                                     (64, 64))
+    assert level0.get_layer("class_groups").aggregate == ClassGroups.MEAN_LOG
+
+
 def test_built_in_grouping_for_cats_and_dogs_only():
     assert default_grouping(["cats", "dogs"]) == {"cats": CATS, "dogs": DOGS}
     assert default_grouping(["Dog", "Cat"]) == {"Dog": DOGS, "Cat": CATS}

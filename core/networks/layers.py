@@ -91,7 +91,7 @@ class ClassGroups(layers.Layer):
     @classmethod
     def from_config(cls, config):
         # A model saved before `aggregate` existed summed its groups: it keeps answering as it was calibrated.
-        return cls(**{"aggregate": cls.SUM, **config})
+        return super().from_config({"aggregate": cls.SUM, **config})
 
 
 @keras.saving.register_keras_serializable(package="little_data")

@@ -32,7 +32,7 @@ class Explanation:
         name: the photo's name.
         image: the upright RGB photo (PIL), for overlays.
         heatmap: [H, W] in 0..1 at the model's input size (the photo squashed, as the model sees it).
-        class_name, probability: the class explained and the model's probability for it.
+        class_name, probability: the class explained and the model's probability for it, calibrated as Predict shows it.
         peak: (y, x) of the heatmap's maximum, relative to the upright photo (0..1, top-left origin).
         note: why the heatmap is blank (`FLAT_NOTE`), else None; the peak is then the photo's centre.
     """
@@ -224,7 +224,11 @@ class Explainer:
         """Explains an already decoded upright RGB photo (PIL)."""
         index = self.class_index(class_name)
         heatmaps, probabilities = self.explain_arrays(to_array(image, self.image_size)[None], index)
-        heatmap, probs = heatmaps[0], probabilities[0]
+        heatmap = heatmaps[0]
+        # The probability Predict shows: calibrated as the card says (the heatmap explains the model's log-odds,
+        # whose order calibration keeps; level 0's raw probabilities are far less sure than it is).
+        calibration = self.entry.card.calibration
+        probs = (calibration.apply(probabilities) if calibration is not None else probabilities)[0]
         chosen = int(probs.argmax()) if index is None else index
         return Explanation(name, image, heatmap, self.classes[chosen], float(probs[chosen]), peak_of(heatmap),
                            heatmap_note(heatmap))
@@ -294,6 +298,7 @@ class _ClassScores:
         self.groups = None
         if isinstance(owner, ClassGroups):
             self.groups, self.summed = owner.groups, owner.aggregate == ClassGroups.SUM
+            self.log_floor = float(np.log(ClassGroups.FLOOR))
             owner = network.layers[-2]
         last = _output_dense(owner)
         activation = getattr(getattr(last, "activation", None), "__name__", "")
@@ -304,8 +309,6 @@ class _ClassScores:
         else:
             self.kind, self.groups, self.tap = "probabilities", None, network.layers[-1].name
         if self.groups is not None:
-            import numpy as np
-
             mask = np.full((len(self.groups), 1000), -1e9, np.float32)
             means = np.zeros((1000, len(self.groups)), np.float32)
             for row, group in enumerate(self.groups):
@@ -321,8 +324,8 @@ class _ClassScores:
             log_imagenet = tf.nn.log_softmax(tapped)
             if self.summed:  # a model saved before mean logs: the log of each group's summed probability
                 scores = tf.reduce_logsumexp(log_imagenet[:, None, :] + self.group_mask[None], axis=2)
-            else:  # each group's mean log-probability (exact here: no float32 underflow to clip)
-                scores = tf.matmul(log_imagenet, self.group_means)
+            else:  # each group's mean log-probability, floored where the layer's float32 softmax underflows
+                scores = tf.matmul(tf.maximum(log_imagenet, self.log_floor), self.group_means)
             return scores - tf.reduce_logsumexp(scores, axis=1, keepdims=True)
         if self.kind == "sigmoid":  # one unit, the second class: [log sigmoid(-z), log sigmoid(z)]
             return tf.concat([-tf.nn.softplus(tapped), -tf.nn.softplus(-tapped)], axis=1)
