@@ -275,6 +275,13 @@ def level_card_ui(level: Level, summary, busy: bool, running: jobs.Job | None = 
             c3.caption("No augmentation: features are computed once, which is what makes this level cheap.")
         blocked = None
         if level.uses_imagenet_classes:
+            built = latest_models().get(key)
+            if built is not None and built.card.sums_class_groups:
+                st.info(f"Your level {key} was built when each class added up its ImageNet classes' probabilities, "
+                        "so a class with more of them won the photos the network was unsure of (118 dog breeds "
+                        "outvoted 13 cats). Start it again to score each class by the average of its ImageNet "
+                        "classes' log-probabilities instead: it takes seconds and nothing is trained.",
+                        icon=":material/update:")
             settings["imagenet_classes"] = imagenet_classes_ui(level, summary)
             if settings["imagenet_classes"] is None:
                 blocked = "no ImageNet classes"

@@ -132,6 +132,7 @@ def test_level0_on_real_photos_with_genuine_weights(shared, monkeypatch):
     assert card.weights.startswith("file efficientnet_lite2_imagenet_torch_layout.npz")
     assert card.imagenet_classes == {"cats": CATS, "dogs": DOGS} and card.history == {}
     assert card.hyperparameters["epochs"] == 0 and card.hyperparameters["optimizer"] is None
+    assert card.hyperparameters["class_groups"] == "mean_log" and not card.sums_class_groups
     assert card.params["trainable"] == 0 and card.params["total"] > 3_000_000
     # It knows cats and dogs before seeing any of ours: 0.9625 here, where summing the groups gave 0.90
     # (ImageNet's 118 dog breeds outvoted its 13 cats).

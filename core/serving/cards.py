@@ -86,6 +86,12 @@ class ModelCard:
         return self.metrics.val_accuracy
 
     @property
+    def sums_class_groups(self) -> bool:
+        """A level 0 built when each class summed its ImageNet group's probabilities (before 2026-12-02), which
+        let a group of many ImageNet classes win photos the network is unsure of (118 dog breeds, 13 cats)."""
+        return self.imagenet_classes is not None and self.hyperparameters.get("class_groups") is None
+
+    @property
     def augmented(self) -> bool:
         """Whether training used any augmentation (the fill mode alone is not augmentation)."""
         return any(v for k, v in self.augment.items() if k != "fill_mode")

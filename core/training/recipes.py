@@ -172,6 +172,7 @@ def build_grouped_classifier(run: Run) -> RecipeResult:
     """Level 0: no training; the backbone's ImageNet classifier with its classes grouped into ours."""
     from core.networks.factories import make_grouped_classifier
     from core.networks.imagenet import check_grouping, default_grouping
+    from core.networks.layers import ClassGroups
 
     config = run.config
     backbone = get_backbone(config.backbone)
@@ -192,7 +193,8 @@ def build_grouped_classifier(run: Run) -> RecipeResult:
     model = make_grouped_classifier(backbone, weights, [grouping[c] for c in classes], config.image_size)
     return RecipeResult(model, {}, card_fields={"weights": weights.source, "weights_key": weights.key,
                                            "backbone_flops": count_flops(model.get_layer(backbone.name)),
-                                           "imagenet_classes": grouping},
+                                           "imagenet_classes": grouping,
+                                           "hyperparameters": {"class_groups": ClassGroups.MEAN_LOG}},
                    val_outputs=_grouped_outputs_from_features(run, model, backbone))
 
 
