@@ -46,7 +46,7 @@ def controls_ui(summary, busy: bool, backbone: str):
                  "levels 1 and 3 train fully at every point. Levels 2 and 3 use "
                + f"{get_backbone(backbone_for(2, backbone)).label}"
                + (", the default network" if backbone == DEFAULT_BACKBONE else "")
-               + ("; the dashed line is that network's level 0 (no training), once it is built on the Train page." if get_backbone(backbone).classifier
+               + ("; the dashed line is that network's level 0 (no training), where one has been built for these photos." if get_backbone(backbone).classifier
                   else "; it has no ImageNet classifier here, so there is no level 0 to draw."))
     start_button_ui("Measure the curve", config, "curve_start", busy, "curve_was_active")
 

@@ -276,12 +276,14 @@ def level_card_ui(level: Level, summary, busy: bool, running: jobs.Job | None = 
         blocked = None
         if level.uses_imagenet_classes:
             built = latest_models().get(key)
-            if built is not None and built.card.sums_class_groups:
-                st.info(f"Your level {key} was built when each class added up its ImageNet classes' probabilities, "
-                        "so a class with more of them won the photos the network was unsure of (118 dog breeds "
-                        "outvoted 13 cats). Start it again to score each class by the average of its ImageNet "
-                        "classes' log-probabilities instead: it takes seconds and nothing is trained.",
-                        icon=":material/update:")
+            outvoting = built.card.outvoting_groups() if built is not None else None
+            if outvoting is not None:
+                (large, most), (small, fewest) = outvoting
+                network = f" ({BACKBONES[built.card.backbone].label})" if built.card.backbone in BACKBONES else ""
+                st.info(f"Your level {key}{network} was built when each class added up its ImageNet classes' "
+                        f"probabilities, so on photos the network was unsure of, {large} ({most} ImageNet classes) "
+                        f"could outvote {small} ({fewest}). Start it again to score each class by the average "
+                        "evidence of its ImageNet classes instead: nothing is trained.", icon=":material/update:")
             settings["imagenet_classes"] = imagenet_classes_ui(level, summary)
             if settings["imagenet_classes"] is None:
                 blocked = "no ImageNet classes"

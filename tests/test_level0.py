@@ -78,6 +78,21 @@ def test_older_models_load_through_keras_summing_and_new_ones_take_mean_logs():
     assert level0.get_layer("class_groups").aggregate == ClassGroups.MEAN_LOG
 
 
+def test_a_card_says_whether_its_level0_summed_groups_of_different_sizes():
+    from core.serving.cards import ModelCard
+
+    def card(**fields):
+        return ModelCard.from_dict({"level": 0, "classes": ["cats", "dogs"], "image_size": [8, 8], **fields})
+
+    older = card(imagenet_classes={"cats": CATS, "dogs": DOGS}, hyperparameters={"epochs": 0})
+    assert older.sums_class_groups and older.outvoting_groups() == (("dogs", 118), ("cats", 13))
+    assert card(imagenet_classes={"cats": CATS, "dogs": DOGS}, hyperparameters=None).sums_class_groups
+    newer = card(imagenet_classes={"cats": CATS, "dogs": DOGS}, hyperparameters={"class_groups": "mean_log"})
+    assert not newer.sums_class_groups and newer.outvoting_groups() is None
+    assert card(imagenet_classes={"cats": [281], "dogs": [151]}).outvoting_groups() is None  # sizes equal
+    assert not card(level=2).sums_class_groups  # not a level 0
+
+
 def test_built_in_grouping_for_cats_and_dogs_only():
     assert default_grouping(["cats", "dogs"]) == {"cats": CATS, "dogs": DOGS}
     assert default_grouping(["Dog", "Cat"]) == {"Dog": DOGS, "Cat": CATS}

@@ -131,10 +131,12 @@ def test_how_little_data_says_a_curve_is_being_measured_only_for_its_own_network
     assert any("No curve measured yet for this data set with MobileNetV2" in i.value for i in at.info)
 
 
-@pytest.mark.parametrize("class_groups", [None, "mean_log"])
-def test_train_page_offers_to_rebuild_a_level0_that_summed_its_groups(app_env, class_groups):
-    """A level 0 built while classes summed their ImageNet probabilities (118 dog breeds outvoting 13 cats)
-    is pointed out on its card; one built with the mean of logs is not."""
+@pytest.mark.parametrize("class_groups, sizes, shown", [(None, (3, 1), True), ("mean_log", (3, 1), False),
+                                                         (None, (1, 1), False)])
+def test_train_page_offers_to_rebuild_a_level0_that_summed_its_groups(app_env, class_groups, sizes, shown):
+    """A level 0 built while classes summed their ImageNet probabilities, with groups of different sizes (118 dog
+    breeds could outvote 13 cats), is pointed out on its card; one built with the mean of logs is not, nor one
+    whose groups are all one class each (summing and the mean of logs then agree)."""
     from core.networks.factories import make_level1_model
     from core.serving.cards import Metrics, ModelCard
     from core.serving.model_store import ModelStore
@@ -143,10 +145,14 @@ def test_train_page_offers_to_rebuild_a_level0_that_summed_its_groups(app_env, c
     hyperparameters = {"epochs": 0} | ({"class_groups": class_groups} if class_groups else {})
     ModelStore().save(make_level1_model(2, (32, 32)), ModelCard(
         id="level0-built", level=0, classes=summary.classes, image_size=(32, 32), backbone="mobilenet_v2",
-        imagenet_classes={summary.classes[0]: [1], summary.classes[1]: [2]}, hyperparameters=hyperparameters,
+        imagenet_classes={summary.classes[0]: list(range(1, 1 + sizes[0])), summary.classes[1]: list(range(10, 10 + sizes[1]))},
+        hyperparameters=hyperparameters,
         metrics=Metrics(val_accuracy=0.9), dataset={"root": str(summary.root)}, created="2026-11-01T10:00:00+00:00"))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.switch_page("pages/train.py").run()
     assert not at.exception, [e.value for e in at.exception]
     notices = [i.value for i in at.info if "was built when each class added up" in i.value]
-    assert len(notices) == (1 if class_groups is None else 0), [i.value for i in at.info]
+    assert len(notices) == shown, [i.value for i in at.info]
+    if shown:
+        assert f"{summary.classes[0]} (3 ImageNet classes) could outvote {summary.classes[1]} (1)" in notices[0]
+        assert "(MobileNetV2" in notices[0]

@@ -87,9 +87,19 @@ class ModelCard:
 
     @property
     def sums_class_groups(self) -> bool:
-        """A level 0 built when each class summed its ImageNet group's probabilities (before 2026-12-02), which
-        let a group of many ImageNet classes win photos the network is unsure of (118 dog breeds, 13 cats)."""
-        return self.imagenet_classes is not None and self.hyperparameters.get("class_groups") is None
+        """A level 0 built when each class summed its ImageNet group's probabilities (its card predates
+        `class_groups`), which let a group of many ImageNet classes win the photos the network is unsure of."""
+        return (self.imagenet_classes is not None
+                and (self.hyperparameters or {}).get("class_groups", "sum") == "sum")
+
+    def outvoting_groups(self) -> tuple[tuple[str, int], tuple[str, int]] | None:
+        """For a level 0 that summed groups of different sizes: (class, ImageNet classes) of its largest group
+        and of its smallest, the bias that building it again removes; None for any other model."""
+        if not self.sums_class_groups:
+            return None
+        sizes = sorted(((len(group), name) for name, group in self.imagenet_classes.items()), reverse=True)
+        (most, large), (fewest, small) = sizes[0], sizes[-1]
+        return ((large, most), (small, fewest)) if most != fewest else None
 
     @property
     def augmented(self) -> bool:
