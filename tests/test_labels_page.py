@@ -161,7 +161,7 @@ def test_a_label_review_job_running_shows_its_progress(built):
         assert any(b.label == "Cancel" for b in at.button)
 
 
-def test_ten_labels_offer_a_retrain_and_its_accuracy_is_shown_against_the_ranking_model(tiny_backbone):
+def test_ten_labels_offer_a_retrain_and_its_accuracy_is_shown_against_the_ranking_model(tiny_backbone, monkeypatch):
     built = BuiltDataset.create("shapes", ["circles", "squares"], validation_fraction=0.25)
     built.add_photos("circles", shots("circles", 8, 1))
     built.add_photos("squares", shots("squares", 8, 2))
@@ -193,6 +193,11 @@ def test_ten_labels_offer_a_retrain_and_its_accuracy_is_shown_against_the_rankin
     assert metric.value == f"{after.entry.val_accuracy:.1%}"
     assert metric.delta == f"{(after.entry.val_accuracy - 0.125) * 100:+.1f} points"
     assert not any("new labels" in m.value for m in at.markdown)  # the count starts again after the retrain
+    started = []  # the retrained model ranks the waiting photos from beside its accuracy
+    monkeypatch.setattr(jobs, "start_job", lambda config, **kwargs: started.append(config) or jobs.Job(
+        id="rank-test", kind=jobs.JobKind.LABELS, state=jobs.JobState.STARTING, config=config, created=0))
+    at.button(key="suggest_again").click().run()
+    assert [(config.task, config.model_id) for config in started] == [(LabelTask.SUGGEST, after.entry.id)]
 
 
 def test_the_panel_in_use_survives_a_reload(built):

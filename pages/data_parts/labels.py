@@ -309,7 +309,12 @@ def retrain_ui(summary: DatasetSummary, fixer: EditableDataset, review: LabelRev
         else:
             st.metric("Level 2's validation accuracy after your labels", f"{after.val_accuracy:.1%}",
                       help=f"{review.model_id} ranked the photos; {after.id} was trained after labelling.")
-        st.caption("Rank again with the new model to choose the next photos.")
+        # The photos still waiting were ranked by the model before: the retrained one ranks them here, without
+        # going back up to the model picker.
+        start_button_ui("Rank again with it", LabelsConfig(LabelTask.SUGGEST, data_dir=str(summary.root),
+                                                            model_id=after.id), "suggest_again", _busy(), WAS_ACTIVE)
+        st.caption("The photos still waiting were ranked by the model before your labels; the retrained one "
+                   "chooses the next ones better.")
     done = _labels_since(fixer, max(review.created, _timestamp(after.card.created) if after else 0.0))
     if done == 0:
         return
