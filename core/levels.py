@@ -327,8 +327,8 @@ def all_levels() -> list[Level]:
 register_level(Level(
     key=0, short_name="no training", name="Pretrained ImageNet classifier, classes grouped",
     story="No training at all: the pretrained network's own ImageNet classifier, its classes grouped into ours "
-          "(for cats vs dogs, its 118 dog breeds are dogs and its 13 house and wild cats are cats; for other "
-          "classes, you pick them), each of ours scored by its group's average evidence. It shows what the "
+          "(for cats vs dogs, its 118 dog breeds are dogs and its 5 house cats are cats; for other "
+          "classes, you pick them), each of ours scored by its group's average probability. It shows what the "
           "network knows before it has seen one of our photos.",
     tutorial_accuracy=None, tutorial_setup="", epochs=0, optimizer="rmsprop", learning_rate=1e-3,
     schedule="constant", augment="none", can_augment=False, image_size=None, needs_backbone=True, requires=None,

@@ -3,13 +3,19 @@ add up to one score? Decided on the training photos.
 
 Runs a backbone's ImageNet classifier once over the training split (never the validation split,
 which would make level 0's reported accuracy a tuned number) and scores each candidate grouping,
-one view and mirror-averaged, with each way of scoring a group (`ClassGroups`' aggregates: the
-sum of the group's probabilities, or the mean of their logs), as level 0 would; per class too,
-since summing favours the class with more ImageNet classes (118 dog breeds against 13 cats).
+one view and mirror-averaged, with each way of scoring a group, as level 0 would; per class too,
+since summing favours the class with more ImageNet classes (118 dog breeds against 13 cats):
+- "sum": the group's summed probability (`ClassGroups`' aggregate for models saved before it had one);
+- "mean": its mean probability, the sum over the group's share of ImageNet's classes (level 0's now);
+- "mean of logs": the mean of its log-probabilities (tried, not kept; computed here).
+With `--other-data-dir DIR` (a data set of things that are not animals, e.g. the flowers), also a
+broad grouping: every ImageNet animal (0-397) against every object (398-999), scored on the
+split's cats and dogs (animals) and DIR's same split (objects): a rule that only works for groups
+of like classes fails there.
 `--split validation` is there to check a decision afterwards, not to make it.
 
 Usage: python scripts/level0_grouping.py [--data-dir DIR] [--backbone efficientnet_lite2] [--split train]
-       [--out bench-out/level0_grouping.json]
+       [--other-data-dir ../shared/datasets/flowers_fewshot] [--out bench-out/level0_grouping.json]
 """
 
 from __future__ import annotations
@@ -26,16 +32,19 @@ sys.path.insert(0, str(ROOT))
 
 from core.networks import imagenet  # noqa: E402
 
+MEAN_OF_LOGS = "mean of logs"
+FLOOR = 1e-30  # a float32 softmax's zeros, before their logs
+
 HOUSE_CATS = list(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 WILD_CATS = list(range(286, 294))  # cougar, lynx, leopard, snow leopard, jaguar, lion, tiger, cheetah
 WOLVES_AND_FOXES = list(range(269, 281))  # timber wolf ... grey fox (wolves, coyote, dingo, dhole, foxes)
 CANDIDATES = {
-    "house cats vs dog breeds": {"cats": HOUSE_CATS, "dogs": imagenet.DOGS},
-    "+ wild cats (built in)": {"cats": HOUSE_CATS + WILD_CATS, "dogs": imagenet.DOGS},
+    "house cats vs dog breeds (built in)": {"cats": HOUSE_CATS, "dogs": imagenet.DOGS},
+    "+ wild cats": {"cats": HOUSE_CATS + WILD_CATS, "dogs": imagenet.DOGS},
     "+ wolves and foxes": {"cats": HOUSE_CATS, "dogs": imagenet.DOGS + WOLVES_AND_FOXES},
     "+ both": {"cats": HOUSE_CATS + WILD_CATS, "dogs": imagenet.DOGS + WOLVES_AND_FOXES},
 }
-assert CANDIDATES["+ wild cats (built in)"]["cats"] == imagenet.CATS
+assert CANDIDATES["house cats vs dog breeds (built in)"]["cats"] == imagenet.CATS
 
 
 def main() -> int:
@@ -43,6 +52,7 @@ def main() -> int:
     parser.add_argument("--data-dir")
     parser.add_argument("--backbone", default="efficientnet_lite2", help="a backbone with its ImageNet classifier")
     parser.add_argument("--split", default="train", choices=["train", "validation"])
+    parser.add_argument("--other-data-dir", help="photos of things that are not animals, for the broad grouping")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "level0_grouping.json")
     args = parser.parse_args()
 
@@ -64,34 +74,56 @@ def main() -> int:
     classifier = build_base(backbone, weights, with_classifier=True)
     preprocess = preprocessing_layer(backbone.preprocessing)
     forward = tf.function(lambda x: classifier(preprocess(x), training=False))
-    photos = decode_split(summary, args.split, backbone.image_size)
-    views = []
-    for mirror in (False, True):
-        chunks = []
-        for start in range(0, len(photos), 32):
-            batch = np.asarray(photos.images[start:start + 32], np.float32)
-            chunks.append(forward(batch[:, :, ::-1] if mirror else batch).numpy())
-        views.append(np.concatenate(chunks))
-    labels = np.asarray(photos.labels)
+
+    def imagenet_views(split_summary):
+        photos = decode_split(split_summary, args.split, backbone.image_size)
+        views = []
+        for mirror in (False, True):
+            chunks = []
+            for start in range(0, len(photos), 32):
+                batch = np.asarray(photos.images[start:start + 32], np.float32)
+                chunks.append(forward(batch[:, :, ::-1] if mirror else batch).numpy())
+            views.append(np.concatenate(chunks))
+        return views, np.asarray(photos.labels)
+
+    def second_class(groups, aggregate, probabilities):
+        """[N] the second group's probability, as level 0's one unit gives it."""
+        if aggregate == MEAN_OF_LOGS:
+            scores = np.stack([np.log(np.clip(probabilities[:, g], FLOOR, 1)).mean(axis=1) for g in groups], axis=1)
+            shares = np.exp(scores - scores.max(axis=1, keepdims=True))
+            return shares[:, 1] / shares.sum(axis=1)
+        return np.asarray(ClassGroups(groups, aggregate=aggregate)(probabilities))[:, 0]
+
+    def accuracy(groups, aggregate, views, labels):
+        """(one view, mirror-averaged as the saved model averages, mirror-averaged per class)"""
+        one = second_class(groups, aggregate, views[0]) > 0.5
+        both = (second_class(groups, aggregate, views[0]) + second_class(groups, aggregate, views[1])) / 2 > 0.5
+        return (float(np.mean(one == labels)), float(np.mean(both == labels)),
+                [float(np.mean(both[labels == c] == c)) for c in range(2)])
+
+    views, labels = imagenet_views(summary)
     report = {"backbone": backbone.name, "weights": weights.source, "split": args.split, "n": int(len(labels)),
               "groupings": {}}
+    aggregates = (ClassGroups.SUM, ClassGroups.MEAN, MEAN_OF_LOGS)
     for name, grouping in CANDIDATES.items():
-        for aggregate in (ClassGroups.SUM, ClassGroups.MEAN_LOG):
-            layer = ClassGroups([grouping[c] for c in summary.classes], aggregate=aggregate)
-            scores = {}
-            for label, probabilities in (("one view", views[0]), ("mirror-averaged", None)):
-                if probabilities is None:  # as the saved model averages: the two views' class probabilities
-                    second = (np.asarray(layer(views[0])) + np.asarray(layer(views[1]))) / 2
-                else:
-                    second = np.asarray(layer(probabilities))
-                predicted = (second[:, 0] > 0.5).astype(int)  # one unit: the second class's probability
-                scores[label] = float(np.mean(predicted == labels))
-                scores[f"{label} per class"] = [float(np.mean(predicted[labels == c] == c))
-                                                for c in range(len(summary.classes))]
-            report["groupings"][f"{name}, {aggregate}"] = scores
-            per_class = ", ".join(f"{c} {a:.1%}" for c, a in zip(summary.classes, scores["mirror-averaged per class"]))
-            print(f"{name:<26} {aggregate:<9} one view {scores['one view']:.2%}   "
-                  f"mirror-averaged {scores['mirror-averaged']:.2%} ({per_class})")
+        for aggregate in aggregates:
+            one, both, per_class = accuracy([grouping[c] for c in summary.classes], aggregate, views, labels)
+            report["groupings"][f"{name}, {aggregate}"] = {"one view": one, "mirror-averaged": both,
+                                                           "mirror-averaged per class": per_class}
+            classes = ", ".join(f"{c} {a:.1%}" for c, a in zip(summary.classes, per_class))
+            print(f"{name:<36} {aggregate:<12} one view {one:.2%}   mirror-averaged {both:.2%} ({classes})")
+    if args.other_data_dir:
+        other_views, other_labels = imagenet_views(summarize(Path(args.other_data_dir)))
+        broad = [list(range(398, 1000)), list(range(0, 398))]  # objects, animals: the second is "animals"
+        both_views = [np.concatenate([a, b]) for a, b in zip(views, other_views)]
+        is_animal = np.concatenate([np.ones(len(labels), int), np.zeros(len(other_labels), int)])
+        report["broad"] = {}
+        for aggregate in aggregates:
+            one, both, (objects, animals) = accuracy(broad, aggregate, both_views, is_animal)
+            report["broad"][aggregate] = {"one view": one, "mirror-averaged": both, "animals": animals, "objects": objects}
+            print(f"every animal against every object, {aggregate:<12} mirror-averaged {both:.2%} "
+                  f"(cats and dogs called animals {animals:.1%}, {Path(args.other_data_dir).name} called objects "
+                  f"{objects:.1%})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     return 0

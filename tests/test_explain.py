@@ -111,7 +111,7 @@ def test_every_level_can_be_explained(level, dataset, tiny_backbone):
         config = TrainConfig(level=level, image_size=(32, 32), backbone=tiny_backbone.name if level > 1 else None,
                              weights="none" if level > 1 else None, **common)
     entry = train(config).entry
-    assert not entry.card.sums_class_groups  # a new level 0 records that it takes the mean of logs
+    assert not entry.card.sums_class_groups  # a new level 0 records that it takes its groups' means
     explainer = Explainer(entry)
     from core.networks.factories import single_view
     from core.serving.model_store import load_model

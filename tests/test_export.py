@@ -60,7 +60,7 @@ def real_photos(entry, count: int = 8) -> np.ndarray:
 
 
 # Level 0's .keras and SavedModel go through the same TensorFlow graph as level 3's; its converted
-# formats (LiteRT, ONNX) meet its class groups (logs of ImageNet probabilities), the part no other level has.
+# formats (LiteRT, ONNX) meet its class groups (a division by their total), the part no other level has.
 MATRIX = [(level, fmt) for level in EXPORTED_LEVELS for fmt in FORMATS
           if level != 0 or fmt in ("tflite", "onnx")]
 

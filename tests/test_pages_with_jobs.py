@@ -131,12 +131,12 @@ def test_how_little_data_says_a_curve_is_being_measured_only_for_its_own_network
     assert any("No curve measured yet for this data set with MobileNetV2" in i.value for i in at.info)
 
 
-@pytest.mark.parametrize("class_groups, sizes, shown", [(None, (3, 1), True), ("mean_log", (3, 1), False),
+@pytest.mark.parametrize("class_groups, sizes, shown", [(None, (3, 1), True), ("mean", (3, 1), False),
                                                          (None, (1, 1), False)])
 def test_train_page_offers_to_rebuild_a_level0_that_summed_its_groups(app_env, class_groups, sizes, shown):
     """A level 0 built while classes summed their ImageNet probabilities, with groups of different sizes (118 dog
-    breeds could outvote 13 cats), is pointed out on its card; one built with the mean of logs is not, nor one
-    whose groups are all one class each (summing and the mean of logs then agree)."""
+    breeds could outvote 13 cats), is pointed out on its card; one built with the groups' means is not, nor one
+    whose groups are all one class each (summing and the mean then agree)."""
     from core.networks.factories import make_level1_model
     from core.serving.cards import Metrics, ModelCard
     from core.serving.model_store import ModelStore

@@ -157,7 +157,7 @@ def make_feature_extractor(backbone: Backbone, weights: ResolvedWeights, image_s
 def make_grouped_classifier(backbone: Backbone, weights: ResolvedWeights, groups: list[list[int]],
                             image_size=None) -> keras.Model:
     """Level 0: the backbone's own ImageNet classifier, its 1000 classes grouped into the data set's
-    (each class scored by the mean log-probability of its ImageNet classes: `ClassGroups`).
+    (each class scored by the mean probability of its ImageNet classes: `ClassGroups`).
 
     Built as the other levels are (raw pixels, resize, preprocessing, the base as one named layer,
     then the top), so that Grad-CAM and fine-tuning find the base under the backbone's name.
@@ -172,7 +172,7 @@ def make_grouped_classifier(backbone: Backbone, weights: ResolvedWeights, groups
     x = base(x, training=False)
     for layer in full.layers[full.layers.index(features) + 1:]:  # the top: pooling, the 1000 classes
         x = layer(x)
-    outputs = ClassGroups(groups, aggregate=ClassGroups.MEAN_LOG, name="class_groups")(x)
+    outputs = ClassGroups(groups, aggregate=ClassGroups.MEAN, name="class_groups")(x)
     model = keras.Model(inputs, outputs, name="grouped_imagenet_classifier")
     model.trainable = False  # nothing of level 0 is trained, the ImageNet top included
     return model

@@ -38,33 +38,34 @@ class HorizontalFlip(layers.Layer):
 class ClassGroups(layers.Layer):
     """ImageNet probabilities [N, 1000] -> the data set's classes, each scored from its ImageNet group.
 
-    `aggregate="mean_log"` (what level 0 builds): each class's score is the mean of its group's
-    log-probabilities (their geometric mean), and the classes' probabilities are the softmax of the
-    scores. That is the mean of the group's ImageNet logits: a linear classifier whose weights for a
-    class are the mean of its ImageNet classes' weights, so a class does not win by having more
-    ImageNet classes. Summing did exactly that: a cat photo's stray probability spread over 118 dog
-    breeds outweighed 13 cats, and level 0 called 15% of the validation cats dogs
-    (`scripts/level0_grouping.py` measures both on the training photos).
+    `aggregate="mean"` (what level 0 builds): each class's score is its group's mean probability, the
+    scores renormalised over the groups. That is the group's probability divided by its share of
+    ImageNet's classes: the classifier was trained with every class equally likely, so a group of 118
+    classes starts with 118 shares of the probability and a group of 13 with 13, and dividing by the
+    share compares the groups on the photo's evidence alone (Bayes' rule, a posterior over its prior).
+    Summing did not divide: a cat photo's stray probability over 118 dog breeds outweighed 13 cats, and
+    level 0 called 15% of the validation cats dogs. The mean of the group's log-probabilities also
+    ignores the sizes, but scores a broad group (every animal against every object) by its average
+    member, which for any one photo is unrelated to it (`scripts/level0_grouping.py` measures all three).
     `aggregate="sum"` (models saved before `aggregate` existed): each class's summed probability,
-    renormalised over the groups (probability spent on other ImageNet classes is ignored).
-    Two classes give one unit, the second class's probability, as the other levels do.
+    renormalised over the groups.
+    Probability spent on other ImageNet classes is ignored. Two classes give one unit, the second
+    class's probability, as the other levels do.
 
     Args:
         groups: for each class of the data set, in order, its ImageNet class indices.
-        aggregate: "mean_log" or "sum".
+        aggregate: "mean" or "sum".
     """
 
-    MEAN_LOG = "mean_log"
+    MEAN = "mean"
     SUM = "sum"
-    #: Where a float32 softmax underflows to 0, its log is taken as this one's (about -69).
-    FLOOR = 1e-30
 
-    def __init__(self, groups: list[list[int]], aggregate: str = MEAN_LOG, **kwargs):
+    def __init__(self, groups: list[list[int]], aggregate: str = MEAN, **kwargs):
         super().__init__(**kwargs)
         if len(groups) < 2 or not all(groups):
             raise ValueError(f"ClassGroups needs at least two non-empty groups, got {groups}.")
-        if aggregate not in (self.MEAN_LOG, self.SUM):
-            raise ValueError(f"ClassGroups' aggregate is {self.MEAN_LOG!r} or {self.SUM!r}, got {aggregate!r}.")
+        if aggregate not in (self.MEAN, self.SUM):
+            raise ValueError(f"ClassGroups' aggregate is {self.MEAN!r} or {self.SUM!r}, got {aggregate!r}.")
         self.groups = [[int(i) for i in group] for group in groups]
         self.aggregate = aggregate
         membership = np.zeros((1000, len(groups)), "float32")
@@ -73,13 +74,8 @@ class ClassGroups(layers.Layer):
         self.membership = membership
 
     def call(self, probabilities):
-        membership = keras.ops.convert_to_tensor(self.membership)
-        if self.aggregate == self.SUM:
-            sums = keras.ops.matmul(probabilities, membership)
-            shares = sums / keras.ops.maximum(keras.ops.sum(sums, axis=-1, keepdims=True), 1e-12)
-        else:
-            logs = keras.ops.log(keras.ops.clip(probabilities, self.FLOOR, 1.0))
-            shares = keras.ops.softmax(keras.ops.matmul(logs, membership), axis=-1)
+        scores = keras.ops.matmul(probabilities, keras.ops.convert_to_tensor(self.membership))
+        shares = scores / keras.ops.maximum(keras.ops.sum(scores, axis=-1, keepdims=True), 1e-30)
         return shares[:, 1:2] if len(self.groups) == 2 else shares
 
     def compute_output_shape(self, input_shape):

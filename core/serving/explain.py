@@ -298,7 +298,6 @@ class _ClassScores:
         self.groups = None
         if isinstance(owner, ClassGroups):
             self.groups, self.summed = owner.groups, owner.aggregate == ClassGroups.SUM
-            self.log_floor = float(np.log(ClassGroups.FLOOR))
             owner = network.layers[-2]
         last = _output_dense(owner)
         activation = getattr(getattr(last, "activation", None), "__name__", "")
@@ -310,11 +309,11 @@ class _ClassScores:
             self.kind, self.groups, self.tap = "probabilities", None, network.layers[-1].name
         if self.groups is not None:
             mask = np.full((len(self.groups), 1000), -1e9, np.float32)
-            means = np.zeros((1000, len(self.groups)), np.float32)
             for row, group in enumerate(self.groups):
                 mask[row, group] = 0.0
-                means[group, row] = 1.0 / len(group)
-            self.group_mask, self.group_means = mask, means
+            self.group_mask = mask
+            # log of a group's mean probability: its summed log-probability less log(size), unless it sums
+            self.group_log_sizes = np.array([0.0 if self.summed else np.log(len(g)) for g in self.groups], np.float32)
 
     def log_probabilities(self, tapped):
         """[N, C] log-probabilities of the data set's classes."""
@@ -322,10 +321,8 @@ class _ClassScores:
 
         if self.groups is not None:  # level 0, as its ClassGroups layer scores the groups, renormalised
             log_imagenet = tf.nn.log_softmax(tapped)
-            if self.summed:  # a model saved before mean logs: the log of each group's summed probability
-                scores = tf.reduce_logsumexp(log_imagenet[:, None, :] + self.group_mask[None], axis=2)
-            else:  # each group's mean log-probability, floored where the layer's float32 softmax underflows
-                scores = tf.matmul(tf.maximum(log_imagenet, self.log_floor), self.group_means)
+            scores = (tf.reduce_logsumexp(log_imagenet[:, None, :] + self.group_mask[None], axis=2)
+                      - self.group_log_sizes[None])
             return scores - tf.reduce_logsumexp(scores, axis=1, keepdims=True)
         if self.kind == "sigmoid":  # one unit, the second class: [log sigmoid(-z), log sigmoid(z)]
             return tf.concat([-tf.nn.softplus(tapped), -tf.nn.softplus(-tapped)], axis=1)

@@ -242,11 +242,8 @@ def export_model(entry: ModelEntry, fmt: ExportFormat | str, output: str | Path,
             wrapped.export(str(target), format="litert", verbose=False,
                            **_litert_options(quantize, calibration, full_integer))
             if quantize and not full_integer:
-                quantize_note = ("int8 weights, float activations: level 0's class groups take the log of ImageNet "
-                                 "probabilities, which int8 activations round to zero"
-                                 if groups.aggregate == groups.MEAN_LOG else
-                                 "int8 weights, float activations: level 0's class-group sums divide by a total "
-                                 "that int8 activations can round to zero")
+                quantize_note = (f"int8 weights, float activations: level 0's class-group {groups.aggregate}s "
+                                 "divide by a total that int8 activations can round to zero")
         seconds = time.perf_counter() - start
         scaling = entry.card.calibration
         calibrated = scaling is not None and not scaling.is_identity

@@ -194,7 +194,7 @@ def build_grouped_classifier(run: Run) -> RecipeResult:
     return RecipeResult(model, {}, card_fields={"weights": weights.source, "weights_key": weights.key,
                                            "backbone_flops": count_flops(model.get_layer(backbone.name)),
                                            "imagenet_classes": grouping,
-                                           "hyperparameters": {"class_groups": ClassGroups.MEAN_LOG}},
+                                           "hyperparameters": {"class_groups": ClassGroups.MEAN}},
                    val_outputs=_grouped_outputs_from_features(run, model, backbone))
 
 
