@@ -283,7 +283,7 @@ def level_card_ui(level: Level, summary, busy: bool, running: jobs.Job | None = 
                 st.info(f"Your level {key}{network} was built when each class added up its ImageNet classes' "
                         f"probabilities, so on photos the network was unsure of, {large} ({most} ImageNet classes) "
                         f"could outvote {small} ({fewest}). Start it again to score each class by the average "
-                        "evidence of its ImageNet classes instead: nothing is trained.", icon=":material/update:")
+                        "probability of its ImageNet classes instead: nothing is trained.", icon=":material/update:")
             settings["imagenet_classes"] = imagenet_classes_ui(level, summary)
             if settings["imagenet_classes"] is None:
                 blocked = "no ImageNet classes"

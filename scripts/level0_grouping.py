@@ -4,7 +4,7 @@ add up to one score? Decided on the training photos.
 Runs a backbone's ImageNet classifier once over the training split (never the validation split,
 which would make level 0's reported accuracy a tuned number) and scores each candidate grouping,
 one view and mirror-averaged, with each way of scoring a group, as level 0 would; per class too,
-since summing favours the class with more ImageNet classes (118 dog breeds against 13 cats):
+since summing favours the class with more ImageNet classes (118 dog breeds against 5 or 13 cats):
 - "sum": the group's summed probability (`ClassGroups`' aggregate for models saved before it had one);
 - "mean": its mean probability, the sum over the group's share of ImageNet's classes (level 0's now);
 - "mean of logs": the mean of its log-probabilities (tried, not kept; computed here).

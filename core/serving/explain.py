@@ -226,7 +226,7 @@ class Explainer:
         heatmaps, probabilities = self.explain_arrays(to_array(image, self.image_size)[None], index)
         heatmap = heatmaps[0]
         # The probability Predict shows: calibrated as the card says (the heatmap explains the model's log-odds,
-        # whose order calibration keeps; level 0's raw probabilities are far less sure than it is).
+        # whose order calibration keeps; level 0's raw probabilities are less sure than it is).
         calibration = self.entry.card.calibration
         probs = (calibration.apply(probabilities) if calibration is not None else probabilities)[0]
         chosen = int(probs.argmax()) if index is None else index
@@ -312,7 +312,7 @@ class _ClassScores:
             for row, group in enumerate(self.groups):
                 mask[row, group] = 0.0
             self.group_mask = mask
-            # log of a group's mean probability: its summed log-probability less log(size), unless it sums
+            # log of a group's mean probability: the log of its summed probability (logsumexp) less log(size)
             self.group_log_sizes = np.array([0.0 if self.summed else np.log(len(g)) for g in self.groups], np.float32)
 
     def log_probabilities(self, tapped):
