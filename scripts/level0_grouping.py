@@ -96,8 +96,8 @@ def main() -> int:
 
     def accuracy(groups, aggregate, views, labels):
         """(one view, mirror-averaged as the saved model averages, mirror-averaged per class)"""
-        one = second_class(groups, aggregate, views[0]) > 0.5
-        both = (second_class(groups, aggregate, views[0]) + second_class(groups, aggregate, views[1])) / 2 > 0.5
+        first = second_class(groups, aggregate, views[0])
+        one, both = first > 0.5, (first + second_class(groups, aggregate, views[1])) / 2 > 0.5
         return (float(np.mean(one == labels)), float(np.mean(both == labels)),
                 [float(np.mean(both[labels == c] == c)) for c in range(2)])
 

@@ -1,8 +1,9 @@
 """ImageNet's 1000 classes, and how a data set's classes are made of them (level 0's grouping).
 
 A grouping maps each class of the data set to a list of ImageNet class indices; level 0 scores each
-class by the mean of the pretrained classifier's probabilities over its list (`ClassGroups`). Cats vs dogs has one built in; for other data
-sets the user gives one (the Train page, or `--imagenet-classes` on the CLI).
+class by the mean of the pretrained classifier's probabilities over its list (`ClassGroups`). Cats vs
+dogs has one built in; for other data sets the user gives one (the Train page, or `--imagenet-classes`
+on the CLI).
 """
 
 from __future__ import annotations

@@ -237,13 +237,12 @@ def export_model(entry: ModelEntry, fmt: ExportFormat | str, output: str | Path,
         elif fmt is ExportFormat.ONNX:
             wrapped.export(str(target), format="onnx", verbose=False)
         else:
-            groups = _class_groups(model)
-            full_integer = groups is None
+            full_integer = not _has_class_groups(model)
             wrapped.export(str(target), format="litert", verbose=False,
                            **_litert_options(quantize, calibration, full_integer))
             if quantize and not full_integer:
-                quantize_note = (f"int8 weights, float activations: level 0's class-group {groups.aggregate}s "
-                                 "divide by a total that int8 activations can round to zero")
+                quantize_note = ("int8 weights, float activations: level 0's class groups divide by a total "
+                                 "that int8 activations can round to zero")
         seconds = time.perf_counter() - start
         scaling = entry.card.calibration
         calibrated = scaling is not None and not scaling.is_identity
@@ -307,12 +306,11 @@ def calibration_photos(entry: ModelEntry, data_dir: str | Path | None = None, co
     return [load_array(path, entry.image_size) for path in paths]
 
 
-def _class_groups(model):
-    """Level 0's ClassGroups layer, or None for a model without one."""
+def _has_class_groups(model) -> bool:
     from core.networks.backbones import leaf_layers
     from core.networks.layers import ClassGroups
 
-    return next((layer for layer in leaf_layers(model) if isinstance(layer, ClassGroups)), None)
+    return any(isinstance(layer, ClassGroups) for layer in leaf_layers(model))
 
 
 def _litert_options(quantize: str | None, calibration, full_integer: bool = True) -> dict:
