@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +29,13 @@ CLASS_INDEX_FILE = "imagenet_class_index.json"
 DOGS = list(range(151, 269))
 CATS = list(range(281, 286))
 BUILT_IN = {frozenset({"cat", "dog"}): {"cat": CATS, "dog": DOGS}}
+
+
+class GroupScore(str, Enum):
+    """How level 0 scores a class from its ImageNet group (`core.networks.layers.ClassGroups` explains both)."""
+
+    MEAN = "mean"  # what level 0 builds
+    SUM = "sum"  # level-0 models built before the mean: their layer config and card do not say
 
 
 def _singular(name: str) -> str:

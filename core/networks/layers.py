@@ -11,6 +11,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from core.networks.imagenet import GroupScore
+
 
 @keras.saving.register_keras_serializable(package="little_data")
 class CaffePreprocess(layers.Layer):
@@ -57,8 +59,8 @@ class ClassGroups(layers.Layer):
         aggregate: "mean" or "sum".
     """
 
-    MEAN = "mean"
-    SUM = "sum"
+    MEAN = GroupScore.MEAN.value
+    SUM = GroupScore.SUM.value
 
     def __init__(self, groups: list[list[int]], aggregate: str = MEAN, **kwargs):
         super().__init__(**kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from core.levels import LEVELS
+from core.networks.imagenet import GroupScore
 from core.serving.calibration import Calibration
 from core.serving.novelty import NoveltyJudge
 
@@ -90,7 +91,7 @@ class ModelCard:
         """A level 0 built when each class summed its ImageNet group's probabilities (its card predates
         `class_groups`), which let a group of many ImageNet classes win the photos the network is unsure of."""
         return (self.imagenet_classes is not None
-                and (self.hyperparameters or {}).get("class_groups", "sum") == "sum")
+                and (self.hyperparameters or {}).get("class_groups", GroupScore.SUM.value) == GroupScore.SUM.value)
 
     def outvoting_groups(self) -> tuple[tuple[str, int], tuple[str, int]] | None:
         """For a level 0 that summed groups of different sizes: (class, ImageNet classes) of its largest group

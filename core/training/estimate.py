@@ -164,14 +164,13 @@ def network_gflops(config) -> float:
     from core.levels import SMALL_CONVNETS
 
     level = config.level_definition
-    h, w = config.image_size
     if getattr(config, "arch", None):
         native, gflops = SMALL_CONVNETS[config.arch].image_size, SMALL_CONVNETS[config.arch].gflops
     elif not level.needs_backbone:
         native, gflops = level.image_size, level.gflops
     else:
         return backbone_gflops(config.backbone, config.image_size)
-    return gflops * (h * w) / (native[0] * native[1])
+    return _at_size(gflops, native, config.image_size)
 
 
 def backbone_gflops(name: str, image_size) -> float:
@@ -180,6 +179,11 @@ def backbone_gflops(name: str, image_size) -> float:
 
     backbone = get_backbone(name)
     native, gflops = backbone.image_size, (backbone.flops or measured_backbone_flops(backbone.name)) / 1e9
+    return _at_size(gflops, native, image_size)
+
+
+def _at_size(gflops: float, native, image_size) -> float:
+    """A convnet's GFLOPs at its native size, scaled to `image_size`: its work grows with the pixels."""
     return gflops * (image_size[0] * image_size[1]) / (native[0] * native[1])
 
 
