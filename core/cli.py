@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imagenet-classes", action="append", metavar="CLASS=INDICES",
                    help="level " + ", ".join(str(l.key) for l in all_levels() if l.uses_imagenet_classes)
                         + ": the ImageNet classes that make up one of your classes, e.g. cats=281-285 "
-                          "(repeat for each class; built in for cats vs dogs)")
+                          "(repeat for each class; built in for cats vs dogs; otherwise found from the training photos)")
     p.add_argument("--devices", default="auto", help="where this process trains: " + DEVICES_HELP)
     p.add_argument("--workers", type=int, default=1,
                    help="share one training between N processes or machines (MultiWorkerMirroredStrategy, started "

@@ -11,7 +11,7 @@ from core.data.augment import PRESET_LABELS, preset
 from core.networks.backbones import BACKBONES, DEFAULT_BACKBONE
 from core.errors import ConfigError
 from core.training.estimate import estimate
-from core.networks.imagenet import class_names, default_grouping
+from core.networks.imagenet import class_names, default_grouping, describe_group
 from core.levels import LEVELS, SMALL_CONVNETS, Level, all_levels, format_duration
 from core.serving.model_store import ModelError, ModelStore
 from core.training.loop import TrainConfig
@@ -145,28 +145,36 @@ def training_job_ui(job: jobs.Job) -> None:
         history_ui(progress.history)
 
 
-def imagenet_classes_ui(level: Level, summary) -> dict[str, list[int]] | None:
-    """Which ImageNet classes make up each class of the data set; None until every class has some."""
+FIND_THEM = ("Leave them empty and level {key} finds them from your training photos: for each class, the ImageNet "
+             "classes the network sees most in its photos (looking at the photos, nothing is trained).")
+
+
+def imagenet_classes_ui(level: Level, summary) -> tuple[dict[str, list[int]] | None, bool]:
+    """Which ImageNet classes make up each class of the data set: (the grouping picked, or None to use the
+    built-in one or let level 0 find one; whether the picks are complete enough to start)."""
     built_in = default_grouping(summary.classes)
     try:
         names = class_names(download=False)
-    except ConfigError as exc:
+    except ConfigError:
         if built_in:
             st.caption(f"ImageNet classes: the built-in grouping for {' and '.join(summary.classes)}.")
-            return built_in
-        st.info(f"Level {level.key} groups ImageNet's classes into yours, so it needs to know which ImageNet classes "
-                f"make up each of your classes. {exc}")
-        if st.button("Download ImageNet's class names (35 kB)", key=f"imagenet_names_{level.key}"):
-            try:
-                with st.spinner("Downloading…"):
-                    class_names(download=True)
-                st.rerun()
-            except ConfigError as failure:
-                st.error(str(failure))
-        return None
+        else:
+            st.caption(f"ImageNet classes: level {level.key} finds them from your training photos (the ImageNet "
+                       "classes the network sees most in each class's photos).")
+            if st.button("Download ImageNet's class names (35 kB) to pick them yourself",
+                         key=f"imagenet_names_{level.key}"):
+                try:
+                    with st.spinner("Downloading…"):
+                        class_names(download=True)
+                    st.rerun()
+                except ConfigError as failure:
+                    st.error(str(failure))
+        return None, True
     title = "ImageNet classes that make up each class" + (" (built in for these classes)" if built_in else "")
     grouping = {}
-    with st.expander(title, expanded=built_in is None):
+    with st.expander(title, expanded=False):
+        if not built_in:
+            st.caption(FIND_THEM.format(key=level.key))
         for name in summary.classes:
             grouping[name] = st.multiselect(
                 f"**{name}**", list(range(1000)), default=(built_in or {}).get(name, []), key=f"imagenet_{level.key}_{name}",
@@ -174,10 +182,40 @@ def imagenet_classes_ui(level: Level, summary) -> dict[str, list[int]] | None:
     if built_in and grouping == built_in:
         counts = ", ".join(f"{name}: {len(indices)} ImageNet classes" for name, indices in built_in.items())
         st.caption(f"ImageNet classes: built in ({counts}).")
+        return grouping, True
+    if not any(grouping.values()):
+        if built_in:
+            st.info(f"Pick at least one ImageNet class for each class to build level {level.key}.")
+            return None, False
+        found = _found_grouping_ui(level)
+        if not found:
+            st.caption(f"ImageNet classes: level {level.key} finds them from your training photos.")
+        return None, True
     if not all(grouping.values()):
-        st.info(f"Pick at least one ImageNet class for each class to build level {level.key}.")
-        return None
-    return grouping
+        missing = ", ".join(name for name, picked in grouping.items() if not picked)
+        st.info(f"Pick ImageNet classes for {missing} too" + ("." if built_in else
+                f", or clear every class to let level {level.key} find them from your training photos."))
+        return None, False
+    return grouping, True
+
+
+def _found_grouping_ui(level: Level) -> bool:
+    """What the newest model of this level found from its training photos, if it found its groups."""
+    built = latest_models().get(level.key)
+    found = built.card.found_grouping if built is not None else None
+    if found is None:
+        return False
+    try:
+        names = class_names(download=False)
+    except ConfigError:
+        names = None
+    held_out = ("" if found.held_out_accuracy is None else
+                f"; groups of that size scored {found.held_out_accuracy:.0%} on training photos they were not found from")
+    lines = "\n".join(f"- **{name}**: {describe_group(group, names)}" for name, group in found.grouping.items())
+    network = f" with {BACKBONES[built.card.backbone].label}" if built.card.backbone in BACKBONES else ""
+    st.caption(f"Your level {level.key}{network} found its ImageNet classes from {found.photos} training photos, up to "
+               f"{found.per_class} per class{held_out}. Building it again finds them again:\n{lines}")
+    return True
 
 
 @st.cache_data(show_spinner=False)
@@ -284,9 +322,9 @@ def level_card_ui(level: Level, summary, busy: bool, running: jobs.Job | None = 
                         f"probabilities, so on photos the network was unsure of, {large} ({most} ImageNet classes) "
                         f"could outvote {small} ({fewest}). Start it again to score each class by the average "
                         "probability of its ImageNet classes instead: nothing is trained.", icon=":material/update:")
-            settings["imagenet_classes"] = imagenet_classes_ui(level, summary)
-            if settings["imagenet_classes"] is None:
-                blocked = "no ImageNet classes"
+            settings["imagenet_classes"], complete = imagenet_classes_ui(level, summary)
+            if not complete:
+                blocked = "ImageNet classes missing"
         settings["flip_average"] = st.toggle(
             "Average each prediction with the mirror image", value=True, key=f"flip{key}",
             help="The saved model looks at each photo and its left-right mirror and averages the two answers: "

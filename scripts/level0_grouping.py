@@ -12,6 +12,8 @@ With `--other-data-dir DIR` (a data set of things that are not animals, e.g. the
 broad grouping: every ImageNet animal (0-397) against every object (398-999), scored on the
 split's cats and dogs (animals) and DIR's same split (objects): a rule that only works for groups
 of like classes fails there.
+Also the grouping level 0 finds by itself from the training photos (`find_grouping`, what it does for
+classes with no built-in grouping), with its accuracy on the training photos it was not found from.
 `--split validation` is there to check a decision afterwards, not to make it.
 
 Usage: python scripts/level0_grouping.py [--data-dir DIR] [--backbone efficientnet_lite2] [--split train]
@@ -75,8 +77,8 @@ def main() -> int:
     preprocess = preprocessing_layer(backbone.preprocessing)
     forward = tf.function(lambda x: classifier(preprocess(x), training=False))
 
-    def imagenet_views(split_summary):
-        photos = decode_split(split_summary, args.split, backbone.image_size)
+    def imagenet_views(split_summary, split=args.split):
+        photos = decode_split(split_summary, split, backbone.image_size)
         views = []
         for mirror in (False, True):
             chunks = []
@@ -112,6 +114,16 @@ def main() -> int:
                                                            "mirror-averaged per class": per_class}
             classes = ", ".join(f"{c} {a:.1%}" for c, a in zip(summary.classes, per_class))
             print(f"{name:<36} {aggregate:<12} one view {one:.2%}   mirror-averaged {both:.2%} ({classes})")
+    train_views, train_labels = (views, labels) if args.split == "train" else imagenet_views(summary, "train")
+    found = imagenet.find_grouping(train_views[0], train_labels, summary.classes)
+    one, both, per_class = accuracy([found.grouping[c] for c in summary.classes], ClassGroups.MEAN, views, labels)
+    report["found"] = {"per_class": found.per_class, "held_out_accuracy": found.held_out_accuracy,
+                       "one view": one, "mirror-averaged": both, "grouping": found.grouping}
+    names = imagenet.class_names(download=False)
+    held_out = "not tried" if found.held_out_accuracy is None else f"{found.held_out_accuracy:.2%}"
+    print(f"found from the training photos (up to {found.per_class} ImageNet classes a class; on training photos "
+          f"they were not found from {held_out}): mirror-averaged on {args.split} {both:.2%} "
+          + "; ".join(f"{c}: {imagenet.describe_group(found.grouping[c], names)}" for c in summary.classes))
     if args.other_data_dir:
         other_views, other_labels = imagenet_views(summarize(Path(args.other_data_dir)))
         broad = [list(range(398, 1000)), list(range(0, 398))]  # objects, animals: the second is "animals"

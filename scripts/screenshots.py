@@ -8,7 +8,7 @@ photo uploaded, "Where it looks" on) and Curves & comparison in headless Chromiu
 size, and Predict at phone size (Pixel 7), and writes one PNG per view; with `--stranger`, Predict
 on a photo of something else too. With `--present`: every slide of Present at 1920x1080
 (present-01.png, ...), Join on a Pixel 7 after sending the photo (join-phone.png), and the wall
-slide with that photo on it (present-wall.png). With `--train`: the Train page at level 3's card
+slide with that photo on it (present-wall.png). With `--train`: the Train page at level 0's and level 3's cards
 (desktop and phone) and How little data's chart. With `--labels`: builds a data set in the app from
 the flowers (`label_demo`: 20 photos a class, three more filed in the wrong class, 40 without a class),
 trains level 2 on it, runs both label reviews, then the Data page's "Suspect labels" and "Label
@@ -75,15 +75,16 @@ def present_views(url: str, out: Path, photo: Path, stranger: Path | None) -> No
 
 
 def train_views(url: str, out: Path, width: int) -> None:
-    """The Train page scrolled to level 3's card (desktop and phone), and How little data's chart."""
-    for name, viewport in (("train-level3.png", (width, 1100)), ("train-level3-phone.png", (412, 915))):
-        with browser_page(viewport=viewport) as page:
-            page.goto(f"{url}/train")
-            page.get_by_role("heading", name="Level 3 · fine-tuning").first.wait_for(timeout=120_000)
-            wait_for_app_idle(page, 120_000)
-            page.get_by_role("heading", name="Level 3 · fine-tuning").first.scroll_into_view_if_needed()
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(out / name))
+    """The Train page scrolled to level 0's and level 3's cards (desktop and phone), and How little data's chart."""
+    for level, heading in ((0, "Level 0 · no training"), (3, "Level 3 · fine-tuning")):
+        for name, viewport in ((f"train-level{level}.png", (width, 1100)), (f"train-level{level}-phone.png", (412, 915))):
+            with browser_page(viewport=viewport) as page:
+                page.goto(f"{url}/train")
+                page.get_by_role("heading", name=heading).first.wait_for(timeout=120_000)
+                wait_for_app_idle(page, 120_000)
+                page.get_by_role("heading", name=heading).first.scroll_into_view_if_needed()
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(out / name))
     with browser_page(viewport=(width, 1000)) as page:
         page.goto(f"{url}/efficiency")
         page.get_by_role("heading", name="How little data", exact=False).first.wait_for(timeout=120_000)
@@ -146,7 +147,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--present", action="store_true", help="only the Present slides, Join and the wall")
     parser.add_argument("--train", action="store_true",
-                        help="only the Train page's level-3 card (desktop, phone) and How little data's chart")
+                        help="only the Train page's level-0 and level-3 cards (desktop, phone) and How little data's chart")
     parser.add_argument("--labels", metavar="FLOWERS",
                         help="only the Data page's label panels, on a data set built from this flowers folder")
     parser.add_argument("--keep-demo", action="store_true", help="with --labels: the demo data set built before")
@@ -164,7 +165,7 @@ def main() -> int:
     if args.train:
         with streamlit_server({}) as (url, _, _):
             train_views(url, out, args.width)
-        for path in sorted(out.glob("train-level3*.png")) + [out / "efficiency.png"]:
+        for path in sorted(out.glob("train-level*.png")) + [out / "efficiency.png"]:
             print(path)
         return 0
     if args.present:

@@ -228,12 +228,15 @@ def test_predict_where_it_looks_overlays_every_levels_heatmap(trained):
     assert [c.value for c in at.caption if "Server time" in c.value][0].endswith("2 model(s) and heatmaps.")
 
 
-def test_level0_card_without_a_built_in_grouping_asks_for_one(app_env):
+def test_level0_card_without_a_built_in_grouping_finds_one(app_env):
+    """Circles and squares: no ImageNet grouping is built in and ImageNet's class names are not on this
+    machine; level 0 can still start (it finds the groups from the training photos), and the names can
+    be downloaded to pick them by hand."""
     at = page("train")
     assert_clean(at)
-    assert at.button(key="start0").disabled  # circles and squares: no ImageNet grouping is built in
-    assert any("which ImageNet classes make up each of your classes" in i.value for i in at.info)
-    assert any(b.label.startswith("Download ImageNet's class names") for b in at.button)
+    assert not at.button(key="start0").disabled
+    assert any("finds them from your training photos" in c.value for c in at.caption)
+    assert any(b.label == "Download ImageNet's class names (35 kB) to pick them yourself" for b in at.button)
     assert not [n for n in at.number_input if n.key == "ep0"]  # nothing to train: no epochs
 
 

@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 
 from core.errors import ConfigError
-from core.networks.imagenet import CATS, DOGS, check_grouping, class_names, default_grouping, parse_grouping
+from core.networks.imagenet import (
+    CATS,
+    DOGS,
+    check_grouping,
+    class_names,
+    default_grouping,
+    describe_group,
+    find_grouping,
+    group_by_photos,
+    parse_grouping,
+)
 from core.levels import get_level
 from core.networks.factories import ClassGroups
 from core.training.loop import TrainConfig, TrainingError, train
@@ -117,6 +127,7 @@ def test_cli_grouping_syntax_and_checks():
         check_grouping({"cats": [281], "dogs": [281]}, ["cats", "dogs"])
     with pytest.raises(ConfigError, match="0 to 999"):
         check_grouping({"cats": [1000], "dogs": [1]}, ["cats", "dogs"])
+    assert check_grouping({"dogs": [9, 3, 9], "cats": [2]}, ["cats", "dogs"]) == {"cats": [2], "dogs": [9, 3]}
 
 
 def test_level0_is_registered_as_a_level_that_trains_nothing():
@@ -126,12 +137,87 @@ def test_level0_is_registered_as_a_level_that_trains_nothing():
     assert config.epochs == 0 and config.backbone == "efficientnet_lite2" and config.image_size == (260, 260)
 
 
-def test_level0_without_a_grouping_or_a_classifier_says_what_to_do(dataset):
-    with pytest.raises(TrainingError, match="which ImageNet classes make up each of your classes"):
-        train(TrainConfig(level=0, backbone="mobilenet_v2", weights="none", data_dir=str(dataset)))
+def test_level0_without_a_classifier_says_what_to_do(dataset):
     with pytest.raises(TrainingError, match="needs a backbone with its ImageNet classifier"):
         train(TrainConfig(level=0, backbone="mobilenet_025", weights="none", data_dir=str(dataset),
                           imagenet_classes={"circles": [1], "squares": [2]}))
+
+
+def test_level0_without_a_grouping_finds_one_from_the_training_photos(dataset, tmp_path):
+    """Classes with no built-in grouping: level 0 looks at the training photos (nothing is trained) and
+    its card says what it found, from how many photos."""
+    result = train(TrainConfig(level=0, backbone="mobilenet_v2", weights="none", data_dir=str(dataset),
+                               image_size=(64, 64), models_dir=str(tmp_path / "models")))
+    card = result.entry.card
+    found = card.found_grouping
+    assert found is not None and found.photos == 24 and found.per_class in (1, 2, 5, 10, 20, 50, 100)
+    assert set(card.imagenet_classes) == {"circles", "squares"} and all(card.imagenet_classes.values())
+    assert not set(card.imagenet_classes["circles"]) & set(card.imagenet_classes["squares"])
+    assert card.params["trainable"] == 0 and card.history == {}
+    assert found.held_out_accuracy is not None and 0.0 <= found.held_out_accuracy <= 1.0
+    given = train(TrainConfig(level=0, backbone="mobilenet_v2", weights="none", data_dir=str(dataset), image_size=(64, 64),
+                              models_dir=str(tmp_path / "models"), imagenet_classes={"circles": [3, 1], "squares": [2]}))
+    assert given.entry.card.found_grouping is None
+    assert given.entry.card.imagenet_classes == {"circles": [3, 1], "squares": [2]}  # as given, in order
+
+
+def photos_showing(classes: dict[int, list[int]], per_class: int, spread: float, seed: int = 0):
+    """Synthetic ImageNet probabilities: each photo of class c puts most of its probability on one of
+    `classes[c]`'s ImageNet classes, the rest spread thinly over all 1000."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for c, members in classes.items():
+        for _ in range(per_class):
+            row = rng.uniform(0, spread, 1000)
+            row[rng.choice(members)] += 1.0
+            rows.append(row / row.sum())
+            labels.append(c)
+    return np.asarray(rows), np.asarray(labels)
+
+
+def test_find_grouping_gives_each_class_the_imagenet_classes_its_photos_show():
+    probabilities, labels = photos_showing({0: [985], 1: [883, 738], 2: list(range(300, 315))}, 40, 0.001)
+    found = find_grouping(probabilities, labels, ["daisy", "roses", "beetles"])
+    assert found.grouping["daisy"][0] == 985 and set(found.grouping["roses"][:2]) == {883, 738}
+    assert set(found.grouping["beetles"][:15]) == set(range(300, 315))
+    every = [i for group in found.grouping.values() for i in group]
+    assert len(every) == len(set(every))  # no ImageNet class in two groups
+    assert found.photos == 120 and found.held_out_accuracy > 0.9
+    # A class seen through 15 ImageNet classes needs groups that hold most of them: with one class each,
+    # most of the beetles' photos would score nothing.
+    assert found.per_class >= 10
+
+
+def test_find_grouping_keeps_groups_short_where_imagenet_has_the_very_classes():
+    probabilities, labels = photos_showing({0: [281], 1: [151]}, 20, 0.01)
+    found = find_grouping(probabilities, labels, ["cats", "dogs"])
+    assert found.per_class == 1 and found.grouping == {"cats": [281], "dogs": [151]}
+
+
+def test_a_class_whose_photos_look_like_anothers_still_gets_imagenet_classes():
+    """A class whose photos are half like one class's and half like another's, only less so, is behind one of
+    them on every ImageNet class: it takes the class its photos give most that neither kept."""
+    probabilities = np.zeros((3, 1000))
+    probabilities[0, [1, 7]] = 0.8, 0.2  # "tabby"-like photo, some "lynx"
+    probabilities[1, [2, 8]] = 0.8, 0.2
+    probabilities[2, [1, 2, 7, 8]] = 0.4, 0.4, 0.15, 0.05  # the mixed class
+    groups = group_by_photos(probabilities, np.array([0, 1, 2]), 3, per_class=1)
+    assert groups == [[1], [2], [7]]
+
+
+def test_find_grouping_with_a_class_of_one_photo_and_bad_input():
+    probabilities, labels = photos_showing({0: [1], 1: [2]}, 3, 0.01)
+    found = find_grouping(probabilities[:4], labels[:4], ["a", "b"])  # "b" has one photo: sizes cannot be tried
+    assert found.held_out_accuracy is None and found.per_class == 10 and found.grouping["b"][0] == 2
+    with pytest.raises(ValueError, match=r"\[N, 1000\]"):
+        find_grouping(probabilities[:, :10], labels, ["a", "b"])
+
+
+def test_describe_group_names_the_first_classes():
+    names = [f"class_{i}" for i in range(1000)]
+    assert describe_group([883, 738, 716], names) == "class 883, class 738, class 716"
+    assert describe_group(list(range(20)), names, shown=2) == "class 0, class 1 and 18 more"
+    assert describe_group([5, 6], None) == "5, 6"
 
 
 def test_class_names_come_from_a_local_copy_or_say_they_are_missing(tmp_path, monkeypatch, shared):
@@ -159,3 +245,25 @@ def test_level0_on_real_photos_with_genuine_weights(shared, monkeypatch):
     # (ImageNet's 118 dog breeds outvoted its 13 house and wild cats).
     assert card.val_accuracy >= 0.93
     assert json.loads(result.entry.card_path.read_text())["imagenet_classes"]["cats"] == CATS
+
+
+@pytest.mark.slow
+def test_level0_finds_imagenet_classes_for_the_flowers(shared, monkeypatch, tmp_path):
+    """The flowers have no built-in grouping: level 0 finds one from 8 training photos a class with the genuine
+    EfficientNet-Lite2, puts ImageNet's "daisy" among the daisies' classes, and leaves the training photos'
+    features in the cache for level 2."""
+    from core.data.folders import first_per_class, summarize
+    from core.networks.backbones import get_backbone, resolve_weights
+    from core.networks.features import feature_cache_path
+
+    monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(shared))
+    data = shared / "datasets" / "flowers_fewshot"
+    result = train(TrainConfig(level=0, limit_per_class=8, data_dir=str(data), models_dir=str(tmp_path / "models")))
+    card = result.entry.card
+    assert card.found_grouping is not None and card.found_grouping.photos == 40
+    assert 985 in card.imagenet_classes["daisy"][:3]  # ImageNet's daisy
+    assert card.val_accuracy >= 0.3  # 5 classes: chance is 0.2; 52% on the 150 validation photos with every training photo
+    backbone = get_backbone("efficientnet_lite2")
+    path = feature_cache_path(None, first_per_class(summarize(data), 8).fingerprint, backbone.name,
+                              resolve_weights(backbone, None).key, backbone.image_size, "train")
+    assert path.is_file() and np.load(path).shape == (40, 1280)

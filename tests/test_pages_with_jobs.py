@@ -156,3 +156,56 @@ def test_train_page_offers_to_rebuild_a_level0_that_summed_its_groups(app_env, c
     if shown:
         assert f"{summary.classes[0]} (3 ImageNet classes) could outvote {summary.classes[1]} (1)" in notices[0]
         assert "(MobileNetV2" in notices[0]
+
+
+def _imagenet_names(tmp_path, monkeypatch):
+    """ImageNet's class names on this machine (a stand-in file: class i is "name_i", 985 "daisy")."""
+    import json
+
+    folder = tmp_path / "keras" / "models"
+    folder.mkdir(parents=True)
+    index = {str(i): [f"n{i:08d}", "daisy" if i == 985 else f"name_{i}"] for i in range(1000)}
+    (folder / "imagenet_class_index.json").write_text(json.dumps(index))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+
+
+def test_train_page_lets_level0_find_or_take_the_imagenet_classes_of_own_classes(app_env, tmp_path, monkeypatch):
+    """Classes with no built-in grouping, ImageNet's class names on the machine: level 0 can start with no
+    ImageNet class picked (it finds them) or with every class picked, not with some picked and some not.
+    (Without the names: tests/test_app.py.)"""
+    _imagenet_names(tmp_path, monkeypatch)
+    summary = summarize(app_env)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.button(key="start0").disabled
+    assert any("finds them from your training photos" in c.value for c in at.caption)
+    at.multiselect(key=f"imagenet_0_{summary.classes[0]}").set_value([985]).run()
+    assert at.button(key="start0").disabled
+    assert any(f"Pick ImageNet classes for {summary.classes[1]} too, or clear every class" in i.value for i in at.info)
+    at.multiselect(key=f"imagenet_0_{summary.classes[1]}").set_value([1, 2]).run()
+    assert not at.button(key="start0").disabled
+
+
+def test_train_page_shows_what_level0_found(app_env, tmp_path, monkeypatch):
+    """The newest level 0 found its groups from the training photos: the Train page names them."""
+    from core.networks.factories import make_level1_model
+    from core.serving.cards import Metrics, ModelCard
+    from core.serving.model_store import ModelStore
+
+    _imagenet_names(tmp_path, monkeypatch)
+    summary = summarize(app_env)
+    ModelStore().save(make_level1_model(2, (32, 32)), ModelCard(
+        id="level0-found", level=0, classes=summary.classes, image_size=(32, 32), backbone="mobilenet_v2",
+        imagenet_classes={summary.classes[0]: [985, 1, 2, 3, 4, 5], summary.classes[1]: [7]},
+        hyperparameters={"class_groups": "mean", "found_imagenet_classes": {"photos": 24, "per_class": 10,
+                                                                             "held_out_accuracy": 0.875}},
+        metrics=Metrics(val_accuracy=0.9), dataset={"root": str(summary.root)}, created="2026-12-02T10:00:00+00:00"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    found = [c.value for c in at.caption if "with MobileNetV2 (alpha 1.0) found its ImageNet classes from 24 training photos" in c.value]
+    assert len(found) == 1, [c.value for c in at.caption]
+    assert "up to 10 per class" in found[0] and "88%" in found[0]
+    assert f"**{summary.classes[0]}**: daisy, name 1, name 2, name 3 and 2 more" in found[0]
+    assert f"**{summary.classes[1]}**: name 7" in found[0]

@@ -154,10 +154,8 @@ def make_feature_extractor(backbone: Backbone, weights: ResolvedWeights, image_s
     return keras.Model(inputs, x, name="feature_extractor")
 
 
-def make_grouped_classifier(backbone: Backbone, weights: ResolvedWeights, groups: list[list[int]],
-                            image_size=None) -> keras.Model:
-    """Level 0: the backbone's own ImageNet classifier, its 1000 classes grouped into the data set's
-    (each class scored by the mean probability of its ImageNet classes: `ClassGroups`).
+def make_imagenet_classifier(backbone: Backbone, weights: ResolvedWeights, image_size=None) -> keras.Model:
+    """The backbone's own ImageNet classifier on raw pixels: [N, H, W, 3] -> [N, 1000] probabilities.
 
     Built as the other levels are (raw pixels, resize, preprocessing, the base as one named layer,
     then the top), so that Grad-CAM and fine-tuning find the base under the backbone's name.
@@ -172,10 +170,24 @@ def make_grouped_classifier(backbone: Backbone, weights: ResolvedWeights, groups
     x = base(x, training=False)
     for layer in full.layers[full.layers.index(features) + 1:]:  # the top: pooling, the 1000 classes
         x = layer(x)
-    outputs = ClassGroups(groups, aggregate=ClassGroups.MEAN, name="class_groups")(x)
-    model = keras.Model(inputs, outputs, name="grouped_imagenet_classifier")
+    model = keras.Model(inputs, x, name="imagenet_classifier")
+    model.trainable = False
+    return model
+
+
+def group_classes(imagenet_classifier: keras.Model, groups: list[list[int]]) -> keras.Model:
+    """Level 0: an ImageNet classifier (`make_imagenet_classifier`) with its 1000 classes grouped into the
+    data set's (each class scored by the mean probability of its ImageNet classes: `ClassGroups`)."""
+    outputs = ClassGroups(groups, aggregate=ClassGroups.MEAN, name="class_groups")(imagenet_classifier.output)
+    model = keras.Model(imagenet_classifier.inputs, outputs, name="grouped_imagenet_classifier")
     model.trainable = False  # nothing of level 0 is trained, the ImageNet top included
     return model
+
+
+def make_grouped_classifier(backbone: Backbone, weights: ResolvedWeights, groups: list[list[int]],
+                            image_size=None) -> keras.Model:
+    """Level 0 in one call: `group_classes(make_imagenet_classifier(...), groups)`."""
+    return group_classes(make_imagenet_classifier(backbone, weights, image_size), groups)
 
 
 def make_head(feature_shape, num_classes: int = 2, dropout: float = 0.5, hidden: int = 256) -> keras.Model:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from core.levels import LEVELS
-from core.networks.imagenet import GroupScore
+from core.networks.imagenet import FoundGrouping, GroupScore
 from core.serving.calibration import Calibration
 from core.serving.novelty import NoveltyJudge
 
@@ -92,6 +92,15 @@ class ModelCard:
         `class_groups`), which let a group of many ImageNet classes win the photos the network is unsure of."""
         return (self.imagenet_classes is not None
                 and (self.hyperparameters or {}).get("class_groups", GroupScore.SUM.value) == GroupScore.SUM.value)
+
+    @property
+    def found_grouping(self) -> FoundGrouping | None:
+        """For a level 0 whose ImageNet classes were found from its training photos, what was found; else None."""
+        found = (self.hyperparameters or {}).get("found_imagenet_classes")
+        if not found or self.imagenet_classes is None:
+            return None
+        return FoundGrouping(dict(self.imagenet_classes), int(found["per_class"]), found.get("held_out_accuracy"),
+                             int(found["photos"]))
 
     def outvoting_groups(self) -> tuple[tuple[str, int], tuple[str, int]] | None:
         """For a level 0 that summed groups of different sizes: (class, ImageNet classes) of its largest group

@@ -7,6 +7,7 @@ Each takes a `core.training.loop.Run` (resolved config, decoded data, store, pro
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from core.networks.backbones import (
 from core.networks.features import bottleneck_parts, feature_cache_path, feature_dataset, network_features
 from core.serving.model_store import ModelError, load_model
 from core.training.loop import Run, RecipeResult, TrainingError, with_augmentation
+
+if TYPE_CHECKING:
+    from core.networks.imagenet import FoundGrouping
 
 
 def train_small_convnet(run: Run) -> RecipeResult:
@@ -169,8 +173,13 @@ def _unfrozen_layers(model) -> int:
 
 
 def build_grouped_classifier(run: Run) -> RecipeResult:
-    """Level 0: no training; the backbone's ImageNet classifier with its classes grouped into ours."""
-    from core.networks.factories import make_grouped_classifier
+    """Level 0: no training; the backbone's ImageNet classifier with its classes grouped into ours.
+
+    The groups are the ones given, else the built-in ones (cats and dogs), else found from the training
+    photos (`core.networks.imagenet.find_grouping`): the ImageNet classes the network sees most in each
+    class's photos. Nothing is trained; the card says which groups were found and from how many photos.
+    """
+    from core.networks.factories import group_classes, make_imagenet_classifier
     from core.networks.imagenet import check_grouping, default_grouping
     from core.networks.layers import ClassGroups
 
@@ -181,21 +190,81 @@ def build_grouped_classifier(run: Run) -> RecipeResult:
         raise TrainingError(f"Level {config.level} needs a backbone with its ImageNet classifier ({offered}); "
                             f"{backbone.label} has none registered.")
     classes = run.summary.classes
-    grouping = config.imagenet_classes or default_grouping(classes)
-    if grouping is None:
-        raise TrainingError(
-            f"Level {config.level} needs to know which ImageNet classes make up each of your classes "
-            f"({', '.join(classes)}): pick them on the Train page, or pass --imagenet-classes "
-            f"{classes[0]}=INDICES for each class on the CLI.")
-    grouping = check_grouping(grouping, classes)
     weights = resolve_weights(backbone, config.weights, with_classifier=True)
     run.phase("build", f"Loading {backbone.label}'s ImageNet classifier ({weights.source})")
-    model = make_grouped_classifier(backbone, weights, [grouping[c] for c in classes], config.image_size)
+    imagenet = make_imagenet_classifier(backbone, weights, config.image_size)
+    hyperparameters = {"class_groups": ClassGroups.MEAN}
+    grouping = config.imagenet_classes or default_grouping(classes)
+    if grouping is None:
+        found = _find_grouping(run, imagenet, backbone)
+        grouping = found.grouping
+        hyperparameters["found_imagenet_classes"] = {"photos": found.photos, "per_class": found.per_class,
+                                                     "held_out_accuracy": found.held_out_accuracy}
+    grouping = check_grouping(grouping, classes)
+    model = group_classes(imagenet, [grouping[c] for c in classes])
     return RecipeResult(model, {}, card_fields={"weights": weights.source, "weights_key": weights.key,
                                            "backbone_flops": count_flops(model.get_layer(backbone.name)),
-                                           "imagenet_classes": grouping,
-                                           "hyperparameters": {"class_groups": ClassGroups.MEAN}},
+                                           "imagenet_classes": grouping, "hyperparameters": hyperparameters},
                    val_outputs=_grouped_outputs_from_features(run, model, backbone))
+
+
+def _find_grouping(run: Run, imagenet, backbone) -> FoundGrouping:
+    """Each class's ImageNet classes, found from the training photos' ImageNet probabilities. The photos'
+    features go through the feature caches as level 2's do (so level 2 reuses them, and after level 2
+    they are not computed again); the classifier's own top gives the probabilities."""
+    from core.data.decoded import decode_split
+    from core.networks.factories import make_feature_extractor
+    from core.networks.features import LazyExtractor
+    from core.networks.imagenet import find_grouping
+
+    config = run.config
+    train_data = decode_split(run.summary, "train", config.image_size, cache_dir=config.cache_dir,
+                              progress=lambda done, total: run.phase("decode-train", "Decoding training photos",
+                                                                     done, total))
+    if len(train_data) == 0:
+        raise TrainingError("Level 0 finds each class's ImageNet classes from the training photos, and there are "
+                            "none: add photos to train/<class>/, or give the ImageNet classes.")
+    probabilities = None
+    try:
+        notop = resolve_weights(backbone, config.weights)
+    except Exception:  # noqa: BLE001 - no features to share with level 2: the classifier runs on the photos
+        notop = None
+    if notop is not None:
+        extractor = LazyExtractor(lambda: make_feature_extractor(backbone, notop, config.image_size))
+        features, _ = network_features(
+            extractor, train_data, config.cache_dir, config.backbone, notop.key, config.image_size,
+            run.summary.fingerprint, "train", should_cancel=run.should_cancel,
+            progress=lambda done, total: run.phase("extract-train", "Looking at the training photos", done, total))
+        probabilities = _top_on_features(imagenet, backbone, features)
+        if not _agrees_on_first_photos(imagenet, train_data, probabilities):
+            probabilities = None
+    if probabilities is None:
+        chunks = []
+        for start in range(0, len(train_data), 32):
+            run.phase("extract-train", "Looking at the training photos", start, len(train_data))
+            chunks.append(imagenet.predict(np.asarray(train_data.images[start:start + 32], np.float32), verbose=0))
+        probabilities = np.concatenate(chunks)
+    run.phase("build", "Finding the ImageNet classes of each class")
+    return find_grouping(probabilities, np.asarray(train_data.labels), run.summary.classes)
+
+
+def _top_on_features(model, backbone, features: np.ndarray) -> np.ndarray:
+    """What `model` (level 0's network, or its ImageNet classifier) answers for photos whose pooled features
+    from its base are `features`: the layers above the base, without running the network again."""
+    import keras
+
+    x = features
+    for layer in model.layers[model.layers.index(model.get_layer(backbone.name)) + 1:]:
+        if not isinstance(layer, keras.layers.GlobalAveragePooling2D):  # the features are pooled already
+            x = layer(x)
+    return np.asarray(x)
+
+
+def _agrees_on_first_photos(model, decoded, outputs: np.ndarray) -> bool:
+    """Whether the full `model` gives `outputs` on the first photos: features of other weights (another file
+    under the same network's name) are never mixed in."""
+    photos = np.asarray(decoded.images[:4], np.float32)
+    return bool(np.allclose(model.predict(photos, verbose=0), outputs[:len(photos)], atol=1e-4))
 
 
 def _grouped_outputs_from_features(run: Run, model, backbone) -> list[np.ndarray] | None:
@@ -205,8 +274,6 @@ def _grouped_outputs_from_features(run: Run, model, backbone) -> list[np.ndarray
     gives its outputs without running the network again (the quick start trains both). They are
     used only when the full network agrees on a few photos, so other weights are never mixed in.
     """
-    import keras
-
     config = run.config
     try:
         notop = resolve_weights(backbone, config.weights)
@@ -220,16 +287,5 @@ def _grouped_outputs_from_features(run: Run, model, backbone) -> list[np.ndarray
         return None
     if len(features) != 2 or any(len(f) != len(run.val_data) for f in features):
         return None
-    top = model.layers[model.layers.index(model.get_layer(backbone.name)) + 1:]
-
-    def apply_top(x):
-        for layer in top:
-            if not isinstance(layer, keras.layers.GlobalAveragePooling2D):  # the features are pooled already
-                x = layer(x)
-        return np.asarray(x)
-
-    views = [apply_top(f) for f in features]
-    photos = np.asarray(run.val_data.images[:4], np.float32)
-    if not np.allclose(model.predict(photos, verbose=0), views[0][:4], atol=1e-4):
-        return None
-    return views
+    views = [_top_on_features(model, backbone, view) for view in features]
+    return views if _agrees_on_first_photos(model, run.val_data, views[0]) else None
