@@ -278,6 +278,19 @@ def make_grid(images, columns: int | None = None, gap: int = 4):
     return grid
 
 
+def found_grouping_text(found) -> str:
+    """What level 0 found from the training photos, a line per class (ImageNet's names where they are here)."""
+    from core.errors import ConfigError
+    from core.networks.imagenet import class_names, describe_group
+
+    try:
+        names = class_names(download=False)
+    except ConfigError:
+        names = None
+    return (f"ImageNet classes found from {found.photos} training photos, up to {found.per_class} a class:\n"
+            + "\n".join(f"  {name}: {describe_group(group, names)}" for name, group in found.grouping.items()))
+
+
 def cmd_train(args) -> int:
     from core.data.augment import preset
     from core.networks.imagenet import parse_grouping
@@ -306,6 +319,8 @@ def cmd_train(args) -> int:
              if m.last_epoch_val_accuracy is not None else "")
     print(f"Saved {result.entry.id}: validation accuracy {m.val_accuracy:.4f}{view}{curve}; "
           f"{result.seconds:.0f}s -> {result.entry.model_path}")
+    if card.found_grouping is not None:
+        print(found_grouping_text(card.found_grouping))
     if args.json:
         print(json.dumps({"model_id": result.entry.id, "val_accuracy": m.val_accuracy, "seconds": round(result.seconds, 2),
                           "timings": card.timings, "model_path": str(result.entry.model_path),

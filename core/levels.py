@@ -329,7 +329,7 @@ register_level(Level(
     story="No training at all: the pretrained network's own ImageNet classifier, its classes grouped into ours "
           "(for cats vs dogs, its 118 dog breeds are dogs and its 5 house cats are cats; for other "
           "classes, the ones it sees most in each class's photos, or yours), each of ours scored by its group's average probability. It shows what the "
-          "network knows before it has seen one of our photos.",
+          "network knows before anything is trained.",
     tutorial_accuracy=None, tutorial_setup="", epochs=0, optimizer="rmsprop", learning_rate=1e-3,
     schedule="constant", augment="none", can_augment=False, image_size=None, needs_backbone=True, requires=None,
     cost=NoTrainingCost(build=4.0, evaluate=0.0145), train="core.training.recipes:build_grouped_classifier",

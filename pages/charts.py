@@ -55,8 +55,10 @@ def curve_chart(frame: pd.DataFrame, summary, text_size: int = 11, backbone: str
     level0 = ModelStore().start_for(0, backbone, summary.classes, TrainConfig(level=0, backbone=backbone).resolved().image_size,
                                     summary.root)
     if level0 and data_match(level0, summary) is DataMatch.CURRENT and level0.val_accuracy is not None:
+        found = level0.card.found_grouping  # its groups taken from the photos: it did look at them
+        groups = f", ImageNet classes found from {found.photos} photos" if found is not None else ""
         rule = alt.Chart(pd.DataFrame([{"accuracy": level0.val_accuracy,
-                                        "what": f"level 0, no training ({get_backbone(backbone).label}): "
+                                        "what": f"level 0, no training ({get_backbone(backbone).label}{groups}): "
                                                 f"{level0.val_accuracy:.1%}"}]))
         layers += [rule.mark_rule(strokeDash=[6, 4], color="#868e96").encode(y="accuracy:Q", tooltip=["what"]),
                    rule.mark_text(align="left", x=6, dy=-round(text_size * 0.65), fontSize=text_size, color="#868e96").encode(

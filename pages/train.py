@@ -159,8 +159,9 @@ def imagenet_classes_ui(level: Level, summary) -> tuple[dict[str, list[int]] | N
         if built_in:
             st.caption(f"ImageNet classes: the built-in grouping for {' and '.join(summary.classes)}.")
         else:
-            st.caption(f"ImageNet classes: level {level.key} finds them from your training photos (the ImageNet "
-                       "classes the network sees most in each class's photos).")
+            if not _found_grouping_ui(level):
+                st.caption(f"ImageNet classes: level {level.key} finds them from your training photos (the ImageNet "
+                           "classes the network sees most in each class's photos).")
             if st.button("Download ImageNet's class names (35 kB) to pick them yourself",
                          key=f"imagenet_names_{level.key}"):
                 try:

@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.errors import ConfigError  # noqa: E402
 from core.networks import imagenet  # noqa: E402
 
 MEAN_OF_LOGS = "mean of logs"
@@ -119,7 +120,10 @@ def main() -> int:
     one, both, per_class = accuracy([found.grouping[c] for c in summary.classes], ClassGroups.MEAN, views, labels)
     report["found"] = {"per_class": found.per_class, "held_out_accuracy": found.held_out_accuracy,
                        "one view": one, "mirror-averaged": both, "grouping": found.grouping}
-    names = imagenet.class_names(download=False)
+    try:
+        names = imagenet.class_names(download=False)
+    except ConfigError:  # the groups by index
+        names = None
     held_out = "not tried" if found.held_out_accuracy is None else f"{found.held_out_accuracy:.2%}"
     print(f"found from the training photos (up to {found.per_class} ImageNet classes a class; on training photos "
           f"they were not found from {held_out}): mirror-averaged on {args.split} {both:.2%} "

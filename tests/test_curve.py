@@ -170,3 +170,27 @@ def test_a_curves_estimate_counts_the_judges_features_once_per_level(dataset, mo
     without = estimate_seconds(config, summary, gflops=220)[1]  # the tests switch the judge off
     monkeypatch.setattr(estimates, "judge_seconds", lambda *args: (10.0, 2.0))
     assert estimate_seconds(config, summary, gflops=220)[1] == pytest.approx(without + 12.0)
+
+
+def test_the_curves_level_0_line_says_when_its_groups_came_from_the_photos(dataset):
+    """A level 0 whose ImageNet classes were found from the training photos did look at them: its line says so."""
+    from core.experiments.efficiency_curve import backbone_for
+    from core.networks.factories import make_level1_model
+    from core.serving.cards import Metrics, ModelCard
+    from core.serving.model_store import ModelStore
+    import pandas as pd
+
+    from core.levels import get_level
+    from pages.charts import curve_chart
+
+    summary = summarize(dataset)
+    backbone = backbone_for(2)
+    ModelStore().save(make_level1_model(2, (32, 32)), ModelCard(
+        level=0, classes=summary.classes, image_size=TrainConfig(level=0, backbone=backbone).resolved().image_size,
+        backbone=backbone, metrics=Metrics(val_accuracy=0.6), imagenet_classes={c: [i] for i, c in enumerate(summary.classes)},
+        hyperparameters={"found_imagenet_classes": {"photos": 24, "per_class": 1, "held_out_accuracy": 0.7}},
+        dataset={"root": str(summary.root), "fingerprint": summary.fingerprint}, created="2026-12-02T10:00:00+00:00"))
+    frame = pd.DataFrame([{"level": get_level(2).label, "images per class": 5, "accuracy": 0.8, "lowest": 0.75,
+                           "highest": 0.85, "seeds": 2}])
+    spec = json.dumps(curve_chart(frame, summary).to_dict())
+    assert "level 0, no training (EfficientNet-Lite2, ImageNet classes found from 24 photos): 60.0%" in spec

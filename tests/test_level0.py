@@ -63,6 +63,13 @@ def test_class_groups_sum_and_renormalise():
         ClassGroups([[1], [2]], aggregate="max")
 
 
+def test_the_group_rules_are_spelled_alike_in_the_layer_and_beside_it():
+    from core.networks.imagenet import GroupScore
+
+    assert {ClassGroups.MEAN, ClassGroups.SUM} == {rule.value for rule in GroupScore}
+    assert ClassGroups.MEAN == GroupScore.MEAN and ClassGroups.SUM == GroupScore.SUM
+
+
 def test_class_groups_config_round_trip_and_older_models_keep_summing():
     layer = ClassGroups([[1, 2], [7]], name="class_groups")
     again = ClassGroups.from_config(layer.get_config())
@@ -92,6 +99,19 @@ def test_older_models_load_through_keras_summing_and_new_ones_take_means():
     level0 = make_grouped_classifier(backbone, resolve_weights(backbone, "none", with_classifier=True), [[1], [2, 3]],
                                      (64, 64))
     assert level0.get_layer("class_groups").aggregate == ClassGroups.MEAN
+
+
+def test_a_card_says_what_its_level0_found_and_older_cards_found_nothing():
+    from core.serving.cards import ModelCard
+
+    def card(hyperparameters):
+        return ModelCard.from_dict({"level": 0, "classes": ["a", "b"], "image_size": [8, 8],
+                                    "imagenet_classes": {"a": [3, 1], "b": [2]}, "hyperparameters": hyperparameters})
+
+    found = card({"found_imagenet_classes": {"photos": 12, "per_class": 5, "held_out_accuracy": 0.75}}).found_grouping
+    assert found.grouping == {"a": [3, 1], "b": [2]} and (found.photos, found.per_class, found.held_out_accuracy) == (12, 5, 0.75)
+    for older in (None, {}, {"class_groups": "mean"}, {"found_imagenet_classes": {"photos": 12}}):
+        assert card(older).found_grouping is None
 
 
 def test_a_card_says_whether_its_level0_summed_groups_of_different_sizes():
@@ -256,9 +276,20 @@ def test_level0_finds_imagenet_classes_for_the_flowers(shared, monkeypatch, tmp_
     from core.networks.backbones import get_backbone, resolve_weights
     from core.networks.features import feature_cache_path
 
+    from core.training import recipes
+
     monkeypatch.setenv("LITTLE_DATA_SHARED_DIR", str(shared))
+    checks = []  # the full classifier against its top on the cached features: the features must be used
+
+    def agrees(*args):
+        checks.append(agreed := original(*args))
+        return agreed
+
+    original = recipes._agrees_on_first_photos
+    monkeypatch.setattr(recipes, "_agrees_on_first_photos", agrees)
     data = shared / "datasets" / "flowers_fewshot"
     result = train(TrainConfig(level=0, limit_per_class=8, data_dir=str(data), models_dir=str(tmp_path / "models")))
+    assert checks == [True]
     card = result.entry.card
     assert card.found_grouping is not None and card.found_grouping.photos == 40
     assert 985 in card.imagenet_classes["daisy"][:3]  # ImageNet's daisy
@@ -267,3 +298,13 @@ def test_level0_finds_imagenet_classes_for_the_flowers(shared, monkeypatch, tmp_
     path = feature_cache_path(None, first_per_class(summarize(data), 8).fingerprint, backbone.name,
                               resolve_weights(backbone, None).key, backbone.image_size, "train")
     assert path.is_file() and np.load(path).shape == (40, 1280)
+
+
+def test_the_cli_says_what_level0_found():
+    """`core train --level 0` prints what it found, a line per class (by index where ImageNet's names are absent)."""
+    from core.cli import found_grouping_text
+    from core.networks.imagenet import FoundGrouping
+
+    text = found_grouping_text(FoundGrouping({"roses": [883, 738], "tulips": [991]}, 5, 0.7, 12))
+    assert text.splitlines() == ["ImageNet classes found from 12 training photos, up to 5 a class:",
+                                 "  roses: 883, 738", "  tulips: 991"]

@@ -241,9 +241,10 @@ def build_story(summary: DatasetSummary | None, store: ModelStore | None = None)
                          action=Action(ActionKind.TRAIN, 2))
     slides.append(level3)
     slides.append(_level_slide(SlideKind.LEVEL0, 0, current.get(0), n_val,
-                               "What the pretrained network knew before seeing one of our photos.",
-                               "No training at all: ImageNet's own classifier, its dog breeds grouped into 'dogs' "
-                               "and its cats into 'cats'. Only for classes ImageNet has."))
+                               "What the pretrained network knows before anything is trained.",
+                               "No training at all: ImageNet's own classifier, its classes grouped into ours (its dog "
+                               "breeds are 'dogs', its house cats 'cats'; for other classes, the ImageNet classes "
+                               "their photos look most like). It does well only where ImageNet has our classes."))
 
     curve_rows = []
     if summary is not None:

@@ -11,8 +11,6 @@ import keras
 import numpy as np
 from keras import layers
 
-from core.networks.imagenet import GroupScore
-
 
 @keras.saving.register_keras_serializable(package="little_data")
 class CaffePreprocess(layers.Layer):
@@ -59,8 +57,8 @@ class ClassGroups(layers.Layer):
         aggregate: "mean" or "sum".
     """
 
-    MEAN = GroupScore.MEAN.value
-    SUM = GroupScore.SUM.value
+    MEAN = "mean"  # core.networks.imagenet.GroupScore spells the same for code that cannot import Keras:
+    SUM = "sum"  # this file stays self-contained (a .keras export ships it)
 
     def __init__(self, groups: list[list[int]], aggregate: str = MEAN, **kwargs):
         super().__init__(**kwargs)

@@ -96,8 +96,8 @@ class ModelCard:
     @property
     def found_grouping(self) -> FoundGrouping | None:
         """For a level 0 whose ImageNet classes were found from its training photos, what was found; else None."""
-        found = (self.hyperparameters or {}).get("found_imagenet_classes")
-        if not found or self.imagenet_classes is None:
+        found = (self.hyperparameters or {}).get("found_imagenet_classes") or {}
+        if self.imagenet_classes is None or found.get("per_class") is None or found.get("photos") is None:
             return None
         return FoundGrouping(dict(self.imagenet_classes), int(found["per_class"]), found.get("held_out_accuracy"),
                              int(found["photos"]))

@@ -397,7 +397,7 @@ def _train(config: TrainConfig, report: Report, should_cancel) -> TrainResult:
         timings[f"decode_{split}"] = time.monotonic() - t0
         return decoded
 
-    train_data = decode("train") if config.level_definition.trains else None  # level 0 learns nothing from train/
+    train_data = decode("train") if config.level_definition.trains else None  # level 0 trains nothing (it may look at train/ itself)
     from core.training.distribute import detached, place
 
     placement = place(config.devices) if config.level_definition.trains else None

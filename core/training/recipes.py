@@ -17,6 +17,7 @@ from core.networks.backbones import (
     get_backbone,
     resolve_weights,
 )
+from core.errors import Cancelled
 from core.networks.features import bottleneck_parts, feature_cache_path, feature_dataset, network_features
 from core.serving.model_store import ModelError, load_model
 from core.training.loop import Run, RecipeResult, TrainingError, with_augmentation
@@ -209,12 +210,9 @@ def build_grouped_classifier(run: Run) -> RecipeResult:
 
 
 def _find_grouping(run: Run, imagenet, backbone) -> FoundGrouping:
-    """Each class's ImageNet classes, found from the training photos' ImageNet probabilities. The photos'
-    features go through the feature caches as level 2's do (so level 2 reuses them, and after level 2
-    they are not computed again); the classifier's own top gives the probabilities."""
+    """Each class's ImageNet classes, found from the training photos' ImageNet probabilities (from their
+    cached features where it can, else from the classifier's own pass)."""
     from core.data.decoded import decode_split
-    from core.networks.factories import make_feature_extractor
-    from core.networks.features import LazyExtractor
     from core.networks.imagenet import find_grouping
 
     config = run.config
@@ -226,26 +224,42 @@ def _find_grouping(run: Run, imagenet, backbone) -> FoundGrouping:
                             "none: add photos to train/<class>/, or give the ImageNet classes.")
     probabilities = None
     try:
-        notop = resolve_weights(backbone, config.weights)
-    except Exception:  # noqa: BLE001 - no features to share with level 2: the classifier runs on the photos
-        notop = None
-    if notop is not None:
-        extractor = LazyExtractor(lambda: make_feature_extractor(backbone, notop, config.image_size))
-        features, _ = network_features(
-            extractor, train_data, config.cache_dir, config.backbone, notop.key, config.image_size,
-            run.summary.fingerprint, "train", should_cancel=run.should_cancel,
-            progress=lambda done, total: run.phase("extract-train", "Looking at the training photos", done, total))
-        probabilities = _top_on_features(imagenet, backbone, features)
-        if not _agrees_on_first_photos(imagenet, train_data, probabilities):
-            probabilities = None
+        probabilities = _imagenet_probabilities_from_features(run, imagenet, backbone, train_data)
+    except Cancelled:
+        raise
+    except Exception:  # noqa: BLE001 - no-top weights that cannot be had, a cache that cannot be written: run the classifier
+        probabilities = None
     if probabilities is None:
         chunks = []
         for start in range(0, len(train_data), 32):
+            if run.should_cancel():
+                raise Cancelled()
             run.phase("extract-train", "Looking at the training photos", start, len(train_data))
             chunks.append(imagenet.predict(np.asarray(train_data.images[start:start + 32], np.float32), verbose=0))
         probabilities = np.concatenate(chunks)
     run.phase("build", "Finding the ImageNet classes of each class")
     return find_grouping(probabilities, np.asarray(train_data.labels), run.summary.classes)
+
+
+def _imagenet_probabilities_from_features(run: Run, imagenet, backbone, decoded) -> np.ndarray | None:
+    """The training photos' ImageNet probabilities from their pooled features, through the feature caches as
+    level 2's go (so after level 2 nothing is computed, and level 2 reuses them after level 0). None for
+    random weights (each network built from them differs, and their features are never cached) or when
+    the classifier disagrees with its top on the features."""
+    from core.networks.factories import make_feature_extractor
+    from core.networks.features import LazyExtractor
+
+    config = run.config
+    notop = resolve_weights(backbone, config.weights)
+    if notop.keras_arg is None:
+        return None
+    extractor = LazyExtractor(lambda: make_feature_extractor(backbone, notop, config.image_size))
+    features, _ = network_features(
+        extractor, decoded, config.cache_dir, config.backbone, notop.key, config.image_size,
+        run.summary.fingerprint, "train", should_cancel=run.should_cancel,
+        progress=lambda done, total: run.phase("extract-train", "Looking at the training photos", done, total))
+    probabilities = _top_on_features(imagenet, backbone, features)
+    return probabilities if _agrees_on_first_photos(imagenet, decoded, probabilities) else None
 
 
 def _top_on_features(model, backbone, features: np.ndarray) -> np.ndarray:
